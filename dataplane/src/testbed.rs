@@ -1,1 +1,0 @@
-//! testbed (in progress)

@@ -4,7 +4,7 @@
 //!
 //! Without root they print that they were skipped; with `CI=true` they must run.
 
-use std::io::{BufRead, BufReader, ErrorKind};
+use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{Ipv6Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +28,9 @@ fn privileged(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: CI=true but not running as root: privileged steering tests must run in CI");
     }
-    eprintln!("{test}: skipped (privileged test, needs root)");
+    // Straight to the stream, not eprintln!: libtest would swallow the captured output of a
+    // passing test, and the skip must be seen.
+    let _ = writeln!(std::io::stderr(), "{test}: skipped (privileged test, needs root)");
     false
 }
 

@@ -60,11 +60,7 @@ fn env_var(name: &str) -> Result<String, String> {
 /// `BPF_CLANG` if set (it must work), else the first of clang-19, clang that runs.
 fn find_clang() -> Result<String, String> {
     if let Ok(clang) = env::var("BPF_CLANG") {
-        return if runs(&clang) {
-            Ok(clang)
-        } else {
-            Err(format!("BPF_CLANG={clang} cannot be run"))
-        };
+        return if runs(&clang) { Ok(clang) } else { Err(format!("BPF_CLANG={clang} cannot be run")) };
     }
     ["clang-19", "clang"]
         .into_iter()
@@ -92,9 +88,7 @@ fn multiarch_include() -> Result<PathBuf, String> {
     let triple = match arch.as_str() {
         "x86" => "i386-linux-gnu".to_owned(),
         "arm" => "arm-linux-gnueabihf".to_owned(),
-        "powerpc64" if env_var("CARGO_CFG_TARGET_ENDIAN")? == "little" => {
-            "powerpc64le-linux-gnu".to_owned()
-        }
+        "powerpc64" if env_var("CARGO_CFG_TARGET_ENDIAN")? == "little" => "powerpc64le-linux-gnu".to_owned(),
         other => format!("{other}-linux-gnu"),
     };
     Ok(Path::new("/usr/include").join(triple))
@@ -114,7 +108,10 @@ fn compile(clang: &str, target: &str, include: &Path, source: &Path, object: &Pa
     if !output.status.success() {
         // Cargo shows a failed build script's stderr: the compiler's own words.
         eprint!("{diagnostics}");
-        return Err(format!("compile {} with {clang} failed (its errors are under --- stderr below)", source.display()));
+        return Err(format!(
+            "compile {} with {clang} failed (its errors are under --- stderr below)",
+            source.display()
+        ));
     }
     for line in diagnostics.lines().filter(|line| line.contains("warning:")) {
         println!("cargo::warning={line}");

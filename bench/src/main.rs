@@ -1,1 +1,27 @@
-fn main() {}
+//! sluice benchmarks: `sluice-bench <suite> [options]`, one subcommand per suite, each
+//! printing a plain table. Privileged suites build their own namespace topology.
+
+mod dataplane;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "sluice benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Subcommand)]
+enum Suite {
+    /// End-to-end packet rates on veth: live-frames sender, bare AF_XDP rxdrop loop, sluice
+    /// drop and forward.
+    Dataplane(dataplane::Opts),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().suite {
+        Suite::Dataplane(opts) => dataplane::run(&opts),
+    }
+}

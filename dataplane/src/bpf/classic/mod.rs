@@ -151,7 +151,9 @@ pub enum Reject {
     JumpOutOfRange { target: u64, last: usize },
     #[error("jump offset {0:#x} is negative as a signed value: classic jumps only go forward")]
     JumpBackward(u32),
-    #[error("linux extension `{name}` (SKF_AD_OFF+{offset}) is not supported: sluice filters see frames, not socket metadata")]
+    #[error(
+        "linux extension `{name}` (SKF_AD_OFF+{offset}) is not supported: sluice filters see frames, not socket metadata"
+    )]
     Extension { name: &'static str, offset: u32 },
     #[error("load at SKF_AD_OFF+{0} is not a known linux extension")]
     UnknownExtension(u32),

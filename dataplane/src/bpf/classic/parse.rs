@@ -83,9 +83,7 @@ fn parse_decimal(cur: &mut Cursor) -> Result<Vec<ClassicInsn>, ClassicError> {
             break;
         }
         if insns.len() as u64 == count {
-            return Err(cur.error(format!(
-                "more instructions than the count of {count} on line {count_line}"
-            )));
+            return Err(cur.error(format!("more instructions than the count of {count} on line {count_line}")));
         }
         let mut v = [0u64; 4];
         for (slot, (name, bits)) in v.iter_mut().zip(FIELDS) {

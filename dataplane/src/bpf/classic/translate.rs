@@ -39,10 +39,12 @@ pub fn translate(insns: &[ClassicInsn]) -> Vec<Insn> {
     let live_out = liveness(insns);
     // Pass 1 measures (every instruction's length is independent of jump distances); pass 2
     // emits with the slot numbers pass 1 found.
-    let mut measure = Lowering { insns, live_out: &live_out, layout: None, starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut measure =
+        Lowering { insns, live_out: &live_out, layout: None, starts: Vec::new(), ret0: None, out: Vec::new() };
     measure.run();
     let layout = Layout { starts: measure.starts, ret0: measure.ret0.unwrap_or(0), end: measure.out.len() };
-    let mut emit = Lowering { insns, live_out: &live_out, layout: Some(layout), starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut emit =
+        Lowering { insns, live_out: &live_out, layout: Some(layout), starts: Vec::new(), ret0: None, out: Vec::new() };
     emit.run();
     emit.out
 }
@@ -426,7 +428,10 @@ mod tests {
             tr("3\n2 0 0 15\n97 0 0 15\n22 0 0 0\n"),
             vec![mov32_imm(0, 0), stx(SIZE_W, 10, 0, -4), ldx(SIZE_W, 7, 10, -4), exit()]
         );
-        assert_eq!(tr("2\n3 0 0 0\n6 0 0 1\n"), vec![mov32_imm(7, 0), stx(SIZE_W, 10, 7, -64), mov32_imm(0, 1), exit()]);
+        assert_eq!(
+            tr("2\n3 0 0 0\n6 0 0 1\n"),
+            vec![mov32_imm(7, 0), stx(SIZE_W, 10, 7, -64), mov32_imm(0, 1), exit()]
+        );
     }
 
     #[test]

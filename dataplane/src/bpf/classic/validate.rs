@@ -231,10 +231,7 @@ mod tests {
 
     #[test]
     fn refuses_jumps_out_of_range_or_backward() {
-        assert_eq!(
-            rejected(&[i(JMP | JA, 0, 0, 1), ret0()]),
-            (0, Reject::JumpOutOfRange { target: 2, last: 1 })
-        );
+        assert_eq!(rejected(&[i(JMP | JA, 0, 0, 1), ret0()]), (0, Reject::JumpOutOfRange { target: 2, last: 1 }));
         assert_eq!(rejected(&[i(JMP | JA, 0, 0, u32::MAX), ret0()]), (0, Reject::JumpBackward(u32::MAX)));
         assert_eq!(
             rejected(&[i(JMP | JEQ | K, 0, 2, 1), ret0(), ret0()]),
@@ -282,12 +279,7 @@ mod tests {
         assert_eq!(rejected(&[i(LD | MEM, 0, 0, 3), ret0()]), (0, Reject::UninitializedMemory(3)));
         assert_eq!(rejected(&[i(ST, 0, 0, 1), i(LDX | MEM, 0, 0, 2), ret0()]), (1, Reject::UninitializedMemory(2)));
         // Written on one branch only.
-        let one_branch = [
-            i(JMP | JEQ | K, 0, 1, 7),
-            i(ST, 0, 0, 0),
-            i(LD | MEM, 0, 0, 0),
-            i(RET | A, 0, 0, 0),
-        ];
+        let one_branch = [i(JMP | JEQ | K, 0, 1, 7), i(ST, 0, 0, 0), i(LD | MEM, 0, 0, 0), i(RET | A, 0, 0, 0)];
         assert_eq!(rejected(&one_branch), (2, Reject::UninitializedMemory(0)));
         // Written on both branches.
         let both = [
@@ -320,7 +312,10 @@ mod tests {
     #[test]
     fn errors_carry_index_disassembly_and_reason() {
         let err = validate(&[i(LD | H | ABS, 0, 0, 12), i(JMP | JEQ | K, 2, 5, 0x800), ret0()]).unwrap_err();
-        assert_eq!(err.to_string(), "instruction 1 (jeq #0x800 jt 4 jf 7): jump target 7 is past the last instruction (2)");
+        assert_eq!(
+            err.to_string(),
+            "instruction 1 (jeq #0x800 jt 4 jf 7): jump target 7 is past the last instruction (2)"
+        );
         let err = validate(&[i(LD | W | ABS, 0, 0, SKF_AD_OFF + 8), ret0()]).unwrap_err();
         assert!(err.to_string().starts_with("instruction 0 (ld [ifidx]): linux extension `ifidx`"), "{err}");
     }

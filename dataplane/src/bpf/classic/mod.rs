@@ -14,6 +14,9 @@
 //! kind [`ProgKind::Xdp`] → [`check::validate`](crate::bpf::check) → [`Program`]; [`compile`]
 //! does the last three in one call.
 
+use super::check::{self, CheckError};
+use super::{Helpers, ProgKind, Program};
+
 mod disasm;
 mod parse;
 mod translate;
@@ -174,4 +177,62 @@ pub enum ClassicError {
     Length(usize),
     #[error("instruction {index} ({text}): {reason}")]
     Invalid { index: usize, text: String, reason: Reject },
+    /// The translation was refused by the eBPF checker: a sluice bug, reported with the evidence.
+    #[error("check translated program: {0}")]
+    Check(#[from] CheckError),
+}
+
+/// Validates, translates and checks a classic program: the one call front ends need.
+pub fn compile(insns: &[ClassicInsn]) -> Result<Program, ClassicError> {
+    validate(insns)?;
+    Ok(check::validate(translate(insns), ProgKind::Xdp, &Helpers::none())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::op::*;
+    use super::*;
+    use crate::bpf::tcpdump::compile_expr;
+
+    /// One instance of every opcode the kernel allows, with operands validation accepts.
+    pub(super) fn every_opcode() -> Vec<ClassicInsn> {
+        let mut prog = vec![ClassicInsn::new(ST, 0, 0, 0), ClassicInsn::new(STX, 0, 0, 1)];
+        for code in 0..=0xffffu16 {
+            if !validate::is_allowed(code) || matches!(code, ST | STX) || code & 0x07 == RET {
+                continue;
+            }
+            let k = match code & 0x07 {
+                _ if code == LD | MEM || code == LDX | MEM => 1,
+                ALU => 3,
+                JMP => 0,
+                _ => 14,
+            };
+            prog.push(ClassicInsn::new(code, 0, 0, k));
+        }
+        prog.push(ClassicInsn::new(RET | A, 0, 0, 0));
+        prog.push(ClassicInsn::new(RET | K, 0, 0, 0));
+        prog
+    }
+
+    #[test]
+    fn every_opcode_compiles_to_a_checked_program() {
+        let prog = compile(&every_opcode()).unwrap();
+        assert_eq!(prog.kind(), ProgKind::Xdp);
+        assert!(prog.insns().len() > every_opcode().len());
+    }
+
+    #[test]
+    fn tcpdump_programs_compile() {
+        for expr in ["", "tcp", "udp dst port 53", "vlan and ip6", "len > 100", "ip[2:2] - ((ip[0]&0xf)<<2) > 20"] {
+            let insns = compile_expr(expr).unwrap();
+            compile(&insns).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        }
+    }
+
+    #[test]
+    fn compile_reports_classic_rejections_first() {
+        let err = compile(&[ClassicInsn::new(LD | MEM, 0, 0, 16), ClassicInsn::new(RET | A, 0, 0, 0)]).unwrap_err();
+        assert_eq!(err.to_string(), "instruction 0 (ld M[16]): scratch memory index 16 is out of range (M[0] to M[15])");
+        assert_eq!(compile(&[]).unwrap_err(), ClassicError::Length(0));
+    }
 }

@@ -1,8 +1,8 @@
 //! Classic disassembly in the format of libpcap's `bpf_image` (what `tcpdump -d` prints), so a
 //! listing can be diffed against tcpdump's own.
 //!
-//! Two deliberate differences from `bpf_image`: `ldx #pktlen` (which libpcap executes but prints
-//! as `unimp 0x81`) is named, and `ja` targets are computed without 32-bit overflow.
+//! One deliberate difference from `bpf_image`: `ldx #pktlen`, which libpcap executes but prints
+//! as `unimp 0x81`, is named.
 
 use super::op::*;
 use super::{ClassicInsn, extension_name};
@@ -35,7 +35,8 @@ fn parts(insn: &ClassicInsn, index: usize) -> (&'static str, String) {
         c if c == LDX | MEM => ("ldx", format!("M[{sk}]")),
         c if c == ST => ("st", format!("M[{sk}]")),
         c if c == STX => ("stx", format!("M[{sk}]")),
-        c if c == JMP | JA => ("ja", (index as u64 + 1 + k as u64).to_string()),
+        // 32-bit wrap-around, as libpcap computes it: a "backward" k shows its real target.
+        c if c == JMP | JA => ("ja", ((index as u32).wrapping_add(1).wrapping_add(k) as i32).to_string()),
         c if c == ALU | NEG => ("neg", String::new()),
         c if c == MISC | TAX => ("tax", String::new()),
         c if c == MISC | TXA => ("txa", String::new()),
@@ -169,7 +170,8 @@ mod tests {
         assert_eq!(one(LD | W | ABS, 0, 0, 0xffff_f008), "ld [ifidx]");
         assert_eq!(one(LD | B | ABS, 0, 0, 0xffff_f030), "ldb [vlanp]");
         assert_eq!(one(RET | K, 0, 0, u32::MAX), "ret #-1");
-        assert_eq!(one(JMP | JA, 0, 0, u32::MAX), "ja 4294967299");
+        assert_eq!(one(JMP | JA, 0, 0, u32::MAX), "ja 3");
+        assert_eq!(one(JMP | JA, 0, 0, 0x7fff_ffff), "ja -2147483645");
     }
 
     #[test]

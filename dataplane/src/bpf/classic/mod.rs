@@ -152,8 +152,8 @@ pub enum Reject {
     MemIndex(u32),
     #[error("jump target {target} is past the last instruction ({last})")]
     JumpOutOfRange { target: u64, last: usize },
-    #[error("jump offset {0:#x} is negative as a signed value: classic jumps only go forward")]
-    JumpBackward(u32),
+    #[error("jump offset {k:#x} wraps around to instruction {target}: classic jumps only go forward")]
+    JumpBackward { k: u32, target: i64 },
     #[error(
         "linux extension `{name}` (SKF_AD_OFF+{offset}) is not supported: sluice filters see frames, not socket metadata"
     )]

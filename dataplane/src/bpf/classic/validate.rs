@@ -79,7 +79,7 @@ pub fn validate(insns: &[ClassicInsn]) -> Result<(), ClassicError> {
                 // The kernel's test is `k >= flen - pc - 1`; a k with the top bit set is what a
                 // "backward" jump looks like once someone treats it as signed.
                 if k >= 0x8000_0000 {
-                    Some(Reject::JumpBackward(k))
+                    Some(Reject::JumpBackward { k, target: pc as i64 + 1 + i64::from(k as i32) })
                 } else if k as u64 >= (len - pc - 1) as u64 {
                     Some(Reject::JumpOutOfRange { target: pc as u64 + 1 + k as u64, last })
                 } else {
@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn refuses_jumps_out_of_range_or_backward() {
         assert_eq!(rejected(&[i(JMP | JA, 0, 0, 1), ret0()]), (0, Reject::JumpOutOfRange { target: 2, last: 1 }));
-        assert_eq!(rejected(&[i(JMP | JA, 0, 0, u32::MAX), ret0()]), (0, Reject::JumpBackward(u32::MAX)));
+        assert_eq!(
+            rejected(&[ret0(), i(JMP | JA, 0, 0, u32::MAX - 1), ret0()]),
+            (1, Reject::JumpBackward { k: u32::MAX - 1, target: 0 })
+        );
         assert_eq!(
             rejected(&[i(JMP | JEQ | K, 0, 2, 1), ret0(), ret0()]),
             (0, Reject::JumpOutOfRange { target: 3, last: 2 })

@@ -142,8 +142,8 @@ impl Worker {
         let mut idle = 0u32;
         while !stop.load(Relaxed) {
             let mut received = 0;
-            for p in 0..ports {
-                received += self.step(p, &mut local[p])?;
+            for (p, l) in local.iter_mut().enumerate() {
+                received += self.step(p, l)?;
             }
             if received > 0 {
                 idle = 0;

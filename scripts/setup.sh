@@ -9,6 +9,7 @@ packages=(
   libpcap-dev           # tcpdump expressions are compiled by libpcap
   iproute2              # network namespaces and veth pairs for tests and the demo
   tcpdump               # reads captures in tests
+  iputils-ping          # the demo and tests ping through the dataplane
 )
 
 missing=()

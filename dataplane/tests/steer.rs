@@ -7,96 +7,36 @@
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::net::{Ipv6Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use etherparse::{EtherType, Ethernet2Header, PacketBuilder, VlanId};
 use sluice::steer::{
     self, AttachMode, AttachPref, PassRule, SteerCounters, SteerError, Steering, XdpVerdict, attached_xdp_prog,
 };
+use sluice::testbed::netns::{Netns, privileged};
 
-/// Set in the child process of `sigkill_leaves_nothing_attached`: the namespace to attach in.
-const CHILD_NETNS_ENV: &str = "SLUICE_STEER_TEST_CHILD_NETNS";
+/// Set in the child process of `sigkill_leaves_nothing_attached` (started inside its namespace).
+const CHILD_ENV: &str = "SLUICE_STEER_TEST_CHILD";
 const CHILD_TEST: &str = "child_holds_an_attachment_until_killed";
 
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: CI=true but not running as root: privileged steering tests must run in CI");
-    }
-    eprintln!("{test}: skipped (privileged test, needs root)");
-    false
+/// A fresh namespace holding the veth pair `dut-a` / `dut-b`, both left down: no frame but the
+/// crafted ones may reach the program (an up veth soon carries IPv6 autoconfiguration
+/// traffic), so the counters are exact.
+fn veth_ns() -> Netns {
+    let ns = Netns::new("st").unwrap();
+    let veth = ["link", "add", "dut-a", "numrxqueues", "1", "numtxqueues", "1", "type", "veth"];
+    let peer = ["peer", "name", "dut-b", "numrxqueues", "1", "numtxqueues", "1"];
+    ip(&ns, &[&veth[..], &peer[..]].concat());
+    ns
 }
 
-/// A network namespace of this test process, deleted on drop (with any veth inside).
-struct Netns {
-    name: String,
+fn ip(ns: &Netns, args: &[&str]) {
+    ns.ip(args).unwrap();
 }
 
-impl Netns {
-    fn empty() -> Netns {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!("sluice-steer-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
-        run("ip", &["netns", "add", &name]);
-        Netns { name }
-    }
-
-    /// A namespace holding the veth pair `dut-a` / `dut-b`.
-    fn new() -> Netns {
-        let ns = Netns::empty();
-        ns.ip(&["link", "add", "dut-a", "numrxqueues", "1", "numtxqueues", "1", "type", "veth"]
-            .into_iter()
-            .chain(["peer", "name", "dut-b", "numrxqueues", "1", "numtxqueues", "1"])
-            .collect::<Vec<_>>());
-        // Both ends stay down: no frame but the crafted ones may reach the program (an up
-        // veth soon carries IPv6 autoconfiguration traffic), so the counters are exact.
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full);
-    }
-
-    /// Runs `f` on a thread that has joined the namespace (setns is per thread).
-    fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    enter_netns(&self.name);
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let status = Command::new("ip").args(["netns", "del", &self.name]).status();
-        if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("warning: could not delete netns {}: {status:?}", self.name);
-        }
-    }
-}
-
-fn enter_netns(name: &str) {
-    let file = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns");
-    // SAFETY: the descriptor refers to a network namespace file and stays open for the call;
-    // setns only changes the calling thread's namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-}
-
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program).args(args).output().expect("spawn");
-    assert!(out.status.success(), "{program} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+fn enter<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    ns.run_in(f).unwrap()
 }
 
 /// An unbound AF_XDP socket: enough for the XSKMAP to accept it and for the program's
@@ -196,8 +136,8 @@ fn attach_native_and_generic_then_detach_on_drop() {
     if !privileged("attach_native_and_generic_then_detach_on_drop") {
         return;
     }
-    let ns = Netns::new();
-    ns.enter(|| {
+    let ns = veth_ns();
+    enter(&ns, || {
         assert_eq!(attached_xdp_prog("dut-a").unwrap(), None);
         for (pref, want) in [
             (AttachPref::Native, AttachMode::Native),
@@ -238,11 +178,11 @@ fn auto_falls_back_to_generic_when_native_is_refused() {
     if !privileged("auto_falls_back_to_generic_when_native_is_refused") {
         return;
     }
-    let ns = Netns::new();
+    let ns = veth_ns();
     // veth refuses native XDP when the peer's MTU does not fit in a page.
-    ns.ip(&["link", "set", "dut-a", "mtu", "9000"]);
-    ns.ip(&["link", "set", "dut-b", "mtu", "9000"]);
-    ns.enter(|| {
+    ip(&ns, &["link", "set", "dut-a", "mtu", "9000"]);
+    ip(&ns, &["link", "set", "dut-b", "mtu", "9000"]);
+    enter(&ns, || {
         let err = Steering::attach("dut-a", AttachPref::Native, &[], false).unwrap_err();
         assert!(matches!(err, SteerError::Attach { mode: AttachMode::Native, .. }), "{err:?}");
         assert!(err.to_string().starts_with("attach xdp to dut-a (native): "), "{err}");
@@ -260,11 +200,11 @@ fn verdicts_and_counters_on_crafted_frames() {
     if !privileged("verdicts_and_counters_on_crafted_frames") {
         return;
     }
-    let ns = Netns::new();
-    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
-    ns.ip(&["addr", "add", "fd77::1/64", "dev", "dut-a", "nodad"]);
+    let ns = veth_ns();
+    ip(&ns, &["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
+    ip(&ns, &["addr", "add", "fd77::1/64", "dev", "dut-a", "nodad"]);
     let rules: Vec<PassRule> = ["tcp/22", "udp/53", "icmp"].iter().map(|r| r.parse().unwrap()).collect();
-    ns.enter(|| {
+    enter(&ns, || {
         let mut steering = Steering::attach("dut-a", AttachPref::Generic, &rules, true).unwrap();
         let xsk = xdp_socket();
         steering.register_socket(0, xsk.as_raw_fd()).unwrap();
@@ -351,9 +291,9 @@ fn local_addresses_only_pass_when_asked() {
     if !privileged("local_addresses_only_pass_when_asked") {
         return;
     }
-    let ns = Netns::new();
-    ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
-    ns.enter(|| {
+    let ns = veth_ns();
+    ip(&ns, &["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
+    enter(&ns, || {
         let mut steering = Steering::attach("dut-a", AttachPref::Generic, &[], false).unwrap();
         let xsk = xdp_socket();
         steering.register_socket(0, xsk.as_raw_fd()).unwrap();
@@ -367,17 +307,17 @@ fn real_frames_follow_the_verdicts() {
     if !privileged("real_frames_follow_the_verdicts") {
         return;
     }
-    let dut = Netns::new();
-    let peer = Netns::empty();
-    dut.ip(&["link", "set", "dut-b", "netns", &peer.name]);
-    dut.ip(&["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
-    dut.ip(&["link", "set", "dut-a", "up"]);
-    peer.ip(&["addr", "add", "10.77.0.2/24", "dev", "dut-b"]);
-    peer.ip(&["link", "set", "dut-b", "up"]);
+    let dut = veth_ns();
+    let peer = Netns::new("sp").unwrap();
+    ip(&dut, &["link", "set", "dut-b", "netns", peer.name()]);
+    ip(&dut, &["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
+    ip(&dut, &["link", "set", "dut-a", "up"]);
+    ip(&peer, &["addr", "add", "10.77.0.2/24", "dev", "dut-b"]);
+    ip(&peer, &["link", "set", "dut-b", "up"]);
     // Sockets stay in the namespace they were created in, whichever thread uses them later.
-    let receiver = dut.enter(|| UdpSocket::bind("10.77.0.1:7777").unwrap());
+    let receiver = enter(&dut, || UdpSocket::bind("10.77.0.1:7777").unwrap());
     receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let sender = peer.enter(|| UdpSocket::bind("10.77.0.2:0").unwrap());
+    let sender = enter(&peer, || UdpSocket::bind("10.77.0.2:0").unwrap());
     let xsk = xdp_socket();
     let mut buf = [0u8; 64];
 
@@ -389,7 +329,7 @@ fn real_frames_follow_the_verdicts() {
         ("no rule: redirected away from the kernel", &[][..], false, false),
         ("udp/7777 rule passes", &[udp_7777][..], false, true),
     ] {
-        let mut steering = dut.enter(|| Steering::attach("dut-a", AttachPref::Auto, rules, pass_local).unwrap());
+        let mut steering = enter(&dut, || Steering::attach("dut-a", AttachPref::Auto, rules, pass_local).unwrap());
         assert_eq!(steering.mode(), AttachMode::Native);
         steering.register_socket(0, xsk.as_raw_fd()).unwrap();
         sender.send_to(name.as_bytes(), "10.77.0.1:7777").unwrap();
@@ -421,12 +361,13 @@ fn sigkill_leaves_nothing_attached() {
     if !privileged("sigkill_leaves_nothing_attached") {
         return;
     }
-    let ns = Netns::new();
+    let ns = veth_ns();
     let exe = std::env::current_exe().unwrap();
     let mut child = ChildGuard(
-        Command::new(exe)
-            .args([CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD_NETNS_ENV, &ns.name)
+        // `ip netns exec` execs the test binary in place: the child's pid is the test process.
+        ns.exec([exe.as_os_str(), CHILD_TEST.as_ref(), "--exact".as_ref(), "--ignored".as_ref()])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -439,14 +380,14 @@ fn sigkill_leaves_nothing_attached() {
         .find_map(|line| line.split_once("attached prog ").map(|(_, id)| id.trim().parse().unwrap()))
         .expect("child exited before attaching");
 
-    ns.enter(|| assert_eq!(attached_xdp_prog("dut-a").unwrap(), Some(prog_id)));
+    enter(&ns, || assert_eq!(attached_xdp_prog("dut-a").unwrap(), Some(prog_id)));
     child.0.kill().unwrap(); // SIGKILL: no destructor, no signal handler runs
     child.0.wait().unwrap();
 
     // The link goes when the dead process's descriptors are closed; allow for the reaping.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let attached = ns.enter(|| steer::xdp_attachment("dut-a").unwrap());
+        let attached = enter(&ns, || steer::xdp_attachment("dut-a").unwrap());
         if attached == steer::XdpAttachment::default() {
             break;
         }
@@ -459,11 +400,10 @@ fn sigkill_leaves_nothing_attached() {
 #[test]
 #[ignore = "child process of sigkill_leaves_nothing_attached"]
 fn child_holds_an_attachment_until_killed() {
-    let Ok(netns) = std::env::var(CHILD_NETNS_ENV) else {
+    if std::env::var(CHILD_ENV).is_err() {
         eprintln!("{CHILD_TEST}: only meaningful when spawned by sigkill_leaves_nothing_attached");
         return;
-    };
-    enter_netns(&netns);
+    }
     let steering = Steering::attach("dut-a", AttachPref::Auto, &[], false).unwrap();
     println!("attached prog {}", steering.prog_id());
     // Long enough for the parent; short enough that a parent dying first leaves no stray child.

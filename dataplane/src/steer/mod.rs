@@ -17,12 +17,10 @@ mod sys;
 use std::error::Error as StdError;
 use std::fmt;
 use std::net::IpAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, RawFd};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
-use aya::programs::links::FdLink;
-use aya::programs::{ProgramError, Xdp, XdpMode};
-use aya::sys::SyscallError;
+use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 
 pub use rules::{MAX_QUEUES, PassRule, PassRuleError, SteerCounters};
@@ -52,10 +50,10 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
-    fn xdp_mode(self) -> XdpMode {
+    fn xdp_flags(self) -> u32 {
         match self {
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Generic => XdpMode::Skb,
+            AttachMode::Native => sys::XDP_FLAGS_DRV_MODE,
+            AttachMode::Generic => sys::XDP_FLAGS_SKB_MODE,
         }
     }
 }
@@ -134,9 +132,9 @@ fn chain(err: &dyn StdError) -> String {
 /// Dropping it detaches the program: the kernel holds the attachment only through the
 /// bpf_link whose descriptor this owns, so a killed process leaves nothing attached either.
 pub struct Steering {
-    // Held only to be dropped: closing it detaches. Fields drop in declaration order, so the
+    // Held only to be dropped, which detaches. Fields drop in declaration order, so the
     // program is detached before its maps and program are released.
-    _link: FdLink,
+    _link: sys::XdpLink,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, [u64; 4]>,
     ebpf: Ebpf,
@@ -191,7 +189,18 @@ impl Steering {
                 Ok(link) => (link, AttachMode::Native),
                 Err(native) => {
                     tracing::warn!(ifname, reason = %native, "native xdp attach failed, falling back to generic");
-                    (attach_link(program, ifname, ifindex, AttachMode::Generic)?, AttachMode::Generic)
+                    let link =
+                        attach_link(program, ifname, ifindex, AttachMode::Generic).map_err(
+                            |generic| match generic {
+                                SteerError::Attach { ifname, mode, reason } => SteerError::Attach {
+                                    ifname,
+                                    mode,
+                                    reason: format!("{reason} (after native failed: {native})"),
+                                },
+                                other => other,
+                            },
+                        )?;
+                    (link, AttachMode::Generic)
                 }
             },
         };
@@ -264,7 +273,7 @@ impl Steering {
 
 impl Drop for Steering {
     fn drop(&mut self) {
-        // The link's descriptor closes when the fields drop right after this, which detaches.
+        // The link detaches (BPF_LINK_DETACH) as the fields drop right after this.
         tracing::debug!(ifname = %self.ifname, mode = %self.mode, prog_id = self.prog_id, "detaching steering");
     }
 }
@@ -323,23 +332,19 @@ fn take_map<M, E: StdError>(
     open(map).map_err(|e| map_err("open", chain(&e)))
 }
 
-/// Attaches through a bpf_link and insists on getting one: aya falls back to a netlink
-/// attachment when link creation fails with EINVAL, and that one would outlive a crash.
-fn attach_link(program: &mut Xdp, ifname: &str, ifindex: u32, mode: AttachMode) -> Result<FdLink, SteerError> {
+/// Attaches through a bpf_link of our own rather than aya's `Xdp::attach`: aya falls back to a
+/// netlink attachment when link creation fails with EINVAL, and that one would outlive a crash.
+fn attach_link(program: &Xdp, ifname: &str, ifindex: u32, mode: AttachMode) -> Result<sys::XdpLink, SteerError> {
     let err = |reason: String| SteerError::Attach { ifname: ifname.to_owned(), mode, reason };
-    let id = program
-        .attach_to_if_index(ifindex, mode.xdp_mode())
-        .map_err(|e| err(format!("{}{}", chain(&e), attach_hint(&e))))?;
-    let link = program.take_link(id).map_err(|e| err(chain(&e)))?;
-    // On failure the XdpLink is dropped inside try_from, which detaches the netlink attachment.
-    FdLink::try_from(link).map_err(|e| err(format!("kernel attached without a bpf_link: {}", chain(&e))))
+    let prog_fd = program.fd().map_err(|e| err(chain(&e)))?;
+    sys::XdpLink::create(prog_fd.as_fd(), ifindex, mode.xdp_flags())
+        .map_err(|e| err(format!("bpf link create: {e}{}", attach_hint(&e))))
 }
 
 /// bpf_link_create has no extended ack, so the kernel's reason is only an errno: name the
 /// usual cause of the ones XDP attachment returns.
-fn attach_hint(err: &ProgramError) -> &'static str {
-    let ProgramError::SyscallError(SyscallError { io_error, .. }) = err else { return "" };
-    match io_error.raw_os_error() {
+fn attach_hint(err: &std::io::Error) -> &'static str {
+    match err.raw_os_error() {
         Some(libc::EBUSY) => " (another xdp program is already attached)",
         Some(libc::ERANGE) => " (mtu too large for native xdp on this device or its peer)",
         Some(libc::EOPNOTSUPP) => " (driver has no native xdp support)",
@@ -380,9 +385,9 @@ mod tests {
     #[test]
     fn error_chain_is_flattened() {
         let io = std::io::Error::from_raw_os_error(libc::EINVAL);
-        let sys = SyscallError { call: "bpf_link_create", io_error: io };
+        let sys = aya::sys::SyscallError { call: "bpf_prog_load", io_error: io };
         let text = chain(&sys);
-        assert!(text.starts_with("`bpf_link_create` failed: "), "{text}");
+        assert!(text.starts_with("`bpf_prog_load` failed: "), "{text}");
         assert!(text.contains("Invalid argument"), "{text}");
     }
 

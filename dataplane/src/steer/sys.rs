@@ -1,12 +1,13 @@
-//! The OS calls the steering loader needs and aya does not offer: interface index, an
-//! interface's own IP addresses (`getifaddrs`), and which XDP programs an interface runs
-//! (an `RTM_GETLINK` request on rtnetlink). Everything acts in the calling thread's network
-//! namespace. Reply parsing is split from the socket so it is tested without root.
+//! The OS calls the steering loader needs and aya does not offer: the XDP bpf_link itself
+//! (`BPF_LINK_CREATE` without aya's netlink fallback, `BPF_LINK_DETACH` on drop), interface
+//! index, an interface's own IP addresses (`getifaddrs`), and which XDP programs an interface
+//! runs (an `RTM_GETLINK` request on rtnetlink). Everything acts in the calling thread's
+//! network namespace. Reply parsing is split from the socket so it is tested without root.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 /// `IFLA_XDP` and its nested attributes (`linux/if_link.h`); the libc crate lacks them.
@@ -20,6 +21,53 @@ const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 /// Our request's sequence number; the reply echoes it.
 const SEQ: u32 = 1;
+
+/// `enum bpf_cmd` and `enum bpf_attach_type` values (`linux/bpf.h`), `XDP_FLAGS_*`
+/// (`linux/if_link.h`).
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_DETACH: libc::c_long = 34;
+const BPF_XDP: u32 = 37;
+pub(super) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// bpf(2) with an attribute made of u32 fields: every command used here takes only those.
+fn bpf(cmd: libc::c_long, attr: &mut [u32]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable buffer of exactly the size passed; the kernel reads (and
+    // for some commands writes back) at most that many bytes and zero-extends the rest.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), std::mem::size_of_val(attr)) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+/// An XDP program attached to an interface through a bpf_link. Dropping it detaches the program
+/// at once (`BPF_LINK_DETACH`) even if a forked child still holds a copy of the descriptor; if
+/// the process dies, the kernel detaches when the last copy closes.
+#[derive(Debug)]
+pub(super) struct XdpLink(OwnedFd);
+
+impl XdpLink {
+    /// `flags` is one of the `XDP_FLAGS_*_MODE` values.
+    pub(super) fn create(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<XdpLink> {
+        // struct { u32 prog_fd; u32 target_ifindex; u32 attach_type; u32 flags; } link_create
+        let prog_fd = u32::try_from(prog.as_raw_fd())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative program descriptor"))?;
+        let mut attr = [prog_fd, ifindex, BPF_XDP, flags];
+        let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+        let fd = RawFd::try_from(fd).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "link fd out of range"))?;
+        // SAFETY: a successful BPF_LINK_CREATE returns a new descriptor that nothing else owns.
+        Ok(XdpLink(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+}
+
+impl Drop for XdpLink {
+    fn drop(&mut self) {
+        // struct { u32 link_fd; } link_detach. Failure (interface already gone, which detaches
+        // by itself) leaves nothing to undo: closing the descriptor next releases the link.
+        let Ok(link_fd) = u32::try_from(self.0.as_raw_fd()) else { return };
+        if let Err(err) = bpf(BPF_LINK_DETACH, &mut [link_fd]) {
+            tracing::debug!(%err, "bpf link detach");
+        }
+    }
+}
 
 /// The XDP programs attached to an interface, by attach mode (kernel program ids).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -195,7 +195,7 @@ mod tests {
         let pair = [QueueStats::new(), QueueStats::new()];
         let a = &pair[0] as *const QueueStats as usize;
         let b = &pair[1] as *const QueueStats as usize;
-        assert!(b - a >= 64 && (b - a) % 64 == 0);
+        assert!(b - a >= 64 && (b - a).is_multiple_of(64));
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker applying `actions[i]` to packets received on port `i` of `group`.
+    /// A worker applying `actions[i]` to packets received on port `i` of `group`. Fills the
+    /// group's fill rings right away, so traffic is received from the moment the sockets are
+    /// steered to, and waits in the RX rings until [`run`](Self::run) starts.
     pub fn new(
         group: XskGroup,
         actions: Vec<Action>,
@@ -104,11 +106,21 @@ impl Worker {
                 max,
             });
         }
-        Ok(Worker {
+        let mut worker = Worker {
             group,
             actions,
             batch_size,
-        })
+        };
+        worker.prime();
+        Ok(worker)
+    }
+
+    /// Hands every port its share of frames for receiving, so packets steered to the
+    /// sockets find fill frames even before the worker thread gets going.
+    fn prime(&mut self) {
+        for p in 0..self.group.len() {
+            while self.group.refill(p) > 0 {}
+        }
     }
 
     pub fn group(&self) -> &XskGroup {
@@ -136,14 +148,12 @@ impl Worker {
             });
         }
         let mut local = vec![Local::default(); ports];
-        for p in 0..ports {
-            while self.group.refill(p) > 0 {}
-        }
+        self.prime();
         let mut idle = 0u32;
         while !stop.load(Relaxed) {
             let mut received = 0;
-            for p in 0..ports {
-                received += self.step(p, &mut local[p])?;
+            for (p, l) in local.iter_mut().enumerate() {
+                received += self.step(p, l)?;
             }
             if received > 0 {
                 idle = 0;

@@ -271,6 +271,8 @@ pub const IDLE_POLL_MS: i32 = 50;
 /// Frames refilled at once at most; refilling in chunks keeps the fill ring's producer
 /// cache line from bouncing to the kernel on every batch.
 const REFILL_CHUNK: u32 = 64;
+/// How long `open` keeps retrying a queue the kernel reports busy.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// How many times one flush kicks a TX ring the kernel keeps answering `EAGAIN` for.
 const KICK_TRIES: u32 = 4;
 
@@ -428,23 +430,7 @@ impl XskGroup {
             let iface: Interface = ifname.parse().map_err(|_| XskError::InterfaceName {
                 ifname: ifname.clone(),
             })?;
-            // SAFETY: xsk-rs requires INHIBIT_PROG_LOAD when a UMEM is shared with a socket
-            // already bound to the same (interface, queue); it is set for every socket here,
-            // and `open` rejects duplicate pairs besides.
-            let created = unsafe { Socket::new(sock_cfg, &umem, &iface, *queue) };
-            let (tx, rx, rings) = created.map_err(|e| {
-                let source = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<io::Error>())
-                    .and_then(io::Error::raw_os_error)
-                    .map(io::Error::from_raw_os_error)
-                    .unwrap_or_else(|| io::Error::other(e.to_string()));
-                XskError::Socket {
-                    ifname: ifname.clone(),
-                    queue: *queue,
-                    mode,
-                    source,
-                }
-            })?;
+            let (tx, rx, rings) = bind_socket(sock_cfg, &umem, &iface, ifname, *queue, mode)?;
             let (fill, comp) = rings.ok_or_else(|| XskError::Rings {
                 ifname: ifname.clone(),
                 queue: *queue,
@@ -631,9 +617,9 @@ impl XskGroup {
         ports[p].counters.dropped += dropped;
         *held -= got as u64;
 
-        for q in 0..ports.len() {
-            if ports[q].stage_len > 0 {
-                flush_tx(&mut ports[q], free, free_len, self.need_wakeup)?;
+        for dst in ports.iter_mut() {
+            if dst.stage_len > 0 {
+                flush_tx(dst, free, free_len, self.need_wakeup)?;
             }
         }
         Ok(got)
@@ -846,6 +832,47 @@ impl XskGroup {
             tx_in_flight: tx_side,
             audit: auditor.finish(),
         }
+    }
+}
+
+type SocketRings = (TxQueue, RxQueue, Option<(FillQueue, CompQueue)>);
+
+/// Creates and binds one socket on `umem`. The kernel releases a closed socket's hold on its
+/// queue from a workqueue, so a queue freed a moment ago (a restart, a previous test) reports
+/// `EBUSY` briefly: that is retried for up to [`BUSY_RETRY`].
+fn bind_socket(
+    sock_cfg: SocketConfig,
+    umem: &Umem,
+    iface: &Interface,
+    ifname: &str,
+    queue: u32,
+    mode: XskMode,
+) -> Result<SocketRings, XskError> {
+    let busy_until = Instant::now() + BUSY_RETRY;
+    loop {
+        // SAFETY: xsk-rs requires INHIBIT_PROG_LOAD when a UMEM is shared with a socket already
+        // bound to the same (interface, queue); it is set for every socket sluice creates, and
+        // `open` rejects duplicate pairs besides. A failed attempt leaves the UMEM's saved rings
+        // where they were (libxdp clears them only on success), so retrying is sound.
+        let err = match unsafe { Socket::new(sock_cfg, umem, iface, queue) } {
+            Ok(rings) => return Ok(rings),
+            Err(e) => e,
+        };
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .and_then(io::Error::raw_os_error)
+            .map(io::Error::from_raw_os_error)
+            .unwrap_or_else(|| io::Error::other(err.to_string()));
+        if source.raw_os_error() == Some(libc::EBUSY) && Instant::now() < busy_until {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        return Err(XskError::Socket {
+            ifname: ifname.to_string(),
+            queue,
+            mode,
+            source,
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 //! destroys the veths in it.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
@@ -194,7 +195,9 @@ pub fn privileged(test: &str) -> bool {
         std::env::var("CI").as_deref() != Ok("true"),
         "{test}: privileged test must run as root under CI=true"
     );
-    eprintln!("{test}: skipped (privileged test, needs root)");
+    // Straight to stderr, not eprintln!: the test harness captures (and hides) the output of
+    // passing tests, and a skip must be visible.
+    let _ = writeln!(std::io::stderr(), "{test}: skipped (privileged test, needs root)");
     false
 }
 

@@ -1187,6 +1187,88 @@ mod tests {
         assert_eq!(xdp(&p, &mut [8]), Ok(5));
     }
 
+    /// Opcodes `form` accepts with zeroed fields, plus the atomics (which need an `imm`).
+    fn valid_ops() -> Vec<(u8, i32)> {
+        let mut v: Vec<(u8, i32)> = (0..=255u8)
+            .flat_map(|op| [(op, 0), (op, 16)])
+            .filter(|&(op, imm)| check::form(&Insn::new(op, 0, 0, 0, imm)).is_ok())
+            .collect();
+        for imm in [0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, 0xe1, 0xf1] {
+            v.extend([(0xc3, imm), (0xdb, imm)]);
+        }
+        v
+    }
+
+    /// Turns random slots into a program validation accepts (most of the time): fields the
+    /// form does not use are zeroed, jumps point forward inside the program, calls go to the
+    /// one helper, and the prologue moves the packet pointers out of the ctx.
+    fn repair(slots: Vec<Insn>) -> Vec<Insn> {
+        let mut out = vec![ldx(SIZE_W, 2, 1, xdp_md::DATA), ldx(SIZE_W, 3, 1, xdp_md::DATA_END), mov64_reg(1, 2)];
+        let n = slots.len();
+        for (k, mut i) in slots.into_iter().enumerate() {
+            for _ in 0..4 {
+                match check::form(&i) {
+                    Err(check::Reason::NonZeroField { field, .. }) => match field {
+                        "dst" => i.dst = 0,
+                        "src" => i.src = 0,
+                        "off" => i.off = 0,
+                        _ => i.imm = 0,
+                    },
+                    Err(check::Reason::BadAluOffset(_)) => i.off = 0,
+                    Err(check::Reason::BadEndWidth(_)) => i.imm = 32,
+                    Ok(Form::Call) => i.imm = 0,
+                    Ok(Form::Lddw | Form::CallLocal | Form::CallKfunc) | Err(_) => i = mov64_imm(0, 1),
+                    Ok(Form::Ja | Form::Jump { .. }) => {
+                        // Forward, landing on one of the remaining slots or the tail.
+                        i.off = (i.off as i64).rem_euclid((n - k) as i64 + 1) as i16;
+                        break;
+                    }
+                    Ok(Form::Ja32) => {
+                        i.imm = (i.imm as i64).rem_euclid((n - k) as i64 + 1) as i32;
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
+            if i.dst == 10 {
+                i.dst = 0;
+            }
+            out.push(i);
+        }
+        out.extend([mov64_imm(0, 2), exit()]);
+        out
+    }
+
+    unsafe extern "C" fn nop5(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        1
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Whatever a valid filter does, running it ends in a verdict or a fault, never a panic.
+        #[test]
+        fn random_valid_filters_run_without_panicking(
+            slots in proptest::collection::vec(
+                (proptest::sample::select(valid_ops()), 0u8..11, 0u8..11, -20i16..20, -4i32..80),
+                1..40,
+            ),
+            packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            raw_mem in proptest::prelude::any::<bool>(),
+        ) {
+            let slots = slots
+                .into_iter()
+                .map(|((op, imm0), dst, src, off, imm)| Insn::new(op, dst, src, off, if imm0 != 0 { imm0 } else { imm }))
+                .collect();
+            let helpers = Helpers::from_list(&[Helper { id: 0, name: "one", func: nop5, unwind_on_zero: false }]);
+            // Xdp validation forbids back-edges, so every run terminates.
+            if let Ok(p) = validate(repair(slots), ProgKind::Xdp, &helpers) {
+                let it = Interpreter::new(&p);
+                let mut pkt = packet.clone();
+                let _ = if raw_mem { it.run_raw(&mut pkt) } else { it.run_xdp(&mut pkt, 1, 0) };
+            }
+        }
+    }
+
     #[test]
     fn interpreters_are_shareable_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}

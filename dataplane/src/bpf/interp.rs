@@ -1,10 +1,13 @@
 //! The interpreter: the reference semantics of RFC 9669 v4 that the JIT is tested against.
 //!
-//! A [`Program`] is pre-decoded once into compact [`Op`]s (jump targets resolved to absolute
-//! slots, immediates sign-extended, helpers resolved), so a run is a `match` per instruction
-//! with no allocation and no re-parsing.
+//! A [`Program`] is pre-decoded once into compact 16-byte ops (jump targets resolved to
+//! absolute slots, immediates sign-extended, helpers resolved, and the sequences classic
+//! filters are made of fused into single ops), so a run is a `match` per op with no
+//! allocation and no re-parsing.
 //!
-//! Memory model, shared with the JIT:
+//! Execution model, shared with the JIT:
+//! - Registers start at zero except r1 (memory pointer, or context pointer for `run_xdp`),
+//!   r2 (memory length; 0 for `run_xdp`) and r10.
 //! - Guest addresses are host addresses: r1 points at the real buffer (or context), r10 at the
 //!   top of a real stack area, so helpers receive pointers they can use.
 //! - A load, store or atomic is allowed only inside the memory/packet slice or the stack area;

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::JitError;
+use crate::bpf::check::{self, StackReach};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
 use crate::bpf::{ProgKind, Program, MAX_CALL_DEPTH};
@@ -31,8 +32,7 @@ pub(super) enum Note {
     /// Nothing special (or not a memory access).
     None,
     /// LD_ABS: check that the packet holds at least this many bytes first (may be more than the
-    /// load itself needs: the check covers later loads of the same pure run). `u64::MAX` means
-    /// the load can never succeed.
+    /// load itself needs: see `short_means_zero`).
     PacketCheck(u64),
     /// LD_ABS, or a load/store/atomic into the packet, whose bounds are already proven: no check.
     Proven,
@@ -57,17 +57,21 @@ pub(super) struct Func {
 
 #[derive(Debug)]
 pub(super) struct Layout {
-    /// `funcs[0]` is the program entry; the others are targets of local calls.
+    /// `funcs[0]` is the program entry; the others are targets of local calls (a local call
+    /// may target slot 0 too: that callee is compiled again as a local function).
     pub funcs: Vec<Func>,
-    /// Some instruction reads r10: the stack area must exist.
-    pub uses_stack: bool,
-    /// Some instruction can read the context pointer in r1 (only matters for `Xdp`).
+    /// Which part of the stack area the program can reach (the interpreter's rule): with
+    /// `None` there is no stack and r10 is 0; the reachable part is zeroed before each run.
+    pub stack: StackReach,
+    /// Some instruction can observe the context pointer in r1 itself (not a field load, which
+    /// the JIT computes without it), so `run_xdp` must build a real `XdpContext`.
     pub uses_ctx: bool,
 }
 
 impl Layout {
-    pub fn func_index(&self, entry: usize) -> Option<usize> {
-        self.funcs.iter().position(|f| f.entry == entry)
+    /// Index in `funcs` of the local function a call to `entry` runs.
+    pub fn local_index(&self, entry: usize) -> Option<usize> {
+        self.funcs.iter().skip(1).position(|f| f.entry == entry).map(|i| i + 1)
     }
 }
 
@@ -132,6 +136,7 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
         }
     }
 
+    // entries[0] is the program entry; the rest are local functions, each listed once.
     let mut entries = vec![0usize];
     let mut funcs = Vec::new();
     let mut i = 0;
@@ -143,7 +148,7 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
                 if second_slot[t] {
                     return Err(JitError::BadTarget { pc, target: t as i64 });
                 }
-                if !entries.contains(&t) {
+                if !entries[1..].contains(&t) {
                     entries.push(t);
                 }
             }
@@ -152,20 +157,19 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
         i += 1;
     }
 
-    let mut uses_stack = false;
     let mut uses_ctx = false;
     for f in &funcs {
         for &pc in &f.pcs {
             let insn = &insns[pc];
-            uses_stack |= reads_reg(insn, REG_FP);
-            uses_ctx |= reads_reg(insn, 1) || insn.is_call();
+            let ctx_load = insn.class() == CLASS_LDX && insn.mode() == MODE_CTX;
+            uses_ctx |= (reads_reg(insn, 1) && !ctx_load) || insn.is_call();
         }
     }
-
+    let stack = check::stack_reach(insns);
     for (index, f) in funcs.iter_mut().enumerate() {
-        f.notes = plan(prog, f, index == 0);
+        f.notes = plan(prog, f, index == 0, stack != StackReach::None);
     }
-    Ok(Layout { funcs, uses_stack, uses_ctx })
+    Ok(Layout { funcs, stack, uses_ctx })
 }
 
 /// Instructions reachable from `entry` (calls fall through) and the block leaders among them.
@@ -266,9 +270,9 @@ struct State {
 }
 
 impl State {
-    fn entry(main: bool, kind: ProgKind) -> State {
+    fn entry(main: bool, kind: ProgKind, has_stack: bool) -> State {
         let mut regs = [Val::Unknown; NUM_REGS as usize];
-        regs[REG_FP as usize] = Val::Stack(0);
+        regs[REG_FP as usize] = if has_stack { Val::Stack(0) } else { Val::Const(0) };
         if main && kind == ProgKind::Raw {
             regs[1] = Val::Packet(0);
         }
@@ -285,9 +289,10 @@ impl State {
     }
 }
 
-/// Packet bytes an LD_ABS needs, `u64::MAX` when no packet can satisfy it.
+/// Packet bytes an LD_ABS needs; for LD_IND, the least it needs (its offset is
+/// `src as u32 + imm as u32`, computed without wrapping, as in the interpreter).
 pub(super) fn abs_need(insn: &Insn) -> u64 {
-    if insn.imm < 0 { u64::MAX } else { insn.imm as u64 + insn.size_bytes() as u64 }
+    insn.imm as u32 as u64 + insn.size_bytes() as u64
 }
 
 /// Is `[c, c + size)` relative to this frame's r10 inside the stack area whatever the depth?
@@ -309,31 +314,37 @@ fn classify(state: &State, main: bool, base: u8, off: i16, size: usize) -> Note 
     }
 }
 
-fn plan(prog: &Program, f: &Func, main: bool) -> Vec<Note> {
+fn plan(prog: &Program, f: &Func, main: bool, has_stack: bool) -> Vec<Note> {
     // Pass 1 learns what each instruction is (which accesses are proven, which exits return 0)
     // with every LD_ABS checking only its own need; the backward pass then finds how much a
     // check may demand; pass 2 emits the wider checks. Wider checks only add proven bytes, so
     // every fact pass 1 used still holds in pass 2.
-    let (notes, zero_exits) = forward(prog, f, main, None);
+    let (notes, zero_exits) = forward(prog, f, main, has_stack, None);
     let short = short_means_zero(prog, f, main, &notes, &zero_exits);
-    forward(prog, f, main, Some(&short)).0
+    forward(prog, f, main, has_stack, Some(&short)).0
 }
 
 /// Forward pass over the function's blocks in instruction order. With `short`, an LD_ABS that
 /// needs a check demands `short[pc]` bytes instead of its own need. Returns the notes and,
 /// per pc, whether it is an `exit` where r0 is 0 on every path.
-fn forward(prog: &Program, f: &Func, main: bool, short: Option<&[u64]>) -> (Vec<Note>, Vec<bool>) {
+fn forward(
+    prog: &Program,
+    f: &Func,
+    main: bool,
+    has_stack: bool,
+    short: Option<&[u64]>,
+) -> (Vec<Note>, Vec<bool>) {
     let insns = &prog.insns;
     let mut notes = vec![Note::None; insns.len()];
     let mut zero_exits = vec![false; insns.len()];
     let back_target = back_targets(insns, f);
     let mut pending: BTreeMap<usize, State> = BTreeMap::new();
-    pending.insert(f.entry, State::entry(main, prog.kind));
+    pending.insert(f.entry, State::entry(main, prog.kind, has_stack));
     let leaders: Vec<usize> = f.leaders.iter().copied().collect();
     for (bi, &leader) in leaders.iter().enumerate() {
         let state = if back_target.contains(&leader) {
             // Facts from the loop body are not known yet: start from nothing.
-            Some(State::entry(false, prog.kind))
+            Some(State::entry(false, prog.kind, has_stack))
         } else {
             pending.remove(&leader)
         };
@@ -421,8 +432,7 @@ fn short_means_zero(prog: &Program, f: &Func, main: bool, notes: &[Note], zero_e
             }
             CLASS_ALU | CLASS_ALU64 => after(&z),
             CLASS_LD => match insn.mode() {
-                MODE_ABS => abs_need(insn).max(after(&z)),
-                MODE_IND if insn.imm >= 0 => abs_need(insn).max(after(&z)),
+                MODE_ABS | MODE_IND => abs_need(insn).max(after(&z)),
                 _ => after(&z),
             },
             CLASS_LDX if insn.mode() == MODE_CTX || matches!(notes[pc], Note::Proven | Note::Stack) => after(&z),
@@ -478,11 +488,9 @@ fn step(insn: &Insn, pc: usize, insns: &[Insn], state: &mut State, main: bool, d
                 state.regs[0] = Val::Unknown;
             }
             _ => {
-                // LD_IND: the offset is `src (as u32) + imm`, never below imm, so a load that
-                // succeeded proves the packet holds imm + size bytes.
-                if insn.imm >= 0 {
-                    state.proven = state.proven.max(abs_need(insn));
-                }
+                // LD_IND: the offset is never below `imm as u32`, so a load that succeeded
+                // proves the packet holds that many bytes plus the size.
+                state.proven = state.proven.max(abs_need(insn));
                 state.regs[0] = Val::Unknown;
             }
         },

@@ -17,6 +17,7 @@ use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
 use cranelift_frontend::{FunctionBuilder, Switch, Variable};
 
 use super::analyze::{self, Func, Layout, Note, STACK_AREA};
+use crate::bpf::check::StackReach;
 use super::{trap_word, JitError, TrapKind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
@@ -26,17 +27,18 @@ const I64: Type = types::I64;
 const I32: Type = types::I32;
 
 /// Parameters of a local (bpf-to-bpf) function: r0..r9, its frame pointer, its depth, then the
-/// run environment (data, data_len, stack area). Callees see every caller register, as they
-/// would in the interpreter.
-pub(super) const LOCAL_PARAMS: usize = 15;
+/// run environment (data, data_len, stack area, ifindex/queue). Callees see every caller
+/// register, as they would in the interpreter.
+pub(super) const LOCAL_PARAMS: usize = 16;
 /// Results of a local function: r0..r5, then the status word.
 pub(super) const LOCAL_RESULTS: usize = 7;
 
 pub(super) fn entry_signature(call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
-    // (r1, r2, data, data_len) -> (r0 or fault address, status word): the status travels in
-    // the second return register, so a normal run touches no memory for it.
-    sig.params.extend([AbiParam::new(I64); 4]);
+    // (r1, r2, data, data_len, ifindex | rx_queue << 32) -> (r0 or fault address, status
+    // word): the status travels in the second return register, so a normal run touches no
+    // memory for it.
+    sig.params.extend([AbiParam::new(I64); 5]);
     sig.returns.extend([AbiParam::new(I64); 2]);
     sig
 }
@@ -79,6 +81,8 @@ pub(super) struct Lower<'a, 'f> {
     data: Value,
     len: Value,
     stack_lo: Value,
+    /// `ingress_ifindex | rx_queue_index << 32`, for context field loads.
+    ifq: Value,
     /// Frame depth: a constant 0 in the program entry, a parameter in local functions.
     depth: Value,
     /// Per access size (1, 2, 4, 8): `len - (size - 1)` saturated at 0, so `off < lim` is
@@ -99,7 +103,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        let (data, len, stack_lo, depth);
+        let (data, len, stack_lo, ifq, depth);
         if main {
             let zero = b.ins().iconst(I64, 0);
             for r in regs.iter().take(10) {
@@ -107,15 +111,22 @@ impl<'a, 'f> Lower<'a, 'f> {
             }
             b.def_var(regs[1], params[0]);
             b.def_var(regs[2], params[1]);
-            (data, len, depth) = (params[2], params[3], zero);
-            if env.layout.uses_stack {
+            (data, len, ifq, depth) = (params[2], params[3], params[4], zero);
+            let zeroed = match env.layout.stack {
+                StackReach::None => None,
+                StackReach::Frame { lo, hi } => Some((lo, hi)),
+                StackReach::Whole => Some((-STACK_AREA, 0)),
+            };
+            if let Some((lo, hi)) = zeroed {
                 // The whole call stack lives in this one slot: frame k has r10 = top - k*512.
                 let slot =
                     b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, STACK_AREA as u32, 4));
                 stack_lo = b.ins().stack_addr(I64, slot, 0);
                 let top = b.ins().iadd_imm_s(stack_lo, STACK_AREA);
                 b.def_var(regs[REG_FP as usize], top);
+                zero_stack(&mut b, env, top, lo, hi);
             } else {
+                // As in the interpreter: no stack at all, and r10 reads as 0.
                 stack_lo = zero;
                 b.def_var(regs[REG_FP as usize], zero);
             }
@@ -123,7 +134,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             for (r, v) in regs.iter().zip(&params) {
                 b.def_var(*r, *v);
             }
-            (depth, data, len, stack_lo) = (params[11], params[12], params[13], params[14]);
+            (depth, data, len, stack_lo, ifq) = (params[11], params[12], params[13], params[14], params[15]);
         }
         let func = &env.layout.funcs[index];
         let mut lims = [None; 4];
@@ -148,6 +159,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             data,
             len,
             stack_lo,
+            ifq,
             depth,
             lims,
             blocks: BTreeMap::new(),
@@ -548,7 +560,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let index = self
             .env
             .layout
-            .func_index(target)
+            .local_index(target)
             .ok_or_else(|| unsupported(pc, *insn, "local call target is not a function entry"))?;
         let depth = self.b.ins().iadd_imm_s(self.depth, 1);
         if !self.main {
@@ -563,7 +575,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let mut args: Vec<Value> = (0..10u8).map(|r| self.reg(r)).collect();
         let fp = self.reg(REG_FP);
         args.push(self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64)));
-        args.extend([depth, self.data, self.len, self.stack_lo]);
+        args.extend([depth, self.data, self.len, self.stack_lo, self.ifq]);
         let call = self.b.ins().call(self.env.local_refs[index], &args);
         let results = self.b.inst_results(call).to_vec();
         // A fault or stop inside the callee ends this frame too, passing its record up.
@@ -605,7 +617,14 @@ impl<'a, 'f> Lower<'a, 'f> {
                     }
                     _ => {}
                 }
-                let v = self.load_packet(self.data, insn.imm, size);
+                // The offset is `imm as u32`; one past i32::MAX needs a 64-bit add.
+                let v = match i32::try_from(insn.imm as u32) {
+                    Ok(off) => self.load_packet(self.data, off, size),
+                    Err(_) => {
+                        let base = self.b.ins().iadd_imm_s(self.data, insn.imm as u32 as i64);
+                        self.load_packet(base, 0, size)
+                    }
+                };
                 self.set(0, v);
             }
             MODE_IND => {
@@ -613,17 +632,10 @@ impl<'a, 'f> Lower<'a, 'f> {
                 let x = self.reg(insn.src);
                 let x32 = self.b.ins().ireduce(I32, x);
                 let x = self.b.ins().uextend(I64, x32);
-                // src (as u32) + imm, computed in 64 bits: it cannot wrap into range.
-                let off = self.b.ins().iadd_imm_s(x, insn.imm as i64);
+                // src as u32 + imm as u32, in 64 bits: below 2^33, it cannot wrap into range.
+                let off = self.b.ins().iadd_imm_s(x, insn.imm as u32 as i64);
                 let end = self.b.ins().iadd_imm_s(off, size);
-                let fits = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, self.len);
-                let ok = if insn.imm >= 0 {
-                    fits
-                } else {
-                    // Only a negative imm can make `off` negative (and `end` small).
-                    let nonneg = self.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, off, 0);
-                    self.b.ins().band(fits, nonneg)
-                };
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, self.len);
                 self.branch_or_stop(ok);
                 let addr = self.b.ins().iadd(self.data, off);
                 let v = self.load_packet(addr, 0, size as usize);
@@ -664,20 +676,25 @@ impl<'a, 'f> Lower<'a, 'f> {
     }
 
     fn ldx(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
-        let base = self.reg(insn.src);
         if insn.mode() == MODE_CTX {
+            // Like the interpreter, read the run's own context values rather than memory at
+            // the source register: data_meta is data, egress_ifindex is 0.
             let field = CtxField::from_index(insn.off)
                 .ok_or_else(|| unsupported(pc, *insn, "unknown context field"))?;
-            // The validator only lets the context pointer reach a MODE_CTX load.
-            let flags = MemFlagsData::trusted().with_readonly();
-            let v = if field.is_pointer() {
-                self.b.ins().load(I64, flags, base, field.offset())
-            } else {
-                self.b.ins().uload32(flags, base, field.offset())
+            let v = match field {
+                CtxField::Data | CtxField::DataMeta => self.data,
+                CtxField::DataEnd => self.b.ins().iadd(self.data, self.len),
+                CtxField::IngressIfindex => {
+                    let low = self.b.ins().ireduce(I32, self.ifq);
+                    self.b.ins().uextend(I64, low)
+                }
+                CtxField::RxQueueIndex => self.b.ins().ushr_imm_u(self.ifq, 32),
+                CtxField::EgressIfindex => self.b.ins().iconst(I64, 0),
             };
             self.set(insn.dst, v);
             return Ok(());
         }
+        let base = self.reg(insn.src);
         let size = insn.size_bytes();
         let addr = self.b.ins().iadd_imm_s(base, insn.off as i64);
         self.check(pc, addr, size, false);
@@ -820,7 +837,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.switch_to_block(other);
         let trap = self.trap_block();
         let args = self.trap_args(word, addr);
-        if self.env.layout.uses_stack {
+        if self.env.layout.stack != StackReach::None {
             let soff = self.b.ins().isub(addr, self.stack_lo);
             let in_stack = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, soff, STACK_AREA - size as i64);
             self.b.ins().brif(in_stack, cont, &[], trap, &args);
@@ -830,6 +847,30 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.switch_to_block(cont);
     }
 }
+
+/// Zeroes bytes `[top + lo, top + hi)` of the stack area, as the interpreter does before a run
+/// (`lo < hi <= 0`): 16-byte stores for small frames, `memset` for large ones.
+fn zero_stack(b: &mut FunctionBuilder<'_>, env: &Env<'_>, top: Value, lo: i64, hi: i64) {
+    // Widen to 16-byte boundaries: the extra bytes are the area's own, never anyone else's.
+    let lo = (lo.div_euclid(16) * 16).max(-STACK_AREA);
+    let hi = (hi + 15).div_euclid(16) * 16;
+    let hi = hi.min(0);
+    if hi - lo <= ZERO_INLINE {
+        let zero = b.ins().iconst(I64, 0);
+        let wide = b.ins().splat(types::I64X2, zero);
+        for off in (lo..hi).step_by(16) {
+            b.ins().store(MemFlagsData::trusted(), wide, top, off as i32);
+        }
+    } else {
+        let start = b.ins().iadd_imm_s(top, lo);
+        let fill = b.ins().iconst(types::I8, 0);
+        let size = b.ins().iconst(I64, hi - lo);
+        b.call_memset(env.frontend, start, fill, size);
+    }
+}
+
+/// Largest stack range zeroed with inline stores.
+const ZERO_INLINE: i64 = 256;
 
 fn unsupported(pc: usize, insn: Insn, reason: &'static str) -> JitError {
     JitError::Unsupported { pc, insn, reason }

@@ -7,8 +7,9 @@
 //!
 //! Memory safety does not depend on the program: every load, store and atomic is checked at
 //! run time against the data region and the stack area, except where `analyze` proved the
-//! access in range at compile time. A failed check writes a small trap record (`Trap`) and
-//! returns; [`JitProgram`] turns the record into the same [`Fault`] the interpreter reports.
+//! access in range at compile time. A failed check returns a status word describing the fault
+//! beside the faulting address (`Outcome`); [`JitProgram`] turns it into the same [`Fault`] the
+//! interpreter reports.
 
 mod analyze;
 mod lower;
@@ -27,8 +28,8 @@ use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleErr
 
 use crate::bpf::{Exec, Fault, Insn, Program, XdpContext};
 
-/// The native entry: `(r1, r2, data, data_len) -> (value, status word)`.
-type EntryFn = unsafe extern "C" fn(u64, u64, *mut u8, u64) -> Outcome;
+/// The native entry: `(r1, r2, data, data_len, ifindex | rx_queue << 32) -> (value, status)`.
+type EntryFn = unsafe extern "C" fn(u64, u64, *mut u8, u64, u64) -> Outcome;
 
 /// Why a program could not be compiled. Validated programs only fail on host problems.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +181,7 @@ impl JitProgram {
         let mut ids = Vec::with_capacity(layout.funcs.len());
         for (i, f) in layout.funcs.iter().enumerate() {
             let sig = if i == 0 { lower::entry_signature(call_conv) } else { lower::local_signature() };
-            let name = format!("bpf_{}", f.entry);
+            let name = format!("bpf_{i}_at_{}", f.entry);
             ids.push(module.declare_function(&name, Linkage::Local, &sig).map_err(module_err("declare", f.entry))?);
         }
         let mut ctx = module.make_context();
@@ -215,13 +216,13 @@ impl JitProgram {
     }
 
     #[inline(always)]
-    fn call(&self, r1: u64, r2: u64, data: *mut u8, len: usize) -> Result<u64, Fault> {
+    fn call(&self, r1: u64, r2: u64, data: *mut u8, len: usize, ifq: u64) -> Result<u64, Fault> {
         // SAFETY: `entry` points into code owned by `self.module`, alive for `&self`. The code
         // only dereferences `data..data+len` (a live `&mut [u8]` of the caller), its own stack
         // area and — for programs given a context — the `XdpContext` r1 points to, which the
         // caller keeps alive across the call; every other address is refused by a run-time
         // check before use. Helpers it calls are the program's own `HelperFn`s.
-        let out = unsafe { (self.entry)(r1, r2, data, len as u64) };
+        let out = unsafe { (self.entry)(r1, r2, data, len as u64, ifq) };
         out.into_result()
     }
 }
@@ -230,17 +231,19 @@ impl Exec for JitProgram {
     #[inline]
     fn run_raw(&self, mem: &mut [u8]) -> Result<u64, Fault> {
         let ptr = mem.as_mut_ptr();
-        self.call(ptr as u64, mem.len() as u64, ptr, mem.len())
+        self.call(ptr as u64, mem.len() as u64, ptr, mem.len(), 0)
     }
 
     #[inline]
     fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
+        let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         if self.uses_ctx {
             let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);
-            self.call(&ctx as *const XdpContext as u64, 0, packet.as_mut_ptr(), packet.len())
+            self.call(&ctx as *const XdpContext as u64, 0, packet.as_mut_ptr(), packet.len(), ifq)
         } else {
-            // No instruction can see r1: skip building the context.
-            self.call(0, 0, packet.as_mut_ptr(), packet.len())
+            // Nothing observes r1 itself (field loads use `ifq` and the packet bounds): skip
+            // building the context.
+            self.call(0, 0, packet.as_mut_ptr(), packet.len(), ifq)
         }
     }
 }

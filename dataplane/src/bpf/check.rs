@@ -17,12 +17,12 @@
 //! through another pointer is not seen. That cannot make a program unsafe because a `MODE_CTX`
 //! instruction reads the run's own context: back ends must never dereference its `src`
 //! register (they keep the context pointer themselves).
+//!
+//! Submodules: `form` decodes slots (shared with the disassembler and back ends), `ctxflow` is
+//! the context dataflow.
 
-use std::collections::HashMap;
-
-use super::ctx::CtxField;
 use super::insn::*;
-use super::{disasm, Helpers, ProgKind, Program, MAX_CALL_DEPTH};
+use super::{Helpers, MAX_CALL_DEPTH, ProgKind, Program, disasm};
 
 /// Most slots a program may have (the kernel's `BPF_COMPLEXITY_LIMIT_INSNS`).
 pub const MAX_INSNS: usize = 1_000_000;
@@ -115,345 +115,10 @@ pub enum Reason {
     CtxAccess(String),
 }
 
-// ---------------------------------------------------------------------------------------------
-// Instruction forms
-// ---------------------------------------------------------------------------------------------
+mod ctxflow;
+mod form;
 
-/// Source operand of an ALU or jump instruction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operand {
-    Imm,
-    Reg,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AluOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    SDiv,
-    Or,
-    And,
-    Lsh,
-    Rsh,
-    Neg,
-    Mod,
-    SMod,
-    Xor,
-    Mov,
-    /// Sign-extending move from the low 8, 16 or 32 bits.
-    MovSx(u8),
-    Arsh,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndOp {
-    /// To little endian (ALU | END | K): truncation on the little-endian ISA.
-    Le,
-    /// To big endian (ALU | END | X).
-    Be,
-    /// Unconditional swap (ALU64 | END | K).
-    Swap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cond {
-    Eq,
-    Gt,
-    Ge,
-    Set,
-    Ne,
-    Sgt,
-    Sge,
-    Lt,
-    Le,
-    Slt,
-    Sle,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AtomicOp {
-    Add,
-    Or,
-    And,
-    Xor,
-    FetchAdd,
-    FetchOr,
-    FetchAnd,
-    FetchXor,
-    Xchg,
-    Cmpxchg,
-}
-
-impl AtomicOp {
-    /// Whether the old value is written back into `src`.
-    pub fn fetches(self) -> bool {
-        matches!(self, Self::FetchAdd | Self::FetchOr | Self::FetchAnd | Self::FetchXor | Self::Xchg)
-    }
-}
-
-/// A slot decoded to what it means. Sizes are in bytes; `wide` = 64-bit operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    Alu { wide: bool, op: AluOp, src: Operand },
-    End { op: EndOp, bits: u8 },
-    /// First slot of `lddw` (source 0); the second slot is checked by [`validate`].
-    Lddw,
-    /// LD_ABS (`indirect` false) or LD_IND.
-    LdPacket { size: u8, indirect: bool },
-    Ldx { size: u8, signed: bool },
-    /// The rewritten `xdp_md` load (internal).
-    LdCtx(CtxField),
-    St { size: u8 },
-    Stx { size: u8 },
-    Atomic { wide: bool, op: AtomicOp },
-    /// `ja` with a 16-bit offset.
-    Ja,
-    /// `ja32` (JMP32 | JA) with the offset in `imm`.
-    Ja32,
-    Jump { wide: bool, cond: Cond, src: Operand },
-    /// Helper call by static id in `imm`.
-    Call,
-    /// bpf-to-bpf call, target `pc + 1 + imm`.
-    CallLocal,
-    /// Helper call by BTF id: decoded so it can be refused by name.
-    CallKfunc,
-    /// Helper call by the id held in `dst`.
-    Callx,
-    Exit,
-}
-
-impl Form {
-    /// The register this instruction writes besides r0 (for r10 protection).
-    fn written_reg(self, insn: &Insn) -> Option<u8> {
-        match self {
-            Form::Alu { .. } | Form::End { .. } | Form::Lddw | Form::Ldx { .. } | Form::LdCtx(_) => Some(insn.dst),
-            Form::Atomic { op, .. } if op.fetches() => Some(insn.src),
-            _ => None,
-        }
-    }
-}
-
-fn zero(field: &'static str, value: i64) -> Result<(), Reason> {
-    if value == 0 { Ok(()) } else { Err(Reason::NonZeroField { field, value }) }
-}
-
-/// Decodes one slot to its [`Form`], requiring the fields the form does not use to be zero
-/// (as the kernel does). Register ranges, r10 writes, targets and the program kind are checked
-/// by [`validate`]; this is shared with the disassembler and the back ends' pre-decoders.
-pub fn form(insn: &Insn) -> Result<Form, Reason> {
-    let unknown = Err(Reason::UnknownOpcode(insn.op));
-    let (dst, src, off, imm) = (insn.dst as i64, insn.src as i64, insn.off as i64, insn.imm as i64);
-    let operand = if insn.source() == SRC_X { Operand::Reg } else { Operand::Imm };
-    match insn.class() {
-        CLASS_ALU | CLASS_ALU64 => {
-            let wide = insn.class() == CLASS_ALU64;
-            let code = insn.code();
-            let op = match code {
-                ALU_END => {
-                    if wide && operand == Operand::Reg {
-                        return unknown;
-                    }
-                    zero("off", off)?;
-                    zero("src", src)?;
-                    let bits = match insn.imm {
-                        16 => 16,
-                        32 => 32,
-                        64 => 64,
-                        w => return Err(Reason::BadEndWidth(w)),
-                    };
-                    let op = match (wide, operand) {
-                        (true, _) => EndOp::Swap,
-                        (false, Operand::Imm) => EndOp::Le,
-                        (false, Operand::Reg) => EndOp::Be,
-                    };
-                    return Ok(Form::End { op, bits });
-                }
-                ALU_NEG => {
-                    if operand == Operand::Reg {
-                        return unknown;
-                    }
-                    zero("off", off)?;
-                    zero("src", src)?;
-                    zero("imm", imm)?;
-                    return Ok(Form::Alu { wide, op: AluOp::Neg, src: operand });
-                }
-                ALU_MOV if operand == Operand::Reg => match insn.off {
-                    0 => AluOp::Mov,
-                    8 | 16 => AluOp::MovSx(insn.off as u8),
-                    32 if wide => AluOp::MovSx(32),
-                    o => return Err(Reason::BadAluOffset(o)),
-                },
-                ALU_DIV | ALU_MOD => match (code, insn.off) {
-                    (ALU_DIV, 0) => AluOp::Div,
-                    (ALU_DIV, 1) => AluOp::SDiv,
-                    (ALU_MOD, 0) => AluOp::Mod,
-                    (ALU_MOD, 1) => AluOp::SMod,
-                    (_, o) => return Err(Reason::BadAluOffset(o)),
-                },
-                _ => {
-                    zero("off", off)?;
-                    match code {
-                        ALU_ADD => AluOp::Add,
-                        ALU_SUB => AluOp::Sub,
-                        ALU_MUL => AluOp::Mul,
-                        ALU_OR => AluOp::Or,
-                        ALU_AND => AluOp::And,
-                        ALU_LSH => AluOp::Lsh,
-                        ALU_RSH => AluOp::Rsh,
-                        ALU_XOR => AluOp::Xor,
-                        ALU_MOV => AluOp::Mov,
-                        ALU_ARSH => AluOp::Arsh,
-                        _ => return unknown,
-                    }
-                }
-            };
-            match operand {
-                Operand::Imm => zero("src", src)?,
-                Operand::Reg => zero("imm", imm)?,
-            }
-            Ok(Form::Alu { wide, op, src: operand })
-        }
-        CLASS_JMP | CLASS_JMP32 => {
-            let wide = insn.class() == CLASS_JMP;
-            let cond = match insn.code() {
-                JMP_JA => {
-                    if operand == Operand::Reg {
-                        return unknown;
-                    }
-                    zero("dst", dst)?;
-                    zero("src", src)?;
-                    return if wide {
-                        zero("imm", imm)?;
-                        Ok(Form::Ja)
-                    } else {
-                        zero("off", off)?;
-                        Ok(Form::Ja32)
-                    };
-                }
-                JMP_CALL if wide => {
-                    zero("off", off)?;
-                    return if operand == Operand::Reg {
-                        zero("src", src)?;
-                        zero("imm", imm)?;
-                        Ok(Form::Callx)
-                    } else {
-                        zero("dst", dst)?;
-                        match insn.src {
-                            CALL_HELPER => Ok(Form::Call),
-                            CALL_LOCAL => Ok(Form::CallLocal),
-                            CALL_KFUNC => Ok(Form::CallKfunc),
-                            s => Err(Reason::BadCallSource(s)),
-                        }
-                    };
-                }
-                JMP_EXIT if wide && operand == Operand::Imm => {
-                    zero("dst", dst)?;
-                    zero("src", src)?;
-                    zero("off", off)?;
-                    zero("imm", imm)?;
-                    return Ok(Form::Exit);
-                }
-                JMP_JEQ => Cond::Eq,
-                JMP_JGT => Cond::Gt,
-                JMP_JGE => Cond::Ge,
-                JMP_JSET => Cond::Set,
-                JMP_JNE => Cond::Ne,
-                JMP_JSGT => Cond::Sgt,
-                JMP_JSGE => Cond::Sge,
-                JMP_JLT => Cond::Lt,
-                JMP_JLE => Cond::Le,
-                JMP_JSLT => Cond::Slt,
-                JMP_JSLE => Cond::Sle,
-                _ => return unknown,
-            };
-            match operand {
-                Operand::Imm => zero("src", src)?,
-                Operand::Reg => zero("imm", imm)?,
-            }
-            Ok(Form::Jump { wide, cond, src: operand })
-        }
-        CLASS_LD => {
-            if insn.is_lddw() {
-                zero("off", off)?;
-                return match insn.src {
-                    0 => Ok(Form::Lddw),
-                    s @ (PSEUDO_MAP_FD | PSEUDO_MAP_VALUE | 5 | 6) => Err(Reason::MapReference(s)),
-                    s => Err(Reason::LddwSource(s)),
-                };
-            }
-            let indirect = match insn.mode() {
-                MODE_ABS => false,
-                MODE_IND => true,
-                _ => return unknown,
-            };
-            if insn.size() == SIZE_DW {
-                return unknown;
-            }
-            zero("dst", dst)?;
-            if !indirect {
-                zero("src", src)?;
-            }
-            zero("off", off)?;
-            Ok(Form::LdPacket { size: insn.size_bytes() as u8, indirect })
-        }
-        CLASS_LDX => match insn.mode() {
-            MODE_MEM | MODE_MEMSX => {
-                let signed = insn.mode() == MODE_MEMSX;
-                if signed && insn.size() == SIZE_DW {
-                    return unknown;
-                }
-                zero("imm", imm)?;
-                Ok(Form::Ldx { size: insn.size_bytes() as u8, signed })
-            }
-            MODE_CTX => {
-                if insn.size() != SIZE_DW {
-                    return unknown;
-                }
-                zero("imm", imm)?;
-                CtxField::from_index(insn.off).map(Form::LdCtx).ok_or(Reason::InternalCtxMode)
-            }
-            _ => unknown,
-        },
-        CLASS_ST => {
-            if insn.mode() != MODE_MEM {
-                return unknown;
-            }
-            zero("src", src)?;
-            Ok(Form::St { size: insn.size_bytes() as u8 })
-        }
-        CLASS_STX => match insn.mode() {
-            MODE_MEM => {
-                zero("imm", imm)?;
-                Ok(Form::Stx { size: insn.size_bytes() as u8 })
-            }
-            MODE_ATOMIC => {
-                let wide = match insn.size() {
-                    SIZE_W => false,
-                    SIZE_DW => true,
-                    _ => return unknown,
-                };
-                let op = match insn.imm {
-                    ATOMIC_ADD => AtomicOp::Add,
-                    ATOMIC_OR => AtomicOp::Or,
-                    ATOMIC_AND => AtomicOp::And,
-                    ATOMIC_XOR => AtomicOp::Xor,
-                    x if x == ATOMIC_ADD | ATOMIC_FETCH => AtomicOp::FetchAdd,
-                    x if x == ATOMIC_OR | ATOMIC_FETCH => AtomicOp::FetchOr,
-                    x if x == ATOMIC_AND | ATOMIC_FETCH => AtomicOp::FetchAnd,
-                    x if x == ATOMIC_XOR | ATOMIC_FETCH => AtomicOp::FetchXor,
-                    ATOMIC_XCHG => AtomicOp::Xchg,
-                    ATOMIC_CMPXCHG => AtomicOp::Cmpxchg,
-                    x => return Err(Reason::BadAtomic(x)),
-                };
-                Ok(Form::Atomic { wide, op })
-            }
-            _ => unknown,
-        },
-        _ => unknown,
-    }
-}
+pub use form::{AluOp, AtomicOp, Cond, EndOp, Form, Operand, form};
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -475,7 +140,7 @@ pub fn validate(insns: Vec<Insn>, kind: ProgKind, helpers: &Helpers) -> Result<P
     let mut insns = insns;
     if kind == ProgKind::Xdp {
         let graph = CallGraph::build(&insns, &funcs)?;
-        let rewrites = CtxFlow::run(&insns, &funcs, &graph)?;
+        let rewrites = ctxflow::CtxFlow::run(&insns, &funcs, &graph)?;
         for (pc, field) in rewrites {
             let i = insns[pc];
             insns[pc] = Insn::new(CLASS_LDX | MODE_CTX | SIZE_DW, i.dst, i.src, field as i16, 0);
@@ -678,338 +343,60 @@ impl CallGraph {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Context-pointer dataflow (Xdp)
-// ---------------------------------------------------------------------------------------------
-
-/// Whether a register or stack slot holds the context pointer.
+/// Which part of the stack area a program can reach, so back ends zero only that part before
+/// a run (the stack starts zeroed, so results never depend on an earlier run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cx {
-    /// Not reached yet.
-    Unset,
-    No,
-    Yes,
-    /// The context pointer on some paths only.
-    Some,
+pub enum StackReach {
+    /// The program never reads r10 and has no local calls: no stack at all.
+    None,
+    /// Only `r10 + off` accesses with constant offsets, in the entry frame: bytes
+    /// `[top + lo, top + hi)` of the area (`lo < hi <= 0`), clipped to the area.
+    Frame { lo: i64, hi: i64 },
+    /// r10 escapes into a register, or there are local calls: the whole area.
+    Whole,
 }
 
-impl Cx {
-    fn join(self, o: Cx) -> Cx {
-        match (self, o) {
-            (Cx::Unset, x) | (x, Cx::Unset) => x,
-            (a, b) if a == b => a,
-            _ => Cx::Some,
-        }
-    }
-
-    fn is_ctx(self) -> bool {
-        matches!(self, Cx::Yes | Cx::Some)
-    }
-}
-
-const SLOTS: usize = STACK_SIZE / 8;
-
-#[derive(Clone, PartialEq, Eq)]
-struct State {
-    regs: [Cx; NUM_REGS as usize],
-    /// 8-byte slots of the current frame, slot i at `r10 - 512 + 8 * i`.
-    slots: [Cx; SLOTS],
-}
-
-impl State {
-    fn entry(ctx_in_r1: bool) -> Self {
-        let mut s = State { regs: [Cx::No; NUM_REGS as usize], slots: [Cx::No; SLOTS] };
-        if ctx_in_r1 {
-            s.regs[1] = Cx::Yes;
-        }
-        s
-    }
-
-    fn join(&mut self, o: &State) -> bool {
-        let before = self.clone();
-        for (a, b) in self.regs.iter_mut().zip(o.regs) {
-            *a = a.join(b);
-        }
-        for (a, b) in self.slots.iter_mut().zip(o.slots) {
-            *a = a.join(b);
-        }
-        *self != before
-    }
-
-    fn reg(&self, r: u8) -> Cx {
-        self.regs.get(r as usize).copied().unwrap_or(Cx::No)
-    }
-
-    fn set(&mut self, r: u8, v: Cx) {
-        if let Some(x) = self.regs.get_mut(r as usize) {
-            *x = v;
-        }
-    }
-
-    /// Forgets any slot a store of `size` bytes at `r10 + off` overlaps.
-    fn clobber(&mut self, off: i16, size: u8) {
-        let lo = off as i64 + STACK_SIZE as i64;
-        let hi = lo + size as i64;
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            let (a, b) = (8 * i as i64, 8 * i as i64 + 8);
-            if lo < b && a < hi {
-                *s = Cx::No;
-            }
-        }
-    }
-}
-
-/// The slot an aligned 8-byte access at `r10 + off` hits, if it is inside the frame.
-fn slot(off: i16) -> Option<usize> {
-    let o = off as i64 + STACK_SIZE as i64;
-    (o >= 0 && o % 8 == 0 && o < STACK_SIZE as i64).then_some(o as usize / 8)
-}
-
-struct CtxFlow<'a> {
-    insns: &'a [Insn],
-    funcs: &'a Functions,
-    /// Entry state of every function (None: not reached).
-    entry: Vec<Option<State>>,
-    /// What each function returns in r0.
-    ret: Vec<Cx>,
-}
-
-impl<'a> CtxFlow<'a> {
-    /// Iterates to a fixpoint (monotone joins over a finite lattice), then makes one checking
-    /// pass with the final states. Returns the loads to rewrite.
-    fn run(insns: &'a [Insn], funcs: &'a Functions, graph: &'a CallGraph) -> Result<Vec<(usize, CtxField)>, CheckError> {
-        let n = funcs.count();
-        let mut flow = CtxFlow { insns, funcs, entry: vec![None; n], ret: vec![Cx::Unset; n] };
-        flow.entry[0] = Some(State::entry(true));
-        loop {
-            let before = (flow.entry.clone(), flow.ret.clone());
-            for &f in &graph.order {
-                flow.function(f, None)?;
-            }
-            if (flow.entry.clone(), flow.ret.clone()) == before {
-                break;
-            }
-        }
-        let mut rewrites = Vec::new();
-        for &f in &graph.order {
-            flow.function(f, Some(&mut rewrites))?;
-        }
-        Ok(rewrites)
-    }
-
-    /// One pass over function `f` in slot order, which is a topological order because filters
-    /// have no back-edges. With `out`, uses of the context pointer are checked and rewrites
-    /// collected.
-    fn function(&mut self, f: usize, mut out: Option<&mut Vec<(usize, CtxField)>>) -> Result<(), CheckError> {
-        let Some(entry) = self.entry[f].clone() else { return Ok(()) };
-        let (start, end) = self.funcs.range(f);
-        let mut pending: HashMap<usize, State> = HashMap::new();
-        let mut cur = Some(entry);
-        let mut pc = start;
-        while pc < end {
-            if let Some(p) = pending.remove(&pc) {
-                match &mut cur {
-                    Some(c) => {
-                        c.join(&p);
-                    }
-                    None => cur = Some(p),
-                }
-            }
-            let insn = self.insns[pc];
-            let Ok(form) = form(&insn) else {
-                pc += 1;
-                continue;
-            };
-            let next = if form == Form::Lddw { pc + 2 } else { pc + 1 };
-            if let Some(mut st) = cur.take() {
-                let checking = out.is_some();
-                let fail = |msg: String| {
-                    if checking { Err(CheckError::at(self.insns, pc, Reason::CtxAccess(msg))) } else { Ok(()) }
-                };
-                let mut jump_to = None;
-                let mut falls = true;
-                match self.step(&mut st, f, pc, insn, form) {
-                    Ok(Some(field)) => {
-                        if let Some(o) = out.as_deref_mut() {
-                            o.push((pc, field));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(msg) => fail(msg)?,
-                }
-                match form {
-                    Form::Ja | Form::Ja32 => {
-                        jump_to = Some(pc as i64 + 1 + insn.jump_offset());
-                        falls = false;
-                    }
-                    Form::Jump { .. } => jump_to = Some(pc as i64 + 1 + insn.jump_offset()),
-                    Form::Exit => falls = false,
-                    _ => {}
-                }
-                if let Some(t) = jump_to {
-                    // check_jumps guarantees the target is a forward slot of this function.
-                    let t = t as usize;
-                    match pending.get_mut(&t) {
-                        Some(p) => {
-                            p.join(&st);
-                        }
-                        None => {
-                            pending.insert(t, st.clone());
-                        }
-                    }
-                }
-                if falls {
-                    cur = Some(st);
-                }
-            }
-            pc = next;
-        }
-        Ok(())
-    }
-
-    /// Transfer function of one reachable instruction. `Ok(Some(field))` = rewrite this load;
-    /// `Err` = a forbidden use of the context pointer.
-    fn step(&mut self, st: &mut State, f: usize, pc: usize, insn: Insn, form: Form) -> Result<Option<CtxField>, String> {
-        let (dst, src) = (insn.dst, insn.src);
-        let uses = |st: &State, r: u8, what: &str| -> Result<(), String> {
-            match st.reg(r) {
-                Cx::Yes => Err(format!("{what} the ctx pointer in r{r}")),
-                Cx::Some => Err(format!("{what} r{r}, which holds the ctx pointer on some paths only")),
-                _ => Ok(()),
-            }
+/// Computes [`StackReach`] for a validated program.
+pub fn stack_reach(insns: &[Insn]) -> StackReach {
+    let area = (MAX_CALL_DEPTH * STACK_SIZE) as i64;
+    let (mut lo, mut hi) = (0i64, -area);
+    let mut pc = 0;
+    while pc < insns.len() {
+        let i = insns[pc];
+        let f = form(&i);
+        pc += if f == Ok(Form::Lddw) { 2 } else { 1 };
+        let Ok(f) = f else { continue };
+        let base_size = match f {
+            Form::Ldx { size, .. } => (i.src == REG_FP).then_some(size),
+            Form::St { size } | Form::Stx { size } => (i.dst == REG_FP).then_some(size),
+            Form::Atomic { wide, .. } => (i.dst == REG_FP).then_some(if wide { 8 } else { 4 }),
+            _ => None,
         };
-        match form {
-            Form::Alu { wide: true, op: AluOp::Mov, src: Operand::Reg } => st.set(dst, st.reg(src)),
-            Form::Alu { op, src: operand, .. } => {
-                if operand == Operand::Reg {
-                    uses(st, src, "arithmetic on")?;
-                }
-                if !matches!(op, AluOp::Mov | AluOp::MovSx(_)) {
-                    uses(st, dst, "arithmetic on")?;
-                }
-                st.set(dst, Cx::No);
-            }
-            Form::End { .. } => {
-                uses(st, dst, "byte swap of")?;
-                st.set(dst, Cx::No);
-            }
-            Form::Lddw => st.set(dst, Cx::No),
-            Form::LdPacket { indirect, .. } => {
-                if indirect {
-                    uses(st, src, "packet offset from")?;
-                }
-                st.set(0, Cx::No);
-            }
-            Form::LdCtx(_) => st.set(dst, Cx::No),
-            Form::Ldx { size, signed } => {
-                let field = match st.reg(src) {
-                    Cx::Yes => {
-                        let field = CtxField::from_xdp_md_offset(insn.off).filter(|_| size == 4 && !signed);
-                        let Some(field) = field else {
-                            return Err(format!(
-                                "{}-byte {}load at offset {} from the ctx pointer in r{src} (only 32-bit loads of xdp_md fields)",
-                                size,
-                                if signed { "sign-extending " } else { "" },
-                                insn.off
-                            ));
-                        };
-                        Some(field)
-                    }
-                    Cx::Some => return Err(format!("load through r{src}, which holds the ctx pointer on some paths only")),
-                    _ => None,
-                };
-                let loaded = match (src, size, signed, slot(insn.off)) {
-                    (REG_FP, 8, false, Some(i)) => st.slots[i],
-                    _ => Cx::No,
-                };
-                st.set(dst, loaded);
-                return Ok(field);
-            }
-            Form::St { size } => {
-                uses(st, dst, "store through")?;
-                if dst == REG_FP {
-                    st.clobber(insn.off, size);
-                }
-            }
-            Form::Stx { size } => {
-                uses(st, dst, "store through")?;
-                let v = st.reg(src);
-                match (dst, size, slot(insn.off)) {
-                    (REG_FP, 8, Some(i)) => st.slots[i] = v,
-                    _ if v.is_ctx() => uses(st, src, "store outside an 8-byte stack slot of")?,
-                    (REG_FP, _, _) => st.clobber(insn.off, size),
-                    _ => {}
-                }
-            }
-            Form::Atomic { op, wide } => {
-                uses(st, dst, "atomic operation through")?;
-                uses(st, src, "atomic operation on")?;
-                if op == AtomicOp::Cmpxchg {
-                    uses(st, 0, "atomic compare with")?;
-                    st.set(0, Cx::No);
-                }
-                if op.fetches() {
-                    st.set(src, Cx::No);
-                }
-                if dst == REG_FP {
-                    st.clobber(insn.off, if wide { 8 } else { 4 });
-                }
-            }
-            Form::Ja | Form::Ja32 => {}
-            Form::Jump { src: operand, .. } => {
-                uses(st, dst, "comparison of")?;
-                if operand == Operand::Reg {
-                    uses(st, src, "comparison of")?;
-                }
-            }
-            Form::Call | Form::Callx | Form::CallKfunc => {
-                if form == Form::Callx {
-                    uses(st, dst, "helper id from")?;
-                }
-                // Helpers may receive the context pointer; they clobber r0-r5.
-                for r in 0..=5 {
-                    st.set(r, Cx::No);
-                }
-            }
-            Form::CallLocal => {
-                let callee = self.funcs.of((pc as i64 + 1 + insn.imm as i64) as usize);
-                let mut into = st.clone();
-                into.slots = [Cx::No; SLOTS];
-                into.regs[REG_FP as usize] = Cx::No;
-                match &mut self.entry[callee] {
-                    Some(e) => {
-                        e.join(&into);
-                    }
-                    e @ None => *e = Some(into),
-                }
-                // r6-r9 and the frame are restored; r1-r5 are scratch across calls.
-                st.set(0, match self.ret[callee] {
-                    Cx::Unset => Cx::No,
-                    r => r,
-                });
-                for r in 1..=5 {
-                    st.set(r, Cx::No);
-                }
-            }
-            Form::Exit => {
-                if f == 0 {
-                    uses(st, 0, "verdict from")?;
-                } else {
-                    self.ret[f] = self.ret[f].join(st.reg(0));
-                }
-            }
+        let escapes = match f {
+            Form::Alu { src: Operand::Reg, .. } => i.src == REG_FP,
+            Form::Jump { src, .. } => i.dst == REG_FP || (src == Operand::Reg && i.src == REG_FP),
+            Form::Stx { .. } | Form::Atomic { .. } | Form::LdPacket { indirect: true, .. } => i.src == REG_FP,
+            Form::Callx => i.dst == REG_FP,
+            Form::CallLocal => true,
+            _ => false,
+        };
+        if escapes {
+            return StackReach::Whole;
         }
-        Ok(None)
+        if let Some(size) = base_size {
+            lo = lo.min(i.off as i64);
+            hi = hi.max(i.off as i64 + size as i64);
+        }
     }
+    let (lo, hi) = (lo.max(-area), hi.min(0));
+    if lo < hi { StackReach::Frame { lo, hi } } else { StackReach::None }
 }
-
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bpf::ctx::xdp_md;
-    use crate::bpf::insn::build::*;
     use crate::bpf::Helper;
+    use crate::bpf::insn::build::*;
 
     unsafe extern "C" fn nop(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
         0
@@ -1033,10 +420,6 @@ mod tests {
 
     const RAW: ProgKind = ProgKind::Raw;
     const XDP: ProgKind = ProgKind::Xdp;
-
-    fn ldxw(dst: u8, src: u8, off: i16) -> Insn {
-        ldx(SIZE_W, dst, src, off)
-    }
 
     #[test]
     fn empty_and_oversized_programs_are_refused() {
@@ -1128,7 +511,10 @@ mod tests {
             (Insn::new(CLASS_ALU64 | ALU_MOV | SRC_X, 1, 2, 4, 0), Reason::BadAluOffset(4)),
             (Insn::new(CLASS_ALU | ALU_END | SRC_X, 1, 0, 0, 8), Reason::BadEndWidth(8)),
             (Insn::new(CLASS_STX | MODE_ATOMIC | SIZE_DW, 1, 2, 0, 0x10), Reason::BadAtomic(0x10)),
-            (Insn::new(CLASS_STX | MODE_ATOMIC | SIZE_W, 1, 2, 0, ATOMIC_XCHG & !ATOMIC_FETCH), Reason::BadAtomic(0xe0)),
+            (
+                Insn::new(CLASS_STX | MODE_ATOMIC | SIZE_W, 1, 2, 0, ATOMIC_XCHG & !ATOMIC_FETCH),
+                Reason::BadAtomic(0xe0),
+            ),
             (Insn::new(CLASS_JMP | JMP_CALL, 0, 3, 0, 1), Reason::BadCallSource(3)),
         ];
         for (insn, reason) in cases {
@@ -1223,12 +609,7 @@ mod tests {
         assert_eq!(refuse(RAW, &[exit(), jmp_imm(JMP_JEQ, 0, 0, -2)]), (1, Reason::FallsOffEnd));
         let [lo, hi] = lddw(0, 1);
         assert_eq!(refuse(RAW, &[exit(), lo, hi]), (1, Reason::FallsOffEnd));
-        let p = [
-            Insn::new(CLASS_JMP | JMP_CALL, 0, CALL_LOCAL, 0, 1),
-            mov64_imm(0, 0),
-            mov64_imm(0, 1),
-            exit(),
-        ];
+        let p = [Insn::new(CLASS_JMP | JMP_CALL, 0, CALL_LOCAL, 0, 1), mov64_imm(0, 0), mov64_imm(0, 1), exit()];
         assert_eq!(refuse(RAW, &p), (1, Reason::FallsIntoFunction(2)));
         // Ending in an unconditional jump is fine.
         check(RAW, &[ja(1), exit(), ja(-2)]).unwrap();
@@ -1279,171 +660,18 @@ mod tests {
         check(RAW, &p).unwrap();
     }
 
-    fn rewritten(insns: &[Insn]) -> Vec<Insn> {
-        check(XDP, insns).unwrap().insns().to_vec()
-    }
-
-    fn ctx_load(dst: u8, src: u8, field: CtxField) -> Insn {
-        Insn::new(CLASS_LDX | MODE_CTX | SIZE_DW, dst, src, field as i16, 0)
-    }
-
     #[test]
-    fn xdp_md_loads_are_rewritten() {
-        let p = [
-            ldxw(2, 1, xdp_md::DATA),
-            ldxw(3, 1, xdp_md::DATA_END),
-            mov64_reg(6, 1),
-            ldxw(4, 6, xdp_md::RX_QUEUE_INDEX),
-            ldxw(5, 2, 0), // a packet load, untouched
-            mov64_imm(0, 2),
-            exit(),
-        ];
-        let out = rewritten(&p);
-        assert_eq!(out[0], ctx_load(2, 1, CtxField::Data));
-        assert_eq!(out[1], ctx_load(3, 1, CtxField::DataEnd));
-        assert_eq!(out[3], ctx_load(4, 6, CtxField::RxQueueIndex));
-        assert_eq!(out[4], p[4]);
-        // Raw programs are never rewritten: r1 is plain memory there.
-        assert_eq!(check(RAW, &p).unwrap().insns(), &p);
-    }
-
-    #[test]
-    fn ctx_survives_spills_helper_calls_and_local_calls() {
-        let p = [
-            stx(SIZE_DW, 10, 1, -16),  // spill ctx
-            mov64_reg(6, 1),           // keep it in a callee-saved register
-            call_helper(3),            // clobbers r1-r5 (and may take ctx)
-            ldx(SIZE_DW, 7, 10, -16),  // reload
-            ldxw(2, 7, xdp_md::DATA),  // 4: rewritten
-            ldxw(3, 6, xdp_md::DATA_END), // 5: rewritten
-            mov64_reg(1, 6),
-            local(2),                  // f(ctx)
-            ldxw(4, 6, xdp_md::INGRESS_IFINDEX), // 8: r6 preserved across the call
-            exit(),
-            ldxw(0, 1, xdp_md::RX_QUEUE_INDEX), // 10: f sees ctx in r1
-            exit(),
-        ];
-        let out = rewritten(&p);
-        assert_eq!(out[4], ctx_load(2, 7, CtxField::Data));
-        assert_eq!(out[5], ctx_load(3, 6, CtxField::DataEnd));
-        assert_eq!(out[8], ctx_load(4, 6, CtxField::IngressIfindex));
-        assert_eq!(out[10], ctx_load(0, 1, CtxField::RxQueueIndex));
-    }
-
-    #[test]
-    fn clobbered_registers_and_slots_lose_ctx() {
-        // After a helper call r1 is not ctx, so this load stays a memory load.
-        let p = [call_helper(3), ldxw(0, 1, 0), exit()];
-        assert_eq!(rewritten(&p)[1], p[1]);
-        // A narrower store over a spill slot forgets it.
-        let p = [stx(SIZE_DW, 10, 1, -8), st(SIZE_W, 10, -4, 0), ldx(SIZE_DW, 2, 10, -8), ldxw(0, 2, 0), exit()];
-        assert_eq!(rewritten(&p)[3], p[3]);
-        // A local call returns ctx in r0 if its function does on every path.
-        let p = [local(2), ldxw(0, 0, xdp_md::DATA_END), exit(), mov64_reg(0, 1), exit()];
-        assert_eq!(rewritten(&p)[1], ctx_load(0, 0, CtxField::DataEnd));
-    }
-
-    fn ctx_err(insns: &[Insn]) -> (usize, String) {
-        match refuse(XDP, insns) {
-            (i, Reason::CtxAccess(msg)) => (i, msg),
-            other => panic!("expected a ctx error, got {other:?}"),
+    fn stack_reach_follows_r10_uses() {
+        assert_eq!(stack_reach(&[mov64_imm(0, 0), exit()]), StackReach::None);
+        let p = [st(SIZE_W, 10, -64, 0), ldx(SIZE_DW, 0, 10, -8), exit()];
+        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -64, hi: 0 });
+        // Offsets beyond the area are clipped; accesses above the top reach nothing.
+        assert_eq!(stack_reach(&[ldx(SIZE_B, 0, 10, 4), exit()]), StackReach::None);
+        let p = [ldx(SIZE_DW, 0, 10, -5000), ldx(SIZE_B, 0, 10, -1), exit()];
+        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -4096, hi: 0 });
+        for escape in [mov64_reg(1, 10), stx(SIZE_DW, 10, 10, -8), jmp_reg(JMP_JEQ, 10, 1, 0), local(0)] {
+            assert_eq!(stack_reach(&[escape, exit()]), StackReach::Whole, "{escape:?}");
         }
-    }
-
-    #[test]
-    fn other_uses_of_ctx_are_refused() {
-        let cases: Vec<(Vec<Insn>, usize, &str)> = vec![
-            (vec![ldx(SIZE_H, 0, 1, 0), exit()], 0, "2-byte load at offset 0"),
-            (vec![ldxw(0, 1, 2), exit()], 0, "4-byte load at offset 2"),
-            (vec![ldxw(0, 1, xdp_md::SIZE), exit()], 0, "offset 24"),
-            (vec![Insn::new(CLASS_LDX | MODE_MEMSX | SIZE_W, 0, 1, 0, 0), exit()], 0, "sign-extending"),
-            (vec![alu64_imm(ALU_ADD, 1, 4), mov64_imm(0, 0), exit()], 0, "arithmetic on the ctx pointer in r1"),
-            (vec![alu64_reg(ALU_ADD, 2, 1), mov64_imm(0, 0), exit()], 0, "arithmetic on the ctx pointer in r1"),
-            (vec![mov32_reg(2, 1), mov64_imm(0, 0), exit()], 0, "arithmetic"),
-            (vec![st(SIZE_W, 1, 0, 0), mov64_imm(0, 0), exit()], 0, "store through the ctx pointer"),
-            (vec![stx(SIZE_W, 10, 1, -8), mov64_imm(0, 0), exit()], 0, "store outside an 8-byte stack slot"),
-            (vec![stx(SIZE_DW, 10, 1, -4), mov64_imm(0, 0), exit()], 0, "store outside an 8-byte stack slot"),
-            (vec![jmp_imm(JMP_JEQ, 1, 0, 0), mov64_imm(0, 0), exit()], 0, "comparison of the ctx pointer"),
-            (vec![ld_ind(SIZE_B, 1, 0), exit()], 0, "packet offset"),
-            (vec![mov64_reg(0, 1), exit()], 1, "verdict"),
-            (
-                vec![Insn::new(CLASS_STX | MODE_ATOMIC | SIZE_DW, 10, 1, -8, ATOMIC_ADD), mov64_imm(0, 0), exit()],
-                0,
-                "atomic operation on",
-            ),
-            (vec![Insn::new(CLASS_JMP | JMP_CALL | SRC_X, 1, 0, 0, 0), exit()], 0, "helper id"),
-            (vec![Insn::new(CLASS_ALU64 | ALU_END, 1, 0, 0, 16), mov64_imm(0, 0), exit()], 0, "byte swap"),
-        ];
-        for (p, index, needle) in cases {
-            let (i, msg) = ctx_err(&p);
-            assert_eq!(i, index, "{msg}");
-            assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
-        }
-    }
-
-    #[test]
-    fn ctx_on_some_paths_only_is_refused_when_used() {
-        // r2 = r1 on one path, a number on the other; loading through r2 is ambiguous.
-        let p = [
-            mov64_imm(2, 0),
-            jmp_imm(JMP_JEQ, 3, 0, 1),
-            mov64_reg(2, 1),
-            ldxw(0, 2, 0),
-            exit(),
-        ];
-        let (i, msg) = ctx_err(&p);
-        assert_eq!(i, 3);
-        assert!(msg.contains("some paths only"), "{msg}");
-        // Overwriting the ambiguous register makes it harmless.
-        let p = [mov64_imm(2, 0), jmp_imm(JMP_JEQ, 3, 0, 1), mov64_reg(2, 1), mov64_imm(2, 0), ldxw(0, 2, 0), exit()];
-        check(XDP, &p).unwrap();
-        // A function called with ctx from one site and a number from another.
-        let p = [local(3), mov64_imm(1, 0), local(1), exit(), ldxw(0, 1, 0), exit()];
-        let (i, msg) = ctx_err(&p);
-        assert_eq!(i, 4);
-        assert!(msg.contains("some paths only"), "{msg}");
-    }
-
-    #[test]
-    fn unreachable_code_is_not_ctx_checked() {
-        let p = [mov64_imm(0, 2), exit(), alu64_imm(ALU_ADD, 1, 4), exit()];
-        check(XDP, &p).unwrap();
-    }
-
-    #[test]
-    fn form_decodes_every_v4_shape() {
-        use Form::*;
-        let cases = [
-            (0x07, Alu { wide: true, op: AluOp::Add, src: Operand::Imm }),
-            (0x3c, Alu { wide: false, op: AluOp::Div, src: Operand::Reg }),
-            (0xdc, End { op: EndOp::Be, bits: 16 }),
-            (0xd4, End { op: EndOp::Le, bits: 16 }),
-            (0xd7, End { op: EndOp::Swap, bits: 16 }),
-            (0x18, Lddw),
-            (0x28, LdPacket { size: 2, indirect: false }),
-            (0x50, LdPacket { size: 1, indirect: true }),
-            (0x79, Ldx { size: 8, signed: false }),
-            (0x89, Ldx { size: 2, signed: true }),
-            (0x7a, St { size: 8 }),
-            (0x73, Stx { size: 1 }),
-            (0x05, Ja),
-            (0x06, Ja32),
-            (0x5e, Jump { wide: false, cond: Cond::Ne, src: Operand::Reg }),
-            (0xdd, Jump { wide: true, cond: Cond::Sle, src: Operand::Reg }),
-            (0x85, Call),
-            (0x8d, Callx),
-            (0x95, Exit),
-        ];
-        for (op, f) in cases {
-            let imm = if matches!(f, End { .. }) { 16 } else { 0 };
-            assert_eq!(form(&Insn::new(op, 0, 0, 0, imm)), Ok(f), "{op:#x}");
-        }
-        let sdiv = Insn::new(CLASS_ALU64 | ALU_DIV | SRC_X, 1, 2, 1, 0);
-        assert_eq!(form(&sdiv), Ok(Alu { wide: true, op: AluOp::SDiv, src: Operand::Reg }));
-        let movsx = Insn::new(CLASS_ALU | ALU_MOV | SRC_X, 1, 2, 16, 0);
-        assert_eq!(form(&movsx), Ok(Alu { wide: false, op: AluOp::MovSx(16), src: Operand::Reg }));
-        let cmpxchg = Insn::new(CLASS_STX | MODE_ATOMIC | SIZE_W, 1, 2, 0, ATOMIC_CMPXCHG);
-        assert_eq!(form(&cmpxchg), Ok(Atomic { wide: false, op: AtomicOp::Cmpxchg }));
     }
 
     proptest::proptest! {
@@ -1481,8 +709,8 @@ mod tests {
     }
 
     const VALID_OPS: &[u8] = &[
-        0x07, 0x0f, 0x17, 0x1f, 0xb7, 0xbf, 0xb4, 0xbc, 0x84, 0x87, 0x37, 0x3f, 0xd4, 0xdc, 0xd7, 0x18, 0x20,
-        0x28, 0x48, 0x61, 0x69, 0x79, 0x81, 0x62, 0x7a, 0x63, 0x7b, 0xc3, 0xdb, 0x05, 0x06, 0x15, 0x1d, 0x16,
-        0x5e, 0x85, 0x8d, 0x95, 0x00,
+        0x07, 0x0f, 0x17, 0x1f, 0xb7, 0xbf, 0xb4, 0xbc, 0x84, 0x87, 0x37, 0x3f, 0xd4, 0xdc, 0xd7, 0x18, 0x20, 0x28,
+        0x48, 0x61, 0x69, 0x79, 0x81, 0x62, 0x7a, 0x63, 0x7b, 0xc3, 0xdb, 0x05, 0x06, 0x15, 0x1d, 0x16, 0x5e, 0x85,
+        0x8d, 0x95, 0x00,
     ];
 }

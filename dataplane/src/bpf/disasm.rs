@@ -9,8 +9,8 @@
 
 use std::fmt::Write;
 
-use super::check::{form, AluOp, AtomicOp, Cond, EndOp, Form, Operand};
-use super::insn::{lddw_imm, Insn};
+use super::check::{AluOp, AtomicOp, Cond, EndOp, Form, Operand, form};
+use super::insn::{Insn, lddw_imm};
 
 /// One instruction (an `lddw` covers its second slot too), without its index.
 pub fn insn(insns: &[Insn], pc: usize) -> String {

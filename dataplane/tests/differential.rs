@@ -7,7 +7,9 @@
 //! programs, because the pcap crate cannot build a program from instructions and because its
 //! wrapper turns return values ≥ 2^31 into "no match".
 
+use sluice::bpf::Exec;
 use sluice::bpf::classic::{self, ClassicError, ClassicInsn, Reject};
+use sluice::bpf::interp::Interpreter;
 use sluice::bpf::tcpdump::{self, LibpcapFilter, TcpdumpError};
 use sluice::testbed::corpus::{self, Frame};
 use std::ffi::{CStr, c_char, c_int, c_uint};
@@ -154,26 +156,100 @@ fn expressions_compile_to_programs_sluice_accepts() {
     }
 }
 
+/// sluice's back ends, each running one compiled classic program.
+struct Sluice {
+    backends: Vec<(&'static str, Box<dyn Exec>)>,
+    buf: Vec<u8>,
+}
+
+impl Sluice {
+    fn new(what: &str, insns: &[ClassicInsn]) -> Self {
+        let program = classic::compile(insns).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let backends: Vec<(&'static str, Box<dyn Exec>)> = vec![("interpreter", Box::new(Interpreter::new(&program)))];
+        Sluice { backends, buf: Vec::with_capacity(2048) }
+    }
+
+    /// Asserts that every back end returns `expected` (libpcap's value) on `frame`. A fault is
+    /// a failure too: a classic program has no way to fault.
+    fn expect(&mut self, what: &str, frame: &Frame, expected: u32) {
+        for (name, backend) in &self.backends {
+            self.buf.clear();
+            self.buf.extend_from_slice(&frame.data);
+            let got = backend.run_xdp(&mut self.buf, 1, 0);
+            assert_eq!(
+                got,
+                Ok(u64::from(expected)),
+                "{what} on {} ({} bytes): {name} vs libpcap",
+                frame.name,
+                frame.data.len()
+            );
+        }
+    }
+}
+
 #[test]
-fn libpcap_program_extraction_is_exact() {
-    // The instructions sluice reads out of libpcap, run by bpf_filter, give the same verdict as
-    // libpcap running its own compiled program: nothing is lost in the extraction.
+fn expressions_agree_with_libpcap_on_every_frame() {
     let frames = corpus();
     let mut pairs = 0usize;
+    let mut backends = 0;
     for expr in EXPRESSIONS {
         let filter = LibpcapFilter::compile(expr).unwrap_or_else(|e| panic!("{e}"));
+        let mut sluice = Sluice::new(expr, filter.insns());
+        backends = sluice.backends.len();
         let mut matched = 0;
         for f in &frames {
-            let own = tcpdump::libpcap_matches(&filter, &f.data);
-            let extracted = libpcap::run(filter.insns(), &f.data) != 0;
-            assert_eq!(own, extracted, "`{expr}` on {}", f.name);
-            matched += own as usize;
+            let verdict = tcpdump::libpcap_matches(&filter, &f.data);
+            // The instructions sluice read out of libpcap give libpcap's own verdict: nothing
+            // was lost in the extraction.
+            let value = libpcap::run(filter.insns(), &f.data);
+            assert_eq!(verdict, value != 0, "`{expr}` on {}: extracted program differs", f.name);
+            sluice.expect(&format!("`{expr}`"), f, value);
+            matched += verdict as usize;
             pairs += 1;
         }
         // Every expression splits the corpus, so each comparison can fail both ways.
         assert!(matched > 0 && matched < frames.len(), "`{expr}` matches {matched} of {} frames", frames.len());
     }
-    println!("libpcap program extraction: {} expressions x {} frames = {pairs} pairs", EXPRESSIONS.len(), frames.len());
+    println!(
+        "tcpdump expressions: {} expressions x {} frames = {pairs} (expression, packet) pairs, \
+         libpcap == extracted program == {backends} sluice back end(s)",
+        EXPRESSIONS.len(),
+        frames.len()
+    );
+}
+
+#[test]
+fn raw_programs_agree_with_libpcap_on_every_frame() {
+    let frames = corpus();
+    let programs = raw_programs();
+    for (name, insns) in &programs {
+        let mut sluice = Sluice::new(name, insns);
+        for f in &frames {
+            sluice.expect(name, f, libpcap::run(insns, &f.data));
+        }
+    }
+    println!(
+        "raw classic programs: {} programs x {} frames = {} pairs",
+        programs.len(),
+        frames.len(),
+        programs.len() * frames.len()
+    );
+}
+
+#[test]
+fn random_programs_agree_with_libpcap() {
+    let frames: Vec<Frame> = corpus().into_iter().step_by(3).collect();
+    let mut rng = Rng(0xd1ff);
+    let count = 500;
+    for n in 0..count {
+        let prog = random_program(&mut rng);
+        let what = format!("random program {n}:\n{}", classic::disasm(&prog));
+        let mut sluice = Sluice::new(&what, &prog);
+        for f in &frames {
+            sluice.expect(&what, f, libpcap::run(&prog, &f.data));
+        }
+    }
+    println!("random classic programs: {count} programs x {} frames = {} pairs", frames.len(), count * frames.len());
 }
 
 #[test]
@@ -357,18 +433,6 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-#[test]
-fn raw_and_random_programs_validate_and_compile() {
-    for (name, insns) in raw_programs() {
-        classic::compile(&insns).unwrap_or_else(|e| panic!("{name}: {e}"));
-    }
-    let mut rng = Rng(0xd1ff);
-    for n in 0..500 {
-        let prog = random_program(&mut rng);
-        classic::compile(&prog).unwrap_or_else(|e| panic!("random program {n}: {e}\n{}", classic::disasm(&prog)));
     }
 }
 

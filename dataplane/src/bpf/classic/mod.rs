@@ -232,7 +232,10 @@ mod tests {
     #[test]
     fn compile_reports_classic_rejections_first() {
         let err = compile(&[ClassicInsn::new(LD | MEM, 0, 0, 16), ClassicInsn::new(RET | A, 0, 0, 0)]).unwrap_err();
-        assert_eq!(err.to_string(), "instruction 0 (ld M[16]): scratch memory index 16 is out of range (M[0] to M[15])");
+        assert_eq!(
+            err.to_string(),
+            "instruction 0 (ld M[16]): scratch memory index 16 is out of range (M[0] to M[15])"
+        );
         assert_eq!(compile(&[]).unwrap_err(), ClassicError::Length(0));
     }
 }

@@ -583,7 +583,7 @@ fn new_stats(n: usize) -> Vec<Arc<QueueStats>> {
 }
 
 /// Waits until `cond` holds, panicking with `what` after a few seconds.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -820,5 +820,35 @@ fn a_million_forwarded_frames_leave_every_frame_accounted_for() {
             "sent {sent}, received {}, forwarded {}, ring full {}; kernel: {k:?}; {account}",
             a.rx, b.tx, b.ring_full
         );
+    });
+}
+
+#[test]
+fn a_full_tx_ring_drops_the_overflow_and_counts_it() {
+    if !privileged("a_full_tx_ring_drops_the_overflow_and_counts_it") {
+        return;
+    }
+    let ns = Netns::with_veth();
+    ns.run_in(|| {
+        let cfg = XskConfig {
+            tx_ring: 16,
+            ..small_config(ZeroCopy::Auto)
+        };
+        let mut group = XskGroup::open(&cfg, &ports(&["xa"])).unwrap();
+        let _steering = steer_into(&group);
+        let _napi = napi_receive("xb");
+        while group.refill(0) > 0 {}
+        let peer = RawSocket::open("xb");
+        let listener = RawSocket::open("xb");
+        assert_eq!(peer.send(0, 64, None), 64);
+        wait_for("64 frames on the rx ring", || group.rx_ready(0, 64) == 64);
+        // All 64 are sent back at once, into a ring with room for 16.
+        assert_eq!(group.process_rx(0, 64, |_| Verdict::Tx(0)).unwrap(), 64);
+        let c = group.counters(0);
+        assert_eq!((c.rx, c.tx, c.ring_full, c.dropped), (64, 16, 48, 0));
+        let (seen, _) = listener.collect(64, SRC_MAC, Duration::from_millis(500));
+        assert_eq!(seen.iter().filter(|&&n| n == 1).count(), 16);
+        let account = group.drain(Duration::from_secs(2));
+        account.check().unwrap();
     });
 }

@@ -319,6 +319,18 @@ impl XskGroup {
                 mode,
                 source,
             })?;
+            if !zc {
+                // Copy mode transmits at most a budget of frames per kick (32 by default);
+                // letting one kick drain the whole ring saves syscalls when forwarding.
+                // Kernels before 6.17 lack the option; they keep the default.
+                if let Err(e) = sys::set_tx_budget(fd, cfg.tx_ring) {
+                    tracing::debug!(
+                        ifname,
+                        queue,
+                        "keeping the default copy-mode tx budget: {e}"
+                    );
+                }
+            }
             opened.push(Port {
                 ifname: ifname.clone(),
                 queue: *queue,

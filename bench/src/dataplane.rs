@@ -19,7 +19,7 @@ use sluice::stats::{QueueSnapshot, QueueStats};
 use sluice::steer::{AttachPref, Steering};
 use sluice::testbed::netns::{Netns, NetnsError, Topology, TopologyOpts};
 use sluice::worker::{Action, DEFAULT_BATCH, Worker};
-use sluice::xsk::{BaselineReport, XskConfig, XskGroup, rxdrop_baseline};
+use sluice::xsk::{BaselineReport, KernelStats, XskConfig, XskGroup, rxdrop_baseline};
 
 use crate::report::{Table, mpps, tsc_ghz};
 
@@ -123,6 +123,10 @@ pub fn run(opts: &Opts) -> Result<()> {
         "(c) delivered to the server {:.2} Mpps; worker tx {:.2} Mpps, tx ring full {:.2} Mpps",
         forward.mpps, forward.tx_mpps, forward.ring_full_mpps
     );
+    println!("kernel losses at port a's socket while each loop ran:");
+    for (name, o) in [("(a)", &baseline), ("(b)", &drop), ("(c)", &forward)] {
+        println!("  {name} {}", o.kernel_losses());
+    }
     Ok(())
 }
 
@@ -140,6 +144,43 @@ struct Outcome {
     tx_mpps: f64,
     ring_full_mpps: f64,
     xsk_mode: String,
+    /// The kernel's counters of port a's socket while the loop ran, and for how long.
+    kernel: KernelStats,
+    kernel_secs: f64,
+}
+
+impl Outcome {
+    /// Where the kernel lost frames before the loop saw them, per second.
+    fn kernel_losses(&self) -> String {
+        let k = &self.kernel;
+        let per_s = |n: u64| mpps(n, self.kernel_secs);
+        format!(
+            "rx_dropped {:.2} Mpps, rx ring full {:.2} Mpps, fill ring empty {:.2} Mpps",
+            per_s(k.rx_dropped),
+            per_s(k.rx_ring_full),
+            per_s(k.rx_fill_ring_empty_descs)
+        )
+    }
+}
+
+/// `later - earlier` for every kernel counter.
+fn kernel_delta(later: &KernelStats, earlier: &KernelStats) -> KernelStats {
+    KernelStats {
+        rx_dropped: later.rx_dropped.saturating_sub(earlier.rx_dropped),
+        rx_invalid_descs: later
+            .rx_invalid_descs
+            .saturating_sub(earlier.rx_invalid_descs),
+        tx_invalid_descs: later
+            .tx_invalid_descs
+            .saturating_sub(earlier.tx_invalid_descs),
+        rx_ring_full: later.rx_ring_full.saturating_sub(earlier.rx_ring_full),
+        rx_fill_ring_empty_descs: later
+            .rx_fill_ring_empty_descs
+            .saturating_sub(earlier.rx_fill_ring_empty_descs),
+        tx_ring_empty_descs: later
+            .tx_ring_empty_descs
+            .saturating_sub(earlier.tx_ring_empty_descs),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -198,7 +239,7 @@ impl Bed<'_> {
             // The channel ends move into the dut thread (they are Send, not Sync).
             let dut = scope.spawn(move || {
                 topo.dut
-                    .run_in(move || -> Result<(BaselineReport, String)> {
+                    .run_in(move || -> Result<(BaselineReport, String, KernelStats)> {
                         pin(dut_core);
                         let mut steering = steering(&topo.dut_a.name)?;
                         let mut group =
@@ -208,9 +249,11 @@ impl Bed<'_> {
                         let mode = group.mode(0).to_string();
                         ready_tx.send(())?;
                         go_rx.recv()?;
+                        let k0 = group.kernel_stats(0)?;
                         let report = rxdrop_baseline(&mut group, stop, DEFAULT_BATCH);
+                        let kernel = kernel_delta(&group.kernel_stats(0)?, &k0);
                         group.drain(Duration::from_millis(200));
-                        Ok((report, mode))
+                        Ok((report, mode, kernel))
                     })
             });
             if ready_rx.recv().is_err() {
@@ -226,7 +269,7 @@ impl Bed<'_> {
                 Ok(())
             });
             stop.store(true, Ordering::Relaxed);
-            let (report, mode) = join(dut)?;
+            let (report, mode, kernel) = join(dut)?;
             run?;
             Ok(Outcome {
                 mpps: report.mpps(),
@@ -234,6 +277,8 @@ impl Bed<'_> {
                 tx_mpps: 0.0,
                 ring_full_mpps: 0.0,
                 xsk_mode: mode,
+                kernel,
+                kernel_secs: report.elapsed.as_secs_f64(),
             })
         })
     }
@@ -258,27 +303,32 @@ impl Bed<'_> {
             let (stop, stats) = (&stop, &stats);
             let dut_core = self.dut_core;
             let dut = scope.spawn(move || {
-                topo.dut.run_in(move || -> Result<String> {
-                    pin(dut_core);
-                    let mut steerings = Vec::new();
-                    for p in &ports {
-                        steerings.push(steering(p)?);
-                    }
-                    let pairs: Vec<(String, u32)> = ports.iter().map(|p| (p.clone(), 0)).collect();
-                    let group = XskGroup::open(&Self::xsk_config(), &pairs)
-                        .context("open af_xdp sockets on the dut")?;
-                    for (i, s) in steerings.iter_mut().enumerate() {
-                        s.register_socket(0, group.fd(i))?;
-                    }
-                    let xsk_mode = group.mode(0).to_string();
-                    let mut worker = Worker::new(group, actions, DEFAULT_BATCH)?;
-                    ready_tx.send(())?;
-                    let account = worker.run(stop, stats)?;
-                    account
-                        .check()
-                        .map_err(|e| anyhow::anyhow!("worker frame accounting: {e}"))?;
-                    Ok(xsk_mode)
-                })
+                topo.dut
+                    .run_in(move || -> Result<(String, KernelStats, f64)> {
+                        pin(dut_core);
+                        let mut steerings = Vec::new();
+                        for p in &ports {
+                            steerings.push(steering(p)?);
+                        }
+                        let pairs: Vec<(String, u32)> =
+                            ports.iter().map(|p| (p.clone(), 0)).collect();
+                        let group = XskGroup::open(&Self::xsk_config(), &pairs)
+                            .context("open af_xdp sockets on the dut")?;
+                        for (i, s) in steerings.iter_mut().enumerate() {
+                            s.register_socket(0, group.fd(i))?;
+                        }
+                        let xsk_mode = group.mode(0).to_string();
+                        let mut worker = Worker::new(group, actions, DEFAULT_BATCH)?;
+                        ready_tx.send(())?;
+                        let (k0, t0) = (worker.group().kernel_stats(0)?, Instant::now());
+                        let account = worker.run(stop, stats)?;
+                        let kernel = kernel_delta(&worker.group().kernel_stats(0)?, &k0);
+                        let secs = t0.elapsed().as_secs_f64();
+                        account
+                            .check()
+                            .map_err(|e| anyhow::anyhow!("worker frame accounting: {e}"))?;
+                        Ok((xsk_mode, kernel, secs))
+                    })
             });
             if ready_rx.recv().is_err() {
                 return Err(join(dut)
@@ -298,7 +348,7 @@ impl Bed<'_> {
                 ))
             });
             stop.store(true, Ordering::Relaxed);
-            let xsk_mode = join(dut)?;
+            let (xsk_mode, kernel, kernel_secs) = join(dut)?;
             let (d, delivered, secs) = run?;
             Ok(Outcome {
                 mpps: match mode {
@@ -309,6 +359,8 @@ impl Bed<'_> {
                 tx_mpps: mpps(d.tx, secs),
                 ring_full_mpps: mpps(d.ring_full, secs),
                 xsk_mode,
+                kernel,
+                kernel_secs,
             })
         })
     }

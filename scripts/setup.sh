@@ -35,3 +35,10 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found: install Rust (stable >= 1.95) first" >&2
   exit 1
 fi
+
+# The engine's fuzz targets (dataplane/fuzz) run under cargo-fuzz (libFuzzer; stable Rust with
+# `--sanitizer none`).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --quiet --locked cargo-fuzz
+fi

@@ -17,4 +17,21 @@ if ! build; then
   build
 fi
 
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+# Bounded fuzzing of the BPF engine: validation never panics, and the interpreter and the JIT
+# agree on every program validation accepts. FUZZ_SECONDS=0 skips it.
+fuzz_seconds=${FUZZ_SECONDS:-60}
+if ((fuzz_seconds > 0)); then
+  for target in ebpf classic; do
+    echo "test: fuzzing $target for ${fuzz_seconds}s"
+    (cd dataplane && cargo fuzz run --sanitizer none "$target" -- \
+       -max_total_time="$fuzz_seconds" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tail -n 40)
+  done
+fi
+
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

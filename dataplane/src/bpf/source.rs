@@ -86,14 +86,14 @@ pub fn compile_text(text: &str, format: Format) -> Result<Compiled, SourceError>
 /// Compiles the contents of a filter file, recognising its format: raw bytecode when it is not
 /// text, else classic text, hex bytecode or assembler, in that order of evidence.
 pub fn compile_file(bytes: &[u8]) -> Result<Compiled, SourceError> {
+    if bytes.starts_with(b"\x7fELF") {
+        return Err(SourceError::Elf);
+    }
     let Ok(text) = std::str::from_utf8(bytes) else { return compile_bytes(bytes) };
     compile_text(text, detect_text(text))
 }
 
 fn compile_bytes(bytes: &[u8]) -> Result<Compiled, SourceError> {
-    if bytes.starts_with(b"\x7fELF") {
-        return Err(SourceError::Elf);
-    }
     ebpf_program(Format::Bytes, insn::decode(bytes)?)
 }
 

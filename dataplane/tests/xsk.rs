@@ -402,10 +402,10 @@ fn veth_falls_back_to_copy_mode() {
     });
 }
 
-/// Sends `count` frames out of port `p` of `group` with the transmit hook, reclaiming
+/// Sends frames `first..count` out of port `p` of `group` with the transmit hook, reclaiming
 /// completions as it goes.
-fn transmit_all(group: &mut XskGroup, p: usize, count: u32) {
-    let mut seq = 0;
+fn transmit_all(group: &mut XskGroup, p: usize, first: u32, count: u32) {
+    let mut seq = first;
     let deadline = Instant::now() + Duration::from_secs(10);
     while seq < count {
         assert!(
@@ -438,7 +438,14 @@ fn shared_umem_transmits_on_both_ports_and_accounts_for_every_frame() {
             let sock = RawSocket::open(peer);
             let (seen, _other) = thread::scope(|s| {
                 let rx = s.spawn(|| sock.collect(N as usize, SRC_MAC, Duration::from_secs(2)));
-                transmit_all(&mut group, p, N);
+                // One kick sends a whole batch: the copy-mode budget was raised to the ring
+                // size (the kernel default of 32 would take two).
+                let kicks = group.counters(p).kicks;
+                let sent = group
+                    .transmit(p, 256, |i, buf| write_frame(buf, i as u32))
+                    .unwrap();
+                assert_eq!((sent, group.counters(p).kicks - kicks), (256, 1));
+                transmit_all(&mut group, p, 256, N);
                 rx.join().unwrap()
             });
             let missing = seen.iter().filter(|&&c| c == 0).count();
@@ -576,7 +583,7 @@ fn new_stats(n: usize) -> Vec<Arc<QueueStats>> {
 }
 
 /// Waits until `cond` holds, panicking with `what` after a few seconds.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -813,5 +820,35 @@ fn a_million_forwarded_frames_leave_every_frame_accounted_for() {
             "sent {sent}, received {}, forwarded {}, ring full {}; kernel: {k:?}; {account}",
             a.rx, b.tx, b.ring_full
         );
+    });
+}
+
+#[test]
+fn a_full_tx_ring_drops_the_overflow_and_counts_it() {
+    if !privileged("a_full_tx_ring_drops_the_overflow_and_counts_it") {
+        return;
+    }
+    let ns = Netns::with_veth();
+    ns.run_in(|| {
+        let cfg = XskConfig {
+            tx_ring: 16,
+            ..small_config(ZeroCopy::Auto)
+        };
+        let mut group = XskGroup::open(&cfg, &ports(&["xa"])).unwrap();
+        let _steering = steer_into(&group);
+        let _napi = napi_receive("xb");
+        while group.refill(0) > 0 {}
+        let peer = RawSocket::open("xb");
+        let listener = RawSocket::open("xb");
+        assert_eq!(peer.send(0, 64, None), 64);
+        wait_for("64 frames on the rx ring", || group.rx_ready(0, 64) == 64);
+        // All 64 are sent back at once, into a ring with room for 16.
+        assert_eq!(group.process_rx(0, 64, |_| Verdict::Tx(0)).unwrap(), 64);
+        let c = group.counters(0);
+        assert_eq!((c.rx, c.tx, c.ring_full, c.dropped), (64, 16, 48, 0));
+        let (seen, _) = listener.collect(64, SRC_MAC, Duration::from_millis(500));
+        assert_eq!(seen.iter().filter(|&&n| n == 1).count(), 16);
+        let account = group.drain(Duration::from_secs(2));
+        account.check().unwrap();
     });
 }

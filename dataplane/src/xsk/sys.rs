@@ -1,7 +1,8 @@
 //! The few raw syscalls on AF_XDP socket descriptors that xsk-rs does not expose the way the
 //! dataplane needs them: a TX kick that reports `EAGAIN` (xsk-rs swallows it, but copy mode
-//! sends at most a budget of frames per kick and signals the rest with `EAGAIN`), a multi-socket
-//! `poll`, and the `XDP_OPTIONS` query that says whether a bound socket runs in zero-copy mode.
+//! sends at most a budget of frames per kick and signals the rest with `EAGAIN`), raising that
+//! budget, a multi-socket `poll`, and the `XDP_OPTIONS` query that says whether a bound socket
+//! runs in zero-copy mode.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -82,6 +83,28 @@ pub(crate) fn is_zero_copy(fd: RawFd) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17+), not yet in the libc crate.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Sets how many frames one copy-mode kick may transmit (the kernel accepts 32 up to the TX
+/// ring size). Fails with `ENOPROTOOPT` on kernels without the option.
+pub(crate) fn set_tx_budget(fd: RawFd, budget: u32) -> io::Result<()> {
+    // SAFETY: `budget` is a valid u32 and the length passed is its size; the kernel only reads.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,9 +36,34 @@ pub struct Opts {
 
 const WARMUP: Duration = Duration::from_millis(500);
 
+/// Set by SIGINT/SIGTERM.
+static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+
+/// Sleeps for `d`, or fails as soon as the bench is interrupted.
+fn pause(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(Duration::from_millis(50)));
+    }
+}
+
 pub fn run(opts: &Opts) -> Result<()> {
     if !sluice::testbed::netns::privileged("bench dataplane") {
         bail!("the dataplane bench needs root (namespaces, XDP, AF_XDP)");
+    }
+    // SIGINT/SIGTERM end the bench through the normal error path, so every namespace, XDP
+    // program and socket is released by its Drop rather than left behind.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&INTERRUPTED))
+            .context("install signal handler")?;
     }
     let window = Duration::from_secs(opts.seconds.max(1));
     let topo = Topology::new(TopologyOpts {
@@ -237,12 +262,12 @@ impl Bed<'_> {
             .run_in(|| XdpSink::attach(&topo.dut_a.name, SinkAction::Drop))?
             .context("attach drop sink to dut port a")?;
         self.flood_while(|| {
-            std::thread::sleep(WARMUP);
+            pause(WARMUP)?;
             let (c0, t0) = (
                 link_rx_packets(&topo.dut, &topo.dut_a.name)?,
                 Instant::now(),
             );
-            std::thread::sleep(self.window);
+            pause(self.window)?;
             let (c1, t1) = (
                 link_rx_packets(&topo.dut, &topo.dut_a.name)?,
                 Instant::now(),
@@ -287,10 +312,12 @@ impl Bed<'_> {
                     .err()
                     .unwrap_or_else(|| anyhow::anyhow!("dut set-up stopped")));
             }
-            let run = self.flood_while(|| {
-                std::thread::sleep(WARMUP);
+            // `go_tx` moves into the closure, so an interrupted warm-up drops it and the dut
+            // thread, waiting for the go, gives up instead of blocking the join below.
+            let run = self.flood_while(move || {
+                pause(WARMUP)?;
                 go_tx.send(())?;
-                std::thread::sleep(self.window);
+                pause(self.window)?;
                 stop.store(true, Ordering::Relaxed);
                 Ok(())
             });
@@ -362,10 +389,10 @@ impl Bed<'_> {
                     .unwrap_or_else(|| anyhow::anyhow!("dut set-up stopped")));
             }
             let run = self.flood_while(|| {
-                std::thread::sleep(WARMUP);
+                pause(WARMUP)?;
                 let delivered = || link_rx_packets(&topo.server, &topo.server_if.name);
                 let (s0, d0, t0) = (sum(stats), delivered()?, Instant::now());
-                std::thread::sleep(self.window);
+                pause(self.window)?;
                 let (s1, d1, t1) = (sum(stats), delivered()?, Instant::now());
                 Ok((
                     s1.delta(&s0),

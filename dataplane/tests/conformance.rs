@@ -4,11 +4,17 @@
 mod support;
 
 use sluice::bpf::interp::Interpreter;
+use sluice::bpf::jit::JitProgram;
 use sluice::bpf::{asm, disasm, insn};
 
 #[test]
 fn interpreter_passes_the_conformance_suite() {
     support::run_suite("interpreter", |p| Box::new(Interpreter::new(p)));
+}
+
+#[test]
+fn jit_passes_the_conformance_suite() {
+    support::run_suite("jit", |p| Box::new(JitProgram::compile(p).expect("jit compile")));
 }
 
 /// Disassembling and reassembling every conformance program gives back the same bytes.

@@ -508,6 +508,14 @@ impl Interpreter {
                 Mem { data_base: data.as_ptr() as u64, data, stack: &mut [], stack_base: 0, frames: &mut [], ctx };
             return self.run(&mut mem, r1, r2, 0);
         }
+        self.execute_with_stack(data, r1, r2, ctx)
+    }
+
+    /// [`execute`](Self::execute) for programs that use the stack: borrows this thread's
+    /// scratch area and zeroes what the program can reach. Kept out of line so the hot
+    /// stack-free path stays small.
+    #[inline(never)]
+    fn execute_with_stack(&self, data: &mut [u8], r1: u64, r2: u64, ctx: &XdpContext) -> Result<u64, Fault> {
         let mut go = |s: &mut Scratch| {
             let (lo, hi) = match self.reach {
                 StackReach::Frame { lo, hi } => ((STACK_AREA as i64 + lo) as usize, (STACK_AREA as i64 + hi) as usize),
@@ -525,7 +533,7 @@ impl Interpreter {
                 frames: &mut s.frames,
                 ctx,
             };
-            self.run_with_stack(&mut mem, r1, r2, stack_base + STACK_AREA as u64)
+            self.run(&mut mem, r1, r2, stack_base + STACK_AREA as u64)
         };
         let shared = SCRATCH.try_with(|cell| cell.try_borrow_mut().ok().map(|mut s| go(&mut s)));
         match shared {
@@ -533,13 +541,6 @@ impl Interpreter {
             // A helper running a filter on this thread, or thread teardown: use a private area.
             _ => go(&mut Box::new(Scratch::new())),
         }
-    }
-
-    /// [`run`](Self::run) for programs that use the stack, kept out of line so the hot
-    /// stack-free path stays small.
-    #[inline(never)]
-    fn run_with_stack(&self, mem: &mut Mem<'_>, r1: u64, r2: u64, r10: u64) -> Result<u64, Fault> {
-        self.run(mem, r1, r2, r10)
     }
 
     #[inline(always)]

@@ -423,9 +423,9 @@ fn short_means_zero(prog: &Program, f: &Func, main: bool, notes: &[Note], zero_e
         let next = pc + width(insn);
         let after = |z: &[u64]| if next < insns.len() { z[next] } else { 0 };
         z[pc] = match insn.class() {
-            _ if insn.is_exit() => {
-                if main && zero_exits[pc] { u64::MAX } else { 0 }
-            }
+            // Only the entry's exit ends the run; r0 = 0 there whatever the length.
+            _ if insn.is_exit() && main && zero_exits[pc] => u64::MAX,
+            _ if insn.is_exit() => 0,
             _ if insn.is_jump() => {
                 let t = (pc as i64 + 1 + insn.jump_offset()) as usize;
                 if insn.code() == JMP_JA { at(&z, pc, t) } else { at(&z, pc, t).min(after(&z)) }

@@ -552,7 +552,7 @@ fn elided_checks_keep_the_interpreters_results_on_short_packets() {
         let mut pkt = full[..len].to_vec();
         xdp(&p, &mut pkt).unwrap();
     }
-    let mut ip6 = vec![0u8; 64];
+    let mut ip6 = [0u8; 64];
     ip6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     ip6[20] = 17;
     ip6[56..58].copy_from_slice(&53u16.to_be_bytes());
@@ -679,3 +679,4 @@ fn perf_udp_dst_port_53() {
     std::fs::write("/tmp/jitscratch/udp53.bin", j.code_bytes()).ok();
     eprintln!("udp dst port 53, 64-byte packet: {best:.2} ns/packet (empty program {floor:.2}), code {} bytes", j.code_size());
 }
+

@@ -115,6 +115,24 @@ const EDGES: [u64; 10] = [
 const ALU_OPS: [u8; 13] =
     [ALU_ADD, ALU_SUB, ALU_MUL, ALU_DIV, ALU_OR, ALU_AND, ALU_LSH, ALU_RSH, ALU_MOD, ALU_XOR, ALU_MOV, ALU_ARSH, ALU_NEG];
 
+/// Runs `op` on r0 = a, r1 = b for every pair of edge values in one program that stores each
+/// result into memory, so `both` compares every result separately.
+fn alu_table(op: Insn) {
+    let mut p = vec![mov64_reg(9, 1)];
+    for (i, &a) in EDGES.iter().enumerate() {
+        for (j, &b) in EDGES.iter().enumerate() {
+            p.extend(load(0, a));
+            p.extend(load(1, b));
+            let op = if op.source() == SRC_K && op.code() != ALU_NEG { Insn { imm: b as i32, ..op } } else { op };
+            p.push(op);
+            p.push(stx(SIZE_DW, 9, 0, ((i * EDGES.len() + j) * 8) as i16));
+        }
+    }
+    p.push(exit());
+    let mut mem = vec![0u8; EDGES.len() * EDGES.len() * 8];
+    raw(&p, &mut mem).expect("no fault");
+}
+
 #[test]
 fn alu64_and_alu32_agree_with_the_interpreter_on_edge_values() {
     for class in [CLASS_ALU64, CLASS_ALU] {
@@ -123,18 +141,11 @@ fn alu64_and_alu32_agree_with_the_interpreter_on_edge_values() {
                 if signed == 1 && !matches!(code, ALU_DIV | ALU_MOD) {
                     continue;
                 }
-                for &a in &EDGES {
-                    for &b in &EDGES {
-                        let reg = if code == ALU_NEG {
-                            Insn::new(class | code, 0, 0, 0, 0)
-                        } else {
-                            Insn::new(class | SRC_X | code, 0, 1, signed, 0)
-                        };
-                        alu(reg, a, b);
-                        if code != ALU_NEG {
-                            alu(Insn::new(class | code, 0, 0, signed, b as i32), a, 0);
-                        }
-                    }
+                if code == ALU_NEG {
+                    alu_table(Insn::new(class | code, 0, 0, 0, 0));
+                } else {
+                    alu_table(Insn::new(class | SRC_X | code, 0, 1, signed, 0));
+                    alu_table(Insn::new(class | code, 0, 0, signed, 0));
                 }
             }
         }
@@ -195,16 +206,27 @@ fn jumps_agree_with_the_interpreter_on_edge_values() {
     let conds = [JMP_JEQ, JMP_JGT, JMP_JGE, JMP_JSET, JMP_JNE, JMP_JSGT, JMP_JSGE, JMP_JLT, JMP_JLE, JMP_JSLT, JMP_JSLE];
     for class in [CLASS_JMP, CLASS_JMP32] {
         for code in conds {
-            for &a in &EDGES {
-                for &b in &EDGES {
-                    let [a0, a1] = load(1, a);
-                    let [b0, b1] = load(2, b);
-                    for j in [Insn::new(class | SRC_X | code, 1, 2, 2, 0), Insn::new(class | code, 1, 0, 2, b as i32)] {
-                        let p = [a0, a1, b0, b1, j, mov64_imm(0, 1), exit(), mov64_imm(0, 2), exit()];
-                        let r = raw(&p, &mut []).expect("no fault");
-                        assert!(r == 1 || r == 2);
+            for from_reg in [true, false] {
+                // Each pair stores 1 (not taken) or 2 (taken) into its own memory slot.
+                let mut p = vec![mov64_reg(9, 1)];
+                for (i, &a) in EDGES.iter().enumerate() {
+                    for (j, &b) in EDGES.iter().enumerate() {
+                        p.extend(load(1, a));
+                        p.extend(load(2, b));
+                        p.push(mov64_imm(3, 2));
+                        p.push(if from_reg {
+                            Insn::new(class | SRC_X | code, 1, 2, 1, 0)
+                        } else {
+                            Insn::new(class | code, 1, 0, 1, b as i32)
+                        });
+                        p.push(mov64_imm(3, 1));
+                        p.push(stx(SIZE_B, 9, 3, (i * EDGES.len() + j) as i16));
                     }
                 }
+                p.push(exit());
+                let mut mem = vec![0u8; EDGES.len() * EDGES.len()];
+                raw(&p, &mut mem).expect("no fault");
+                assert!(mem.iter().all(|&m| m == 1 || m == 2));
             }
         }
     }

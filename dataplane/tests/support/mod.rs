@@ -35,7 +35,8 @@ struct Line {
 pub fn conformance_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SLUICE_CONFORMANCE") {
         let p = PathBuf::from(p);
-        return Some(if p.is_dir() { p.join(FILE) } else { p });
+        let p = if p.is_dir() { p.join(FILE) } else { p };
+        return p.is_file().then_some(p);
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     [repo.join("../shared/bpf-conformance").join(FILE), PathBuf::from("/work/shared/bpf-conformance").join(FILE)]
@@ -75,7 +76,10 @@ pub fn parse_vectors(text: &str) -> Result<Vec<Vector>, String> {
 /// `CI=true` a missing corpus fails the test.
 pub fn load_vectors() -> Option<Vec<Vector>> {
     let Some(path) = conformance_path() else {
-        let msg = format!("conformance corpus {FILE} not found (set SLUICE_CONFORMANCE)");
+        let msg = match std::env::var("SLUICE_CONFORMANCE") {
+            Ok(p) => format!("conformance corpus not found at SLUICE_CONFORMANCE={p}"),
+            Err(_) => format!("conformance corpus {FILE} not found (set SLUICE_CONFORMANCE)"),
+        };
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{msg}");
         }

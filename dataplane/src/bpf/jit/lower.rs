@@ -305,8 +305,6 @@ impl<'a, 'f> Lower<'a, 'f> {
         if code == ALU_END {
             return self.end(pc, insn);
         }
-        let a64 = self.reg(insn.dst);
-        let a = if wide { a64 } else { self.b.ins().ireduce(I32, a64) };
         let k = if wide { insn.imm as i64 } else { insn.imm as u32 as i64 };
         let from_k = insn.source() == SRC_K;
         let bval = if from_k {
@@ -315,44 +313,52 @@ impl<'a, 'f> Lower<'a, 'f> {
             let s = self.reg(insn.src);
             if wide { s } else { self.b.ins().ireduce(I32, s) }
         };
-        let signed = insn.off == 1;
-        let r = match code {
-            ALU_ADD => self.ins().iadd(a, bval),
-            ALU_SUB => self.ins().isub(a, bval),
-            ALU_MUL => self.ins().imul(a, bval),
-            ALU_OR => self.ins().bor(a, bval),
-            ALU_AND => self.ins().band(a, bval),
-            ALU_XOR => self.ins().bxor(a, bval),
-            // Cranelift masks shift counts to the operand width, exactly as eBPF does.
-            ALU_LSH => self.ins().ishl(a, bval),
-            ALU_RSH => self.ins().ushr(a, bval),
-            ALU_ARSH => self.ins().sshr(a, bval),
-            ALU_NEG => self.ins().ineg(a),
-            ALU_DIV | ALU_MOD if !matches!(insn.off, 0 | 1) => {
-                return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
-            }
-            ALU_DIV | ALU_MOD => {
-                let k = if from_k { Some(if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 }) } else { None };
-                self.divide(ty, code == ALU_DIV, signed, a, bval, k)
-            }
-            ALU_MOV => match (insn.off, wide) {
-                (0, _) => bval,
-                (8 | 16, _) | (32, true) => {
-                    let narrow = match insn.off {
-                        8 => types::I8,
-                        16 => types::I16,
-                        _ => I32,
-                    };
-                    let low = if narrow == ty { bval } else { self.ins().ireduce(narrow, bval) };
-                    self.ins().sextend(ty, low)
+        // A move does not read its destination: reading it anyway would keep the old value
+        // alive and cost block parameters where control joins.
+        let r = if code == ALU_MOV {
+            self.mov(pc, insn, ty, bval)?
+        } else {
+            let a64 = self.reg(insn.dst);
+            let a = if wide { a64 } else { self.b.ins().ireduce(I32, a64) };
+            let signed = insn.off == 1;
+            match code {
+                ALU_ADD => self.ins().iadd(a, bval),
+                ALU_SUB => self.ins().isub(a, bval),
+                ALU_MUL => self.ins().imul(a, bval),
+                ALU_OR => self.ins().bor(a, bval),
+                ALU_AND => self.ins().band(a, bval),
+                ALU_XOR => self.ins().bxor(a, bval),
+                // Cranelift masks shift counts to the operand width, exactly as eBPF does.
+                ALU_LSH => self.ins().ishl(a, bval),
+                ALU_RSH => self.ins().ushr(a, bval),
+                ALU_ARSH => self.ins().sshr(a, bval),
+                ALU_NEG => self.ins().ineg(a),
+                ALU_DIV | ALU_MOD if !matches!(insn.off, 0 | 1) => {
+                    return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
                 }
-                _ => return Err(unsupported(pc, *insn, "mov offset must be 0, 8, 16 or (64-bit) 32")),
-            },
-            _ => return Err(unsupported(pc, *insn, "unknown alu operation")),
+                ALU_DIV | ALU_MOD => {
+                    let k = from_k.then(|| if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 });
+                    self.divide(ty, code == ALU_DIV, signed, a, bval, k)
+                }
+                _ => return Err(unsupported(pc, *insn, "unknown alu operation")),
+            }
         };
         let r = if wide { r } else { self.b.ins().uextend(I64, r) };
         self.set(insn.dst, r);
         Ok(())
+    }
+
+    /// `mov` and `movsx` (offset 8, 16, or 32 for the 64-bit form): sign-extend the low bits.
+    fn mov(&mut self, pc: usize, insn: &Insn, ty: Type, src: Value) -> Result<Value, JitError> {
+        let narrow = match (insn.off, ty == I64) {
+            (0, _) => return Ok(src),
+            (8, _) => types::I8,
+            (16, _) => types::I16,
+            (32, true) => I32,
+            _ => return Err(unsupported(pc, *insn, "mov offset must be 0, 8, 16 or (64-bit) 32")),
+        };
+        let low = if narrow == ty { src } else { self.ins().ireduce(narrow, src) };
+        Ok(self.ins().sextend(ty, low))
     }
 
     /// Division and remainder without hardware traps: x/0 = 0, x%0 = x, and signed

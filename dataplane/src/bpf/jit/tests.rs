@@ -544,7 +544,7 @@ fn packet_checks_are_elided_once_proven() {
     let n = notes(&udp_dst_port_53());
     let checks: Vec<(usize, u64)> =
         n.iter().enumerate().filter_map(|(pc, n)| if let Note::PacketCheck(k) = n { Some((pc, *k)) } else { None }).collect();
-    assert_eq!(checks, [(0, 24), (18, 58)]);
+    assert_eq!(checks, [(0, 24), (4, 58)]);
     // A `data + 14 > data_end` test proves the packet loads behind it.
     let p = [
         ldx(SIZE_W, 2, 1, xdp_md::DATA),
@@ -605,50 +605,42 @@ fn compiled_programs_are_shareable_and_report_their_size() {
     }
 }
 
-/// `udp dst port 53` as libpcap emits it (IPv6 and IPv4 branches), translated to eBPF the way
-/// the kernel converts classic BPF: A = r0, X = r7, a temporary in r9.
+/// `udp dst port 53` as libpcap compiles it (IPv6 and IPv4 branches), in the eBPF the classic
+/// translator emits for it: A = r0, X = r7, 32-bit compares, returns copied to each exit.
 fn udp_dst_port_53() -> Vec<Insn> {
-    let ret_match = 23;
-    let ret_zero = 25;
+    // Slots of classic instructions 14 (`ret #262144`) and 15 (`ret #0`).
+    let (ret_match, ret_zero) = (19, 21);
     let mut v = vec![
-        ld_abs(SIZE_H, 12),                       // 0
-        jmp_imm(JMP_JEQ, 0, 0x86dd, 0),           // 1 -> ip6 (patched)
-        jmp_imm(JMP_JNE, 0, 0x800, 0),            // 2 -> ret0
-        ld_abs(SIZE_B, 23),                       // 3
-        jmp_imm(JMP_JNE, 0, 17, 0),               // 4 -> ret0
-        ld_abs(SIZE_H, 20),                       // 5
-        jmp_imm(JMP_JSET, 0, 0x1fff, 0),          // 6 -> ret0
-        mov64_reg(9, 0),                          // 7
-        ld_abs(SIZE_B, 14),                       // 8
-        alu32_imm(ALU_AND, 0, 0xf),               // 9
-        alu32_imm(ALU_LSH, 0, 2),                 // 10
-        mov64_reg(7, 0),                          // 11
-        mov64_reg(0, 9),                          // 12
-        ld_ind(SIZE_H, 7, 16),                    // 13
-        jmp_imm(JMP_JNE, 0, 53, 0),               // 14 -> ret0
-        ja(0),                                    // 15 -> match
-        // ip6 (16)
-        ld_abs(SIZE_B, 20),                       // 16
-        jmp_imm(JMP_JNE, 0, 17, 0),               // 17 -> ret0
-        ld_abs(SIZE_H, 56),                       // 18
-        jmp_imm(JMP_JNE, 0, 53, 0),               // 19 -> ret0
-        ja(0),                                    // 20 -> match
-        ja(0),                                    // 21 (unreachable filler)
-        ja(0),                                    // 22 (unreachable filler)
-        mov64_imm(0, 262144),                     // 23
-        exit(),                                   // 24
-        mov64_imm(0, 0),                          // 25
-        exit(),                                   // 26
+        ld_abs(SIZE_H, 12),                 // 0  (000) ldh [12]
+        jmp32_imm(JMP_JNE, 0, 0x86dd, 0),   // 1  (001) jeq #0x86dd jt 2 jf 6
+        ld_abs(SIZE_B, 20),                 // 2  (002) ldb [20]
+        jmp32_imm(JMP_JNE, 0, 17, 0),       // 3  (003) jeq #0x11 jt 4 jf 15
+        ld_abs(SIZE_H, 56),                 // 4  (004) ldh [56]
+        jmp32_imm(JMP_JEQ, 0, 53, 0),       // 5  (005) jeq #0x35 jt 14 jf 15
+        mov32_imm(0, 0),                    // 6
+        exit(),                             // 7
+        jmp32_imm(JMP_JNE, 0, 0x800, 0),    // 8  (006) jeq #0x800 jt 7 jf 15
+        ld_abs(SIZE_B, 23),                 // 9  (007) ldb [23]
+        jmp32_imm(JMP_JNE, 0, 17, 0),       // 10 (008) jeq #0x11 jt 9 jf 15
+        ld_abs(SIZE_H, 20),                 // 11 (009) ldh [20]
+        jmp32_imm(JMP_JSET, 0, 0x1fff, 0),  // 12 (010) jset #0x1fff jt 15 jf 11
+        ld_abs(SIZE_B, 14),                 // 13 (011) ldxb 4*([14]&0xf)
+        alu32_imm(ALU_AND, 0, 0xf),         // 14
+        alu32_imm(ALU_LSH, 0, 2),           // 15
+        mov32_reg(7, 0),                    // 16
+        ld_ind(SIZE_H, 7, 16),              // 17 (012) ldh [x + 16]
+        jmp32_imm(JMP_JNE, 0, 53, 0),       // 18 (013) jeq #0x35 jt 14 jf 15
+        mov32_imm(0, 262144),               // 19 (014) ret #262144
+        exit(),                             // 20
+        mov32_imm(0, 0),                    // 21 (015) ret #0
+        exit(),                             // 22
     ];
     let mut to = |at: usize, target: usize| v[at].off = (target as i64 - at as i64 - 1) as i16;
-    to(1, 16);
-    for at in [2, 4, 6, 14, 17, 19] {
+    to(1, 8);
+    to(5, ret_match);
+    for at in [3, 8, 10, 12, 18] {
         to(at, ret_zero);
     }
-    for at in [15, 20] {
-        to(at, ret_match);
-    }
-    v.truncate(27);
     v
 }
 

@@ -6,7 +6,7 @@
 //! faulting address in the value. Faults leave through one cold block per function; a packet
 //! load out of range (or a helper asking to unwind) leaves through another that returns 0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -92,6 +92,10 @@ pub(super) struct Lower<'a, 'f> {
     ret_zero: Option<Block>,
     trap_block: Option<Block>,
     helper_sig: Option<SigRef>,
+    /// Results of 16- and 32-bit packet loads → the loaded bytes before the byte swap, so a
+    /// test against a constant can compare the raw bytes with a swapped constant instead
+    /// (the swap then usually becomes dead).
+    unswapped: HashMap<Value, Value>,
 }
 
 impl<'a, 'f> Lower<'a, 'f> {
@@ -166,6 +170,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             ret_zero: None,
             trap_block: None,
             helper_sig: None,
+            unswapped: HashMap::new(),
         }
     }
 
@@ -443,6 +448,14 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
         let wide = insn.class() == CLASS_JMP;
         let a = self.reg(insn.dst);
+        if insn.source() == SRC_K
+            && let Some(&raw) = self.unswapped.get(&a)
+            && let Some(c) = self.test_unswapped(insn, wide, raw)
+        {
+            let fall = self.block(pc + 1);
+            self.b.ins().brif(c, taken, &[], fall, &[]);
+            return Ok(false);
+        }
         let a = if wide { a } else { self.b.ins().ireduce(I32, a) };
         let b = if insn.source() == SRC_K {
             let (ty, k) = if wide { (I64, insn.imm as i64) } else { (I32, insn.imm as u32 as i64) };
@@ -474,6 +487,39 @@ impl<'a, 'f> Lower<'a, 'f> {
         let fall = self.block(pc + 1);
         self.b.ins().brif(c, taken, &[], fall, &[]);
         Ok(false)
+    }
+
+    /// `jeq`/`jne`/`jset` against a constant on a value that is `bswap(raw)` zero-extended,
+    /// as the same test on `raw` against the swapped constant; `None` for other tests.
+    fn test_unswapped(&mut self, insn: &Insn, wide: bool, raw: Value) -> Option<Value> {
+        let ty = self.b.func.dfg.value_type(raw);
+        let bits = ty.bits();
+        // The constant as the compare sees it; the loaded value is below 2^bits either way.
+        let k = if wide { insn.imm as i64 as u64 } else { insn.imm as u32 as u64 };
+        let mask = (1u64 << bits) - 1;
+        let swap = |k: u64| if bits == 16 { (k as u16).swap_bytes() as i64 } else { (k as u32).swap_bytes() as i64 };
+        let constant = |this: &mut Self, b: bool| this.b.ins().iconst(types::I8, b as i64);
+        Some(match insn.code() {
+            JMP_JEQ | JMP_JNE => {
+                let eq = insn.code() == JMP_JEQ;
+                if k > mask {
+                    constant(self, !eq)
+                } else {
+                    let c = self.b.ins().iconst(ty, swap(k));
+                    self.b.ins().icmp(if eq { IntCC::Equal } else { IntCC::NotEqual }, raw, c)
+                }
+            }
+            JMP_JSET => {
+                if k & mask == 0 {
+                    constant(self, false)
+                } else {
+                    let c = self.b.ins().iconst(ty, swap(k & mask));
+                    let m = self.b.ins().band(raw, c);
+                    self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+                }
+            }
+            _ => return None,
+        })
     }
 
     fn exit(&mut self) {
@@ -664,15 +710,13 @@ impl<'a, 'f> Lower<'a, 'f> {
     fn load_packet(&mut self, base: Value, off: i32, size: usize) -> Value {
         match size {
             1 => self.ins().uload8(I64, checked(), base, off),
-            2 => {
-                let v = self.ins().load(types::I16, checked(), base, off);
-                let v = self.ins().bswap(v);
-                self.ins().uextend(I64, v)
-            }
-            4 => {
-                let v = self.ins().load(I32, checked(), base, off);
-                let v = self.ins().bswap(v);
-                self.ins().uextend(I64, v)
+            2 | 4 => {
+                let ty = if size == 2 { types::I16 } else { I32 };
+                let raw = self.ins().load(ty, checked(), base, off);
+                let v = self.ins().bswap(raw);
+                let v = self.ins().uextend(I64, v);
+                self.unswapped.insert(v, raw);
+                v
             }
             _ => {
                 let v = self.ins().load(I64, checked(), base, off);

@@ -207,14 +207,6 @@ impl JitProgram {
         self.code_size
     }
 
-    /// The entry function's machine code, for disassembly in tests.
-    #[cfg(test)]
-    fn code_bytes(&self) -> &[u8] {
-        // SAFETY: the entry function is the module's first, `code_size` counts it, and the
-        // module (alive for `&self`) keeps the code mapped readable.
-        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_size) }
-    }
-
     #[inline(always)]
     fn call(&self, r1: u64, r2: u64, data: *mut u8, len: usize, ifq: u64) -> Result<u64, Fault> {
         // SAFETY: `entry` points into code owned by `self.module`, alive for `&self`. The code

@@ -272,6 +272,39 @@ fn packet_loads_are_big_endian_and_return_zero_out_of_range() {
 }
 
 #[test]
+fn tests_on_packet_loads_match_the_interpreter() {
+    // Such tests compare the unswapped bytes with a swapped constant: cover the constants the
+    // loaded value can and cannot equal, in both jump widths.
+    let pkt: Vec<u8> = vec![0x08, 0x00, 0x86, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01];
+    let consts = [0i32, 1, 0x800, 0x86dd, 0x0008, 0xffff, 0x1_0000, 0x0800_86dd, -1, 0x1fff, i32::MIN];
+    for (size, offs) in [(SIZE_H, [0, 2, 4, 8]), (SIZE_W, [0, 4, 8, 6])] {
+        for off in offs {
+            for class in [CLASS_JMP, CLASS_JMP32] {
+                for code in [JMP_JEQ, JMP_JNE, JMP_JSET] {
+                    for k in consts {
+                        let p = [
+                            ld_abs(size, off),
+                            Insn::new(class | code, 0, 0, 2, k),
+                            mov64_imm(0, 1),
+                            exit(),
+                            mov64_imm(0, 2),
+                            exit(),
+                        ];
+                        let r = xdp(&p, &mut pkt.clone()).unwrap();
+                        assert!(r == 1 || r == 2);
+                    }
+                }
+            }
+        }
+    }
+    let p = [ld_abs(SIZE_H, 2), jmp32_imm(JMP_JEQ, 0, 0x86dd, 1), exit(), mov64_imm(0, 7), exit()];
+    assert_eq!(xdp(&p, &mut pkt.clone()), Ok(7));
+    // The swapped value stays available after the test.
+    let p = [ld_abs(SIZE_H, 2), jmp32_imm(JMP_JEQ, 0, 0x86dd, 0), exit()];
+    assert_eq!(xdp(&p, &mut pkt.clone()), Ok(0x86dd));
+}
+
+#[test]
 fn context_fields_read_the_runs_own_values() {
     // r0 = data_end - data + ingress_ifindex * 100 + rx_queue_index * 10 + packet[1] + data_meta - data
     let p = [
@@ -690,7 +723,6 @@ fn perf_udp_dst_port_53() {
     let empty = JitProgram::compile(&prog(ProgKind::Xdp, &[mov64_imm(0, 0), exit()])).expect("compile");
     let floor = time_per_packet(&empty, &mut pkt);
     let best = time_per_packet(&j, &mut pkt);
-    std::fs::write("/tmp/jitscratch/udp53.bin", j.code_bytes()).ok();
     eprintln!("udp dst port 53, 64-byte packet: {best:.2} ns/packet (empty program {floor:.2}), code {} bytes", j.code_size());
 }
 

@@ -180,10 +180,23 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.ins().jump(first, &[]);
         let leaders: Vec<usize> = self.func.leaders.iter().copied().collect();
         let insns = &self.env.prog.insns;
+        // Loop heads: targets of jumps at or after them (Raw programs only).
+        let back_targets: std::collections::HashSet<usize> = self
+            .func
+            .pcs
+            .iter()
+            .filter(|&&pc| insns[pc].is_jump() && insns[pc].jump_offset() < 0)
+            .map(|&pc| (pc as i64 + 1 + insns[pc].jump_offset()) as usize)
+            .collect();
         for (bi, &leader) in leaders.iter().enumerate() {
             let end = leaders.get(bi + 1).copied().unwrap_or(insns.len());
             let block = self.block(leader);
-            self.b.switch_to_block(block);
+            if back_targets.contains(&leader) {
+                // A loop head: its back edges are not emitted yet; sealed at the end.
+                self.b.switch_to_block(block);
+            } else {
+                self.enter(block);
+            }
             let mut open = true;
             let mut last = leader;
             for &pc in self.func.pcs.iter().filter(|&&pc| pc >= leader && pc < end) {
@@ -208,7 +221,7 @@ impl<'a, 'f> Lower<'a, 'f> {
     /// Fills the shared exit blocks created on demand while emitting.
     fn fill_exits(&mut self) {
         if let Some(blk) = self.ret_zero {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             // From a callee, `Stop` makes every caller return too; the entry then reports 0.
             let status = if self.main { 0 } else { trap_word(TrapKind::Stop, 0, 0, false) };
             let zero = self.b.ins().iconst(I64, 0);
@@ -216,7 +229,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             self.emit_return(zero, word);
         }
         if let Some(blk) = self.trap_block {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             let params = self.b.block_params(blk).to_vec();
             self.emit_return(params[1], params[0]);
         }
@@ -224,6 +237,13 @@ impl<'a, 'f> Lower<'a, 'f> {
 
     fn ins(&mut self) -> cranelift_frontend::FuncInstBuilder<'_, 'f> {
         self.b.ins()
+    }
+
+    /// Switches to a block all of whose predecessors are emitted, and seals it, so reads of
+    /// registers in it resolve to their defining values at once.
+    fn enter(&mut self, block: Block) {
+        self.b.switch_to_block(block);
+        self.b.seal_block(block);
     }
 
     fn block(&mut self, pc: usize) -> Block {
@@ -286,7 +306,7 @@ impl<'a, 'f> Lower<'a, 'f> {
     /// rest of the source block can still be emitted (and is then dropped as dead code).
     fn start_dead_block(&mut self) {
         let dead = self.b.create_block();
-        self.b.switch_to_block(dead);
+        self.enter(dead);
     }
 
     /// Emits instruction `pc`; false when it ends its block (jump or exit).
@@ -574,7 +594,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             let stop = self.ret_zero_block();
             let cont = self.b.create_block();
             self.b.ins().brif(r0, cont, &[], stop, &[]);
-            self.b.switch_to_block(cont);
+            self.enter(cont);
         }
         r0
     }
@@ -594,15 +614,15 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
         switch.emit(&mut self.b, id, unknown);
         for (h, blk) in cases {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             let r = self.call_helper(&h);
             self.b.ins().jump(join, &[BlockArg::Value(r)]);
         }
-        self.b.switch_to_block(unknown);
+        self.enter(unknown);
         let trap = self.trap_block();
         let args = self.trap_args(trap_word(TrapKind::UnknownHelper, pc, 0, false), id);
         self.b.ins().jump(trap, &args);
-        self.b.switch_to_block(join);
+        self.enter(join);
         self.set(0, r0);
         Ok(())
     }
@@ -622,7 +642,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             let args = self.trap_args(trap_word(TrapKind::CallDepth, pc, 0, false), zero);
             let cont = self.b.create_block();
             self.b.ins().brif(deep, trap, &args, cont, &[]);
-            self.b.switch_to_block(cont);
+            self.enter(cont);
         }
         let mut args: Vec<Value> = (0..10u8).map(|r| self.reg(r)).collect();
         let fp = self.reg(REG_FP);
@@ -636,9 +656,9 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.set_cold_block(out);
         let cont = self.b.create_block();
         self.b.ins().brif(word, out, &[], cont, &[]);
-        self.b.switch_to_block(out);
+        self.enter(out);
         self.emit_return(results[0], word);
-        self.b.switch_to_block(cont);
+        self.enter(cont);
         for (r, v) in results.into_iter().take(6).enumerate() {
             self.set(r as u8, v);
         }
@@ -703,7 +723,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let stop = self.ret_zero_block();
         let cont = self.b.create_block();
         self.b.ins().brif(ok, cont, &[], stop, &[]);
-        self.b.switch_to_block(cont);
+        self.enter(cont);
     }
 
     /// Big-endian load of `size` bytes at `base + off` (already bounds-checked), zero-extended.
@@ -826,7 +846,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let low = self.b.ins().band_imm_s(addr, size as i64 - 1);
         self.b.ins().brif(low, unaligned, &[], aligned, &[]);
 
-        self.b.switch_to_block(aligned);
+        self.enter(aligned);
         let flags = MemFlagsData::trusted();
         let prev = match (op, expected) {
             (Some(op), _) => self.b.ins().atomic_rmw(ty, flags, op, addr, src),
@@ -835,7 +855,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         };
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
-        self.b.switch_to_block(unaligned);
+        self.enter(unaligned);
         let prev = self.b.ins().load(ty, checked(), addr, 0);
         let new = match (op, expected) {
             (Some(Op::Add), _) => self.b.ins().iadd(prev, src),
@@ -852,7 +872,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.ins().store(checked(), new, addr, 0);
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
-        self.b.switch_to_block(join);
+        self.enter(join);
         let old = widen(self, old);
         if op.is_none() {
             self.set(0, old);
@@ -884,7 +904,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let cont = self.b.create_block();
         let other = self.b.create_block();
         self.b.ins().brif(in_packet, cont, &[], other, &[]);
-        self.b.switch_to_block(other);
+        self.enter(other);
         let trap = self.trap_block();
         let args = self.trap_args(word, addr);
         if self.env.layout.stack != StackReach::None {
@@ -894,7 +914,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         } else {
             self.b.ins().jump(trap, &args);
         }
-        self.b.switch_to_block(cont);
+        self.enter(cont);
     }
 }
 

@@ -362,7 +362,7 @@ impl<'a, 'f> Lower<'a, 'f> {
                     return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
                 }
                 ALU_DIV | ALU_MOD => {
-                    let k = from_k.then(|| if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 });
+                    let k = from_k.then_some(if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 });
                     self.divide(ty, code == ALU_DIV, signed, a, bval, k)
                 }
                 _ => return Err(unsupported(pc, *insn, "unknown alu operation")),

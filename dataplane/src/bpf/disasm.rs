@@ -174,3 +174,80 @@ fn text(insns: &[Insn], pc: usize, i: &Insn) -> Option<String> {
         Form::Exit => "exit".to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::ctx::CtxField;
+    use crate::bpf::insn::build::*;
+    use crate::bpf::insn::*;
+
+    fn one(i: Insn) -> String {
+        insn(&[i], 0)
+    }
+
+    #[test]
+    fn prints_the_kernel_style() {
+        let atomic = |size, op| Insn::new(CLASS_STX | MODE_ATOMIC | size, 10, 1, -8, op);
+        let cases = [
+            (ldx(SIZE_H, 0, 1, 12), "r0 = *(u16 *)(r1 + 12)"),
+            (Insn::new(CLASS_LDX | MODE_MEMSX | SIZE_B, 2, 10, -1, 0), "r2 = *(s8 *)(r10 - 1)"),
+            (alu32_imm(ALU_ADD, 1, 2), "w1 += 2"),
+            (alu64_imm(ALU_MOV, 1, -1), "r1 = -1"),
+            (alu64_reg(ALU_ARSH, 1, 2), "r1 s>>= r2"),
+            (Insn::new(CLASS_ALU | ALU_MOD | SRC_X, 1, 2, 1, 0), "w1 s%= w2"),
+            (Insn::new(CLASS_ALU64 | ALU_DIV, 1, 0, 1, 3), "r1 s/= 3"),
+            (Insn::new(CLASS_ALU64 | ALU_MOV | SRC_X, 1, 2, 32, 0), "r1 = (s32)r2"),
+            (Insn::new(CLASS_ALU | ALU_MOV | SRC_X, 1, 2, 8, 0), "w1 = (s8)w2"),
+            (Insn::new(CLASS_ALU | ALU_NEG, 3, 0, 0, 0), "w3 = -w3"),
+            (jmp_imm(JMP_JNE, 3, 0x81, 4), "if r3 != 0x81 goto +4"),
+            (jmp32_reg(JMP_JSLE, 3, 4, -2), "if w3 s<= w4 goto -2"),
+            (jmp_imm(JMP_JSET, 3, -1, 0), "if r3 & -0x1 goto +0"),
+            (ja(-3), "goto -3"),
+            (Insn::new(CLASS_JMP32 | JMP_JA, 0, 0, 0, 70000), "gotol +70000"),
+            (call_helper(5), "call 5"),
+            (Insn::new(CLASS_JMP | JMP_CALL, 0, CALL_LOCAL, 0, 3), "call pc+3"),
+            (Insn::new(CLASS_JMP | JMP_CALL, 0, CALL_KFUNC, 0, 9), "call kfunc 9"),
+            (Insn::new(CLASS_JMP | JMP_CALL | SRC_X, 2, 0, 0, 0), "callx r2"),
+            (Insn::new(CLASS_ALU | ALU_END | SRC_X, 0, 0, 0, 16), "r0 = be16 r0"),
+            (Insn::new(CLASS_ALU | ALU_END, 0, 0, 0, 32), "r0 = le32 r0"),
+            (Insn::new(CLASS_ALU64 | ALU_END, 0, 0, 0, 64), "r0 = bswap64 r0"),
+            (atomic(SIZE_DW, ATOMIC_ADD), "lock *(u64 *)(r10 - 8) += r1"),
+            (atomic(SIZE_W, ATOMIC_XOR), "lock *(u32 *)(r10 - 8) ^= w1"),
+            (atomic(SIZE_DW, ATOMIC_ADD | ATOMIC_FETCH), "r1 = atomic_fetch_add((u64 *)(r10 - 8), r1)"),
+            (atomic(SIZE_W, ATOMIC_AND | ATOMIC_FETCH), "w1 = atomic_fetch_and((u32 *)(r10 - 8), w1)"),
+            (atomic(SIZE_DW, ATOMIC_XCHG), "r1 = xchg_64(r10 - 8, r1)"),
+            (atomic(SIZE_W, ATOMIC_CMPXCHG), "w0 = cmpxchg32_32(r10 - 8, w0, w1)"),
+            (st(SIZE_W, 10, -4, 7), "*(u32 *)(r10 - 4) = 7"),
+            (stx(SIZE_B, 1, 2, 0), "*(u8 *)(r1 + 0) = r2"),
+            (ld_abs(SIZE_H, 12), "r0 = *(u16 *)skb[12]"),
+            (ld_ind(SIZE_W, 3, -2), "r0 = *(u32 *)skb[r3 - 2]"),
+            (Insn::new(CLASS_LDX | MODE_CTX | SIZE_DW, 2, 1, CtxField::DataEnd as i16, 0), "r2 = ctx->data_end"),
+            (exit(), "exit"),
+        ];
+        for (i, want) in cases {
+            assert_eq!(one(i), want, "{i:?}");
+        }
+    }
+
+    #[test]
+    fn lddw_is_one_line_and_malformed_slots_print_raw() {
+        let [lo, hi] = lddw(1, 0x1122_3344_5566_7788);
+        assert_eq!(program(&[lo, hi, exit()]), "   0: r1 = 0x1122334455667788 ll\n   2: exit\n");
+        // Truncated lddw, a bad second slot, an unknown opcode, a non-zero unused field.
+        assert_eq!(one(lo), ".insn 0x1801000088776655");
+        let bad = Insn { dst: 2, ..hi };
+        assert_eq!(program(&[lo, bad]), "   0: .insn 0x1801000088776655\n   1: .insn 0x0002000044332211\n");
+        assert_eq!(one(Insn::new(0xff, 1, 2, 3, 4)), ".insn 0xff21030004000000");
+        assert_eq!(one(Insn::new(CLASS_ALU64 | ALU_ADD, 1, 3, 0, 1)), ".insn 0x0731000001000000");
+        assert_eq!(insn(&[], 5), "<no instruction 5>");
+    }
+
+    #[test]
+    fn indices_are_aligned() {
+        let p = vec![exit(); 10_001];
+        let text = program(&p);
+        assert!(text.starts_with("    0: exit\n"), "{}", &text[..20]);
+        assert!(text.ends_with("10000: exit\n"));
+    }
+}

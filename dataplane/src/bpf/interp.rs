@@ -1,10 +1,13 @@
 //! The interpreter: the reference semantics of RFC 9669 v4 that the JIT is tested against.
 //!
-//! A [`Program`] is pre-decoded once into compact [`Op`]s (jump targets resolved to absolute
-//! slots, immediates sign-extended, helpers resolved), so a run is a `match` per instruction
-//! with no allocation and no re-parsing.
+//! A [`Program`] is pre-decoded once into compact 16-byte ops (jump targets resolved to
+//! absolute slots, immediates sign-extended, helpers resolved, and the sequences classic
+//! filters are made of fused into single ops), so a run is a `match` per op with no
+//! allocation and no re-parsing.
 //!
-//! Memory model, shared with the JIT:
+//! Execution model, shared with the JIT:
+//! - Registers start at zero except r1 (memory pointer, or context pointer for `run_xdp`),
+//!   r2 (memory length; 0 for `run_xdp`) and r10.
 //! - Guest addresses are host addresses: r1 points at the real buffer (or context), r10 at the
 //!   top of a real stack area, so helpers receive pointers they can use.
 //! - A load, store or atomic is allowed only inside the memory/packet slice or the stack area;
@@ -23,7 +26,7 @@
 use std::cell::RefCell;
 
 use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach};
-use super::insn::{Insn, STACK_SIZE, lddw_imm};
+use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
 use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, Program, XdpContext};
 
 /// Bytes of the stack area.
@@ -76,6 +79,15 @@ enum Code {
     Jsle64I, Jsle64R, Jsle32I, Jsle32R,
     /// `imm` = index into the interpreter's resolved helpers.
     Call,
+    /// Fused packet load + conditional jump on r0 (see [`fuse`]): `imm` = packet offset in
+    /// the low half, the compared constant in the high half; `dst` = 1 inverts the test.
+    AbsBEq, AbsHEq, AbsWEq, IndBEq, IndHEq, IndWEq,
+    AbsBGe, AbsHGe, AbsWGe, IndBGe, IndHGe, IndWGe,
+    AbsBSet, AbsHSet, AbsWSet, IndBSet, IndHSet, IndWSet,
+    /// Fused `r0 = pkt[imm] (u8); w0 &= 0xf; w0 <<= 2; w<dst> = w0` (classic `ldxb 4*([k]&0xf)`).
+    Msh,
+    /// Fused `r0 = imm; exit`.
+    Ret,
     Callx,
     CallLocal,
     Exit,
@@ -144,6 +156,7 @@ impl Interpreter {
             };
             code.push(op);
         }
+        fuse(insns, &mut code);
         Interpreter {
             code: code.into(),
             called: called.into(),
@@ -151,6 +164,88 @@ impl Interpreter {
             reach: check::stack_reach(insns),
         }
     }
+}
+
+/// Replaces the first op of a few hot sequences (what classic filters translate to) with one
+/// fused op, so a filter dispatches about half as often. The fused op sits in the first slot
+/// and continues after the last; the other slots keep their own ops, so jumps into the middle
+/// of a sequence still work. Only sequences whose inner instructions cannot fault are fused.
+fn fuse(insns: &[Insn], code: &mut [Op]) {
+    let form_at = |pc: usize| insns.get(pc).and_then(|i| check::form(i).ok());
+    for pc in 0..insns.len() {
+        let (i, next) = (insns[pc], insns.get(pc + 1).copied().unwrap_or_default());
+        match form_at(pc) {
+            Some(Form::LdPacket { size, indirect }) => {
+                if let Some((test, c, invert)) = form_at(pc + 1).and_then(|f| r0_test(&next, f)) {
+                    use Code::*;
+                    let codes = match test {
+                        Test::Eq => [AbsBEq, AbsHEq, AbsWEq, IndBEq, IndHEq, IndWEq],
+                        Test::Ge => [AbsBGe, AbsHGe, AbsWGe, IndBGe, IndHGe, IndWGe],
+                        Test::Set => [AbsBSet, AbsHSet, AbsWSet, IndBSet, IndHSet, IndWSet],
+                    };
+                    let which = (indirect as usize) * 3 + (size.trailing_zeros() as usize).min(2);
+                    code[pc] = Op {
+                        code: codes[which],
+                        dst: invert as u8,
+                        src: i.src,
+                        off: (pc as i64 + 2 + next.off as i64) as i32,
+                        imm: i.imm as u32 as u64 | (c as u64) << 32,
+                    };
+                    continue;
+                }
+                let msh = [Insn::new(CLASS_ALU | ALU_AND, 0, 0, 0, 0xf), Insn::new(CLASS_ALU | ALU_LSH, 0, 0, 0, 2)];
+                let x = insns.get(pc + 3).copied().unwrap_or_default();
+                if !indirect
+                    && size == 1
+                    && insns.get(pc + 1..pc + 3) == Some(&msh[..])
+                    && x.op == CLASS_ALU | ALU_MOV | SRC_X
+                    && x.src == 0
+                    && x.off == 0
+                {
+                    code[pc] = Op { code: Code::Msh, dst: x.dst, src: 0, off: 0, imm: i.imm as u32 as u64 };
+                }
+            }
+            Some(Form::Alu { op: AluOp::Mov, src: Operand::Imm, wide }) if i.dst == 0 && next.is_exit() => {
+                let imm = if wide { i.imm as i64 as u64 } else { i.imm as u32 as u64 };
+                code[pc] = Op { code: Code::Ret, dst: 0, src: 0, off: 0, imm };
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How a fused op tests the loaded value `v` against its constant `c`.
+enum Test {
+    /// `v == c`
+    Eq,
+    /// `v >= c`
+    Ge,
+    /// `v & c != 0`
+    Set,
+}
+
+/// A conditional jump on r0 against an immediate, as a [`Test`] of the 32-bit value r0 holds
+/// after a packet load, its constant, and whether the jump is taken when the test fails.
+/// `None` for jumps that test anything else.
+fn r0_test(j: &Insn, f: Form) -> Option<(Test, u32, bool)> {
+    let Form::Jump { wide, cond, src: Operand::Imm } = f else { return None };
+    // After a packet load r0 < 2^32, so a 64-bit test against a non-negative immediate is
+    // the same test on 32 bits; a negative one (sign-extended) is not fused.
+    if j.dst != 0 || (wide && j.imm < 0) {
+        return None;
+    }
+    let k = j.imm as u32;
+    Some(match cond {
+        Cond::Eq => (Test::Eq, k, false),
+        Cond::Ne => (Test::Eq, k, true),
+        Cond::Ge => (Test::Ge, k, false),
+        Cond::Lt => (Test::Ge, k, true),
+        // v > k is v >= k + 1, except that nothing is above u32::MAX (not fused).
+        Cond::Gt => (Test::Ge, k.checked_add(1)?, false),
+        Cond::Le => (Test::Ge, k.checked_add(1)?, true),
+        Cond::Set => (Test::Set, k, false),
+        _ => return None,
+    })
 }
 
 fn exit_op() -> Op {
@@ -298,19 +393,19 @@ struct Mem<'a> {
     stack: &'a mut [u8],
     stack_base: u64,
     frames: &'a mut [Frame],
-    ctx: [u64; 8],
+    ctx: &'a XdpContext,
 }
 
 #[inline(always)]
 fn window<const N: usize>(m: &[u8], base: u64, addr: u64) -> Option<[u8; N]> {
     let off = usize::try_from(addr.wrapping_sub(base)).ok()?;
-    m.get(off..off.checked_add(N)?)?.try_into().ok()
+    m.get(off..)?.first_chunk::<N>().copied()
 }
 
 #[inline(always)]
 fn window_mut<const N: usize>(m: &mut [u8], base: u64, addr: u64) -> Option<&mut [u8; N]> {
     let off = usize::try_from(addr.wrapping_sub(base)).ok()?;
-    m.get_mut(off..off.checked_add(N)?)?.try_into().ok()
+    m.get_mut(off..)?.first_chunk_mut::<N>()
 }
 
 impl Mem<'_> {
@@ -376,10 +471,11 @@ fn smod32(a: u32, b: u32) -> u32 {
 /// Applies an atomic read-modify-write to `cell` (W or DW), updating `src` / `r0` as the
 /// operation demands. `T` is the cell's width.
 macro_rules! atomic {
-    ($t:ty, $cell:expr, $op:expr, $regs:ident, $s:ident) => {{
+    ($t:ty, $cell:expr, $op:expr, $regs:ident, $s:expr) => {{
+        let src = $s;
         let cell = $cell;
         let old = <$t>::from_le_bytes(*cell);
-        let v = $regs[$s] as $t;
+        let v = $regs[src] as $t;
         let new = match $op {
             AtomicOp::Add | AtomicOp::FetchAdd => old.wrapping_add(v),
             AtomicOp::Or | AtomicOp::FetchOr => old | v,
@@ -398,14 +494,15 @@ macro_rules! atomic {
         if $op == AtomicOp::Cmpxchg {
             $regs[0] = old as u64;
         } else if $op.fetches() {
-            $regs[$s] = old as u64;
+            $regs[src] = old as u64;
         }
     }};
 }
 
 impl Interpreter {
     /// Runs with `data` as the memory (Raw) or packet (Xdp) region and `r1` as given.
-    fn execute(&self, data: &mut [u8], r1: u64, r2: u64, ctx: [u64; 8]) -> Result<u64, Fault> {
+    #[inline(always)]
+    fn execute(&self, data: &mut [u8], r1: u64, r2: u64, ctx: &XdpContext) -> Result<u64, Fault> {
         if self.reach == StackReach::None {
             let mut mem =
                 Mem { data_base: data.as_ptr() as u64, data, stack: &mut [], stack_base: 0, frames: &mut [], ctx };
@@ -428,7 +525,7 @@ impl Interpreter {
                 frames: &mut s.frames,
                 ctx,
             };
-            self.run(&mut mem, r1, r2, stack_base + STACK_AREA as u64)
+            self.run_with_stack(&mut mem, r1, r2, stack_base + STACK_AREA as u64)
         };
         let shared = SCRATCH.try_with(|cell| cell.try_borrow_mut().ok().map(|mut s| go(&mut s)));
         match shared {
@@ -438,7 +535,14 @@ impl Interpreter {
         }
     }
 
+    /// [`run`](Self::run) for programs that use the stack, kept out of line so the hot
+    /// stack-free path stays small.
     #[inline(never)]
+    fn run_with_stack(&self, mem: &mut Mem<'_>, r1: u64, r2: u64, r10: u64) -> Result<u64, Fault> {
+        self.run(mem, r1, r2, r10)
+    }
+
+    #[inline(always)]
     fn run(&self, mem: &mut Mem<'_>, r1: u64, r2: u64, r10: u64) -> Result<u64, Fault> {
         use Code::*;
         // Sixteen entries so that `x & 15` indexes without a bounds check; validation keeps
@@ -451,12 +555,21 @@ impl Interpreter {
         let mut depth = 0usize;
         let mut pc = 0usize;
         loop {
-            let op = code[pc];
-            let (d, s) = ((op.dst & 15) as usize, (op.src & 15) as usize);
+            let op = &code[pc];
             let here = pc;
             pc += 1;
-            let addr_d = r[d].wrapping_add(op.off as i64 as u64);
-            let addr_s = r[s].wrapping_add(op.off as i64 as u64);
+            // `d!()` / `s!()` are the dst / src registers. Fields are read inside the arms that
+            // need them, so a dispatch loads only those (reading them up front costs ~10%).
+            macro_rules! d {
+                () => {
+                    r[(op.dst & 15) as usize]
+                };
+            }
+            macro_rules! s {
+                () => {
+                    r[(op.src & 15) as usize]
+                };
+            }
             macro_rules! jump {
                 ($cond:expr) => {
                     if $cond {
@@ -465,20 +578,34 @@ impl Interpreter {
                 };
             }
             macro_rules! ldx {
-                ($n:literal, $conv:expr) => {
+                ($n:literal, $conv:expr) => {{
+                    let addr_s = s!().wrapping_add(op.off as i64 as u64);
                     match mem.load::<$n>(addr_s) {
-                        Some(b) => r[d] = $conv(b),
+                        Some(b) => d!() = $conv(b),
                         None => return Err(oob(here, addr_s, $n, false)),
                     }
-                };
+                }};
             }
             macro_rules! store {
-                ($n:literal, $v:expr) => {
+                ($n:literal, $v:expr) => {{
+                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
                     match mem.place::<$n>(addr_d) {
                         Some(cell) => *cell = $v,
                         None => return Err(oob(here, addr_d, $n, true)),
                     }
-                };
+                }};
+            }
+            macro_rules! fused {
+                ($off:expr, $n:literal, $conv:expr, $test:expr) => {{
+                    let Some(b) = mem.packet::<$n>($off) else { return Ok(0) };
+                    let v: u32 = $conv(b);
+                    r[0] = v as u64;
+                    if $test(v, (op.imm >> 32) as u32) != (op.dst != 0) {
+                        pc = op.off as usize;
+                    } else {
+                        pc += 1;
+                    }
+                }};
             }
             macro_rules! abs {
                 ($n:literal, $t:ty, $off:expr) => {
@@ -488,89 +615,89 @@ impl Interpreter {
                     }
                 };
             }
-            let (i64v, i32v) = (op.imm, op.imm as u32);
+
             match op.code {
-                Add64I => r[d] = r[d].wrapping_add(i64v),
-                Add64R => r[d] = r[d].wrapping_add(r[s]),
-                Add32I => r[d] = (r[d] as u32).wrapping_add(i32v) as u64,
-                Add32R => r[d] = (r[d] as u32).wrapping_add(r[s] as u32) as u64,
-                Sub64I => r[d] = r[d].wrapping_sub(i64v),
-                Sub64R => r[d] = r[d].wrapping_sub(r[s]),
-                Sub32I => r[d] = (r[d] as u32).wrapping_sub(i32v) as u64,
-                Sub32R => r[d] = (r[d] as u32).wrapping_sub(r[s] as u32) as u64,
-                Mul64I => r[d] = r[d].wrapping_mul(i64v),
-                Mul64R => r[d] = r[d].wrapping_mul(r[s]),
-                Mul32I => r[d] = (r[d] as u32).wrapping_mul(i32v) as u64,
-                Mul32R => r[d] = (r[d] as u32).wrapping_mul(r[s] as u32) as u64,
-                Div64I => r[d] = div64(r[d], i64v),
-                Div64R => r[d] = div64(r[d], r[s]),
-                Div32I => r[d] = div32(r[d] as u32, i32v) as u64,
-                Div32R => r[d] = div32(r[d] as u32, r[s] as u32) as u64,
-                SDiv64I => r[d] = sdiv64(r[d], i64v),
-                SDiv64R => r[d] = sdiv64(r[d], r[s]),
-                SDiv32I => r[d] = sdiv32(r[d] as u32, i32v) as u64,
-                SDiv32R => r[d] = sdiv32(r[d] as u32, r[s] as u32) as u64,
-                Or64I => r[d] |= i64v,
-                Or64R => r[d] |= r[s],
-                Or32I => r[d] = (r[d] as u32 | i32v) as u64,
-                Or32R => r[d] = (r[d] as u32 | r[s] as u32) as u64,
-                And64I => r[d] &= i64v,
-                And64R => r[d] &= r[s],
-                And32I => r[d] = (r[d] as u32 & i32v) as u64,
-                And32R => r[d] = (r[d] as u32 & r[s] as u32) as u64,
+                Add64I => d!() = d!().wrapping_add(op.imm),
+                Add64R => d!() = d!().wrapping_add(s!()),
+                Add32I => d!() = (d!() as u32).wrapping_add(op.imm as u32) as u64,
+                Add32R => d!() = (d!() as u32).wrapping_add(s!() as u32) as u64,
+                Sub64I => d!() = d!().wrapping_sub(op.imm),
+                Sub64R => d!() = d!().wrapping_sub(s!()),
+                Sub32I => d!() = (d!() as u32).wrapping_sub(op.imm as u32) as u64,
+                Sub32R => d!() = (d!() as u32).wrapping_sub(s!() as u32) as u64,
+                Mul64I => d!() = d!().wrapping_mul(op.imm),
+                Mul64R => d!() = d!().wrapping_mul(s!()),
+                Mul32I => d!() = (d!() as u32).wrapping_mul(op.imm as u32) as u64,
+                Mul32R => d!() = (d!() as u32).wrapping_mul(s!() as u32) as u64,
+                Div64I => d!() = div64(d!(), op.imm),
+                Div64R => d!() = div64(d!(), s!()),
+                Div32I => d!() = div32(d!() as u32, op.imm as u32) as u64,
+                Div32R => d!() = div32(d!() as u32, s!() as u32) as u64,
+                SDiv64I => d!() = sdiv64(d!(), op.imm),
+                SDiv64R => d!() = sdiv64(d!(), s!()),
+                SDiv32I => d!() = sdiv32(d!() as u32, op.imm as u32) as u64,
+                SDiv32R => d!() = sdiv32(d!() as u32, s!() as u32) as u64,
+                Or64I => d!() |= op.imm,
+                Or64R => d!() |= s!(),
+                Or32I => d!() = (d!() as u32 | (op.imm as u32)) as u64,
+                Or32R => d!() = (d!() as u32 | s!() as u32) as u64,
+                And64I => d!() &= op.imm,
+                And64R => d!() &= s!(),
+                And32I => d!() = (d!() as u32 & (op.imm as u32)) as u64,
+                And32R => d!() = (d!() as u32 & s!() as u32) as u64,
                 // wrapping_shl/shr mask the count to the width, exactly the RFC's & 63 / & 31.
-                Lsh64I => r[d] = r[d].wrapping_shl(i32v),
-                Lsh64R => r[d] = r[d].wrapping_shl(r[s] as u32),
-                Lsh32I => r[d] = (r[d] as u32).wrapping_shl(i32v) as u64,
-                Lsh32R => r[d] = (r[d] as u32).wrapping_shl(r[s] as u32) as u64,
-                Rsh64I => r[d] = r[d].wrapping_shr(i32v),
-                Rsh64R => r[d] = r[d].wrapping_shr(r[s] as u32),
-                Rsh32I => r[d] = (r[d] as u32).wrapping_shr(i32v) as u64,
-                Rsh32R => r[d] = (r[d] as u32).wrapping_shr(r[s] as u32) as u64,
-                Mod64I => r[d] = mod64(r[d], i64v),
-                Mod64R => r[d] = mod64(r[d], r[s]),
-                Mod32I => r[d] = mod32(r[d] as u32, i32v) as u64,
-                Mod32R => r[d] = mod32(r[d] as u32, r[s] as u32) as u64,
-                SMod64I => r[d] = smod64(r[d], i64v),
-                SMod64R => r[d] = smod64(r[d], r[s]),
-                SMod32I => r[d] = smod32(r[d] as u32, i32v) as u64,
-                SMod32R => r[d] = smod32(r[d] as u32, r[s] as u32) as u64,
-                Xor64I => r[d] ^= i64v,
-                Xor64R => r[d] ^= r[s],
-                Xor32I => r[d] = (r[d] as u32 ^ i32v) as u64,
-                Xor32R => r[d] = (r[d] as u32 ^ r[s] as u32) as u64,
-                Mov64I => r[d] = i64v,
-                Mov64R => r[d] = r[s],
-                Mov32I => r[d] = i32v as u64,
-                Mov32R => r[d] = r[s] as u32 as u64,
-                Arsh64I => r[d] = (r[d] as i64).wrapping_shr(i32v) as u64,
-                Arsh64R => r[d] = (r[d] as i64).wrapping_shr(r[s] as u32) as u64,
-                Arsh32I => r[d] = (r[d] as i32).wrapping_shr(i32v) as u32 as u64,
-                Arsh32R => r[d] = (r[d] as i32).wrapping_shr(r[s] as u32) as u32 as u64,
-                Neg64 => r[d] = r[d].wrapping_neg(),
-                Neg32 => r[d] = (r[d] as u32).wrapping_neg() as u64,
-                MovSx64B => r[d] = r[s] as i8 as i64 as u64,
-                MovSx64H => r[d] = r[s] as i16 as i64 as u64,
-                MovSx64W => r[d] = r[s] as i32 as i64 as u64,
-                MovSx32B => r[d] = r[s] as i8 as i32 as u32 as u64,
-                MovSx32H => r[d] = r[s] as i16 as i32 as u32 as u64,
-                Le16 => r[d] = r[d] as u16 as u64,
-                Le32 => r[d] = r[d] as u32 as u64,
-                Be16 => r[d] = (r[d] as u16).swap_bytes() as u64,
-                Be32 => r[d] = (r[d] as u32).swap_bytes() as u64,
-                Be64 => r[d] = r[d].swap_bytes(),
+                Lsh64I => d!() = d!().wrapping_shl(op.imm as u32),
+                Lsh64R => d!() = d!().wrapping_shl(s!() as u32),
+                Lsh32I => d!() = (d!() as u32).wrapping_shl(op.imm as u32) as u64,
+                Lsh32R => d!() = (d!() as u32).wrapping_shl(s!() as u32) as u64,
+                Rsh64I => d!() = d!().wrapping_shr(op.imm as u32),
+                Rsh64R => d!() = d!().wrapping_shr(s!() as u32),
+                Rsh32I => d!() = (d!() as u32).wrapping_shr(op.imm as u32) as u64,
+                Rsh32R => d!() = (d!() as u32).wrapping_shr(s!() as u32) as u64,
+                Mod64I => d!() = mod64(d!(), op.imm),
+                Mod64R => d!() = mod64(d!(), s!()),
+                Mod32I => d!() = mod32(d!() as u32, op.imm as u32) as u64,
+                Mod32R => d!() = mod32(d!() as u32, s!() as u32) as u64,
+                SMod64I => d!() = smod64(d!(), op.imm),
+                SMod64R => d!() = smod64(d!(), s!()),
+                SMod32I => d!() = smod32(d!() as u32, op.imm as u32) as u64,
+                SMod32R => d!() = smod32(d!() as u32, s!() as u32) as u64,
+                Xor64I => d!() ^= op.imm,
+                Xor64R => d!() ^= s!(),
+                Xor32I => d!() = (d!() as u32 ^ (op.imm as u32)) as u64,
+                Xor32R => d!() = (d!() as u32 ^ s!() as u32) as u64,
+                Mov64I => d!() = op.imm,
+                Mov64R => d!() = s!(),
+                Mov32I => d!() = (op.imm as u32) as u64,
+                Mov32R => d!() = s!() as u32 as u64,
+                Arsh64I => d!() = (d!() as i64).wrapping_shr(op.imm as u32) as u64,
+                Arsh64R => d!() = (d!() as i64).wrapping_shr(s!() as u32) as u64,
+                Arsh32I => d!() = (d!() as i32).wrapping_shr(op.imm as u32) as u32 as u64,
+                Arsh32R => d!() = (d!() as i32).wrapping_shr(s!() as u32) as u32 as u64,
+                Neg64 => d!() = d!().wrapping_neg(),
+                Neg32 => d!() = (d!() as u32).wrapping_neg() as u64,
+                MovSx64B => d!() = s!() as i8 as i64 as u64,
+                MovSx64H => d!() = s!() as i16 as i64 as u64,
+                MovSx64W => d!() = s!() as i32 as i64 as u64,
+                MovSx32B => d!() = s!() as i8 as i32 as u32 as u64,
+                MovSx32H => d!() = s!() as i16 as i32 as u32 as u64,
+                Le16 => d!() = d!() as u16 as u64,
+                Le32 => d!() = d!() as u32 as u64,
+                Be16 => d!() = (d!() as u16).swap_bytes() as u64,
+                Be32 => d!() = (d!() as u32).swap_bytes() as u64,
+                Be64 => d!() = d!().swap_bytes(),
                 Nop => {}
                 Lddw => {
-                    r[d] = op.imm;
+                    d!() = op.imm;
                     pc += 1;
                 }
                 AbsB => abs!(1, u8, op.imm),
                 AbsH => abs!(2, u16, op.imm),
                 AbsW => abs!(4, u32, op.imm),
-                IndB => abs!(1, u8, op.imm + r[s] as u32 as u64),
-                IndH => abs!(2, u16, op.imm + r[s] as u32 as u64),
-                IndW => abs!(4, u32, op.imm + r[s] as u32 as u64),
-                Ctx => r[d] = mem.ctx[op.off as usize & 7],
+                IndB => abs!(1, u8, op.imm + s!() as u32 as u64),
+                IndH => abs!(2, u16, op.imm + s!() as u32 as u64),
+                IndW => abs!(4, u32, op.imm + s!() as u32 as u64),
+                Ctx => d!() = ctx_field(mem.ctx, op.off),
                 LdxB => ldx!(1, |b: [u8; 1]| b[0] as u64),
                 LdxH => ldx!(2, |b| u16::from_le_bytes(b) as u64),
                 LdxW => ldx!(4, |b| u32::from_le_bytes(b) as u64),
@@ -582,65 +709,67 @@ impl Interpreter {
                 StH => store!(2, (op.imm as u16).to_le_bytes()),
                 StW => store!(4, (op.imm as u32).to_le_bytes()),
                 StDw => store!(8, op.imm.to_le_bytes()),
-                StxB => store!(1, [r[s] as u8]),
-                StxH => store!(2, (r[s] as u16).to_le_bytes()),
-                StxW => store!(4, (r[s] as u32).to_le_bytes()),
-                StxDw => store!(8, r[s].to_le_bytes()),
+                StxB => store!(1, [s!() as u8]),
+                StxH => store!(2, (s!() as u16).to_le_bytes()),
+                StxW => store!(4, (s!() as u32).to_le_bytes()),
+                StxDw => store!(8, s!().to_le_bytes()),
                 AtomicW => {
+                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
                     let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
                     let Some(cell) = mem.place::<4>(addr_d) else { return Err(oob(here, addr_d, 4, true)) };
-                    atomic!(u32, cell, a, r, s);
+                    atomic!(u32, cell, a, r, (op.src & 15) as usize);
                 }
                 AtomicDw => {
+                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
                     let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
                     let Some(cell) = mem.place::<8>(addr_d) else { return Err(oob(here, addr_d, 8, true)) };
-                    atomic!(u64, cell, a, r, s);
+                    atomic!(u64, cell, a, r, (op.src & 15) as usize);
                 }
                 Ja => pc = op.off as usize,
-                Jeq64I => jump!(r[d] == i64v),
-                Jeq64R => jump!(r[d] == r[s]),
-                Jeq32I => jump!(r[d] as u32 == i32v),
-                Jeq32R => jump!(r[d] as u32 == r[s] as u32),
-                Jgt64I => jump!(r[d] > i64v),
-                Jgt64R => jump!(r[d] > r[s]),
-                Jgt32I => jump!(r[d] as u32 > i32v),
-                Jgt32R => jump!(r[d] as u32 > r[s] as u32),
-                Jge64I => jump!(r[d] >= i64v),
-                Jge64R => jump!(r[d] >= r[s]),
-                Jge32I => jump!(r[d] as u32 >= i32v),
-                Jge32R => jump!(r[d] as u32 >= r[s] as u32),
-                Jset64I => jump!(r[d] & i64v != 0),
-                Jset64R => jump!(r[d] & r[s] != 0),
-                Jset32I => jump!(r[d] as u32 & i32v != 0),
-                Jset32R => jump!(r[d] as u32 & r[s] as u32 != 0),
-                Jne64I => jump!(r[d] != i64v),
-                Jne64R => jump!(r[d] != r[s]),
-                Jne32I => jump!(r[d] as u32 != i32v),
-                Jne32R => jump!(r[d] as u32 != r[s] as u32),
-                Jsgt64I => jump!(r[d] as i64 > i64v as i64),
-                Jsgt64R => jump!(r[d] as i64 > r[s] as i64),
-                Jsgt32I => jump!(r[d] as i32 > i32v as i32),
-                Jsgt32R => jump!(r[d] as i32 > r[s] as i32),
-                Jsge64I => jump!(r[d] as i64 >= i64v as i64),
-                Jsge64R => jump!(r[d] as i64 >= r[s] as i64),
-                Jsge32I => jump!(r[d] as i32 >= i32v as i32),
-                Jsge32R => jump!(r[d] as i32 >= r[s] as i32),
-                Jlt64I => jump!(r[d] < i64v),
-                Jlt64R => jump!(r[d] < r[s]),
-                Jlt32I => jump!((r[d] as u32) < i32v),
-                Jlt32R => jump!((r[d] as u32) < r[s] as u32),
-                Jle64I => jump!(r[d] <= i64v),
-                Jle64R => jump!(r[d] <= r[s]),
-                Jle32I => jump!(r[d] as u32 <= i32v),
-                Jle32R => jump!(r[d] as u32 <= r[s] as u32),
-                Jslt64I => jump!((r[d] as i64) < i64v as i64),
-                Jslt64R => jump!((r[d] as i64) < r[s] as i64),
-                Jslt32I => jump!((r[d] as i32) < i32v as i32),
-                Jslt32R => jump!((r[d] as i32) < r[s] as i32),
-                Jsle64I => jump!(r[d] as i64 <= i64v as i64),
-                Jsle64R => jump!(r[d] as i64 <= r[s] as i64),
-                Jsle32I => jump!(r[d] as i32 <= i32v as i32),
-                Jsle32R => jump!(r[d] as i32 <= r[s] as i32),
+                Jeq64I => jump!(d!() == op.imm),
+                Jeq64R => jump!(d!() == s!()),
+                Jeq32I => jump!(d!() as u32 == (op.imm as u32)),
+                Jeq32R => jump!(d!() as u32 == s!() as u32),
+                Jgt64I => jump!(d!() > op.imm),
+                Jgt64R => jump!(d!() > s!()),
+                Jgt32I => jump!(d!() as u32 > (op.imm as u32)),
+                Jgt32R => jump!(d!() as u32 > s!() as u32),
+                Jge64I => jump!(d!() >= op.imm),
+                Jge64R => jump!(d!() >= s!()),
+                Jge32I => jump!(d!() as u32 >= (op.imm as u32)),
+                Jge32R => jump!(d!() as u32 >= s!() as u32),
+                Jset64I => jump!(d!() & op.imm != 0),
+                Jset64R => jump!(d!() & s!() != 0),
+                Jset32I => jump!(d!() as u32 & (op.imm as u32) != 0),
+                Jset32R => jump!(d!() as u32 & s!() as u32 != 0),
+                Jne64I => jump!(d!() != op.imm),
+                Jne64R => jump!(d!() != s!()),
+                Jne32I => jump!(d!() as u32 != (op.imm as u32)),
+                Jne32R => jump!(d!() as u32 != s!() as u32),
+                Jsgt64I => jump!(d!() as i64 > op.imm as i64),
+                Jsgt64R => jump!(d!() as i64 > s!() as i64),
+                Jsgt32I => jump!(d!() as i32 > (op.imm as u32) as i32),
+                Jsgt32R => jump!(d!() as i32 > s!() as i32),
+                Jsge64I => jump!(d!() as i64 >= op.imm as i64),
+                Jsge64R => jump!(d!() as i64 >= s!() as i64),
+                Jsge32I => jump!(d!() as i32 >= (op.imm as u32) as i32),
+                Jsge32R => jump!(d!() as i32 >= s!() as i32),
+                Jlt64I => jump!(d!() < op.imm),
+                Jlt64R => jump!(d!() < s!()),
+                Jlt32I => jump!((d!() as u32) < (op.imm as u32)),
+                Jlt32R => jump!((d!() as u32) < s!() as u32),
+                Jle64I => jump!(d!() <= op.imm),
+                Jle64R => jump!(d!() <= s!()),
+                Jle32I => jump!(d!() as u32 <= (op.imm as u32)),
+                Jle32R => jump!(d!() as u32 <= s!() as u32),
+                Jslt64I => jump!((d!() as i64) < op.imm as i64),
+                Jslt64R => jump!((d!() as i64) < s!() as i64),
+                Jslt32I => jump!((d!() as i32) < (op.imm as u32) as i32),
+                Jslt32R => jump!((d!() as i32) < s!() as i32),
+                Jsle64I => jump!(d!() as i64 <= op.imm as i64),
+                Jsle64R => jump!(d!() as i64 <= s!() as i64),
+                Jsle32I => jump!(d!() as i32 <= (op.imm as u32) as i32),
+                Jsle32R => jump!(d!() as i32 <= s!() as i32),
                 Call => {
                     let Some(h) = self.called.get(op.imm as usize) else {
                         return Err(Fault::UnknownHelper { pc: here, id: op.imm });
@@ -652,8 +781,8 @@ impl Interpreter {
                     }
                 }
                 Callx => {
-                    let Some(h) = self.helpers.get(r[d]) else {
-                        return Err(Fault::UnknownHelper { pc: here, id: r[d] });
+                    let Some(h) = self.helpers.get(d!()) else {
+                        return Err(Fault::UnknownHelper { pc: here, id: d!() });
                     };
                     if let Some(v) = call(h, &r) {
                         r[0] = v;
@@ -669,6 +798,76 @@ impl Interpreter {
                     depth += 1;
                     r[10] = r[10].wrapping_sub(STACK_SIZE as u64);
                     pc = op.off as usize;
+                }
+                AbsBEq => fused!(op.imm as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v == c),
+                AbsHEq => fused!(op.imm as u32 as u64, 2, |b| u16::from_be_bytes(b) as u32, |v: u32, c: u32| v == c),
+                AbsWEq => fused!(op.imm as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v == c),
+                IndBEq => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v
+                        == c)
+                }
+                IndHEq => fused!(
+                    op.imm as u32 as u64 + s!() as u32 as u64,
+                    2,
+                    |b| u16::from_be_bytes(b) as u32,
+                    |v: u32, c: u32| v == c
+                ),
+                IndWEq => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v == c)
+                }
+                AbsBGe => fused!(op.imm as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v >= c),
+                AbsHGe => fused!(op.imm as u32 as u64, 2, |b| u16::from_be_bytes(b) as u32, |v: u32, c: u32| v >= c),
+                AbsWGe => fused!(op.imm as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v >= c),
+                IndBGe => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v
+                        >= c)
+                }
+                IndHGe => fused!(
+                    op.imm as u32 as u64 + s!() as u32 as u64,
+                    2,
+                    |b| u16::from_be_bytes(b) as u32,
+                    |v: u32, c: u32| v >= c
+                ),
+                IndWGe => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v >= c)
+                }
+                AbsBSet => fused!(op.imm as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v & c != 0),
+                AbsHSet => {
+                    fused!(op.imm as u32 as u64, 2, |b| u16::from_be_bytes(b) as u32, |v: u32, c: u32| v & c != 0)
+                }
+                AbsWSet => fused!(op.imm as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v & c != 0),
+                IndBSet => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 1, |b: [u8; 1]| b[0] as u32, |v: u32, c: u32| v
+                        & c
+                        != 0)
+                }
+                IndHSet => fused!(
+                    op.imm as u32 as u64 + s!() as u32 as u64,
+                    2,
+                    |b| u16::from_be_bytes(b) as u32,
+                    |v: u32, c: u32| v & c != 0
+                ),
+                IndWSet => {
+                    fused!(op.imm as u32 as u64 + s!() as u32 as u64, 4, u32::from_be_bytes, |v: u32, c: u32| v & c
+                        != 0)
+                }
+                Msh => {
+                    let Some([b]) = mem.packet::<1>(op.imm) else { return Ok(0) };
+                    let v = ((b & 0xf) as u64) << 2;
+                    r[0] = v;
+                    d!() = v;
+                    pc += 3;
+                }
+                Ret => {
+                    r[0] = op.imm;
+                    if depth == 0 {
+                        return Ok(r[0]);
+                    }
+                    depth -= 1;
+                    let Some(f) = mem.frames.get(depth) else { return Err(Fault::CallDepth { pc: here }) };
+                    [r[6], r[7], r[8], r[9]] = f.saved;
+                    r[10] = r[10].wrapping_add(STACK_SIZE as u64);
+                    pc = f.ret;
                 }
                 Exit => {
                     if depth == 0 {
@@ -698,25 +897,28 @@ fn call(h: &Helper, r: &[u64; 16]) -> Option<u64> {
 
 impl Exec for Interpreter {
     fn run_raw(&self, mem: &mut [u8]) -> Result<u64, Fault> {
-        let base = mem.as_ptr() as u64;
-        let len = mem.len() as u64;
-        let ctx = [base, base + len, base, 0, 0, 0, 0, 0];
-        self.execute(mem, base, len, ctx)
+        // Raw programs have no ctx loads; the context only keeps `execute` uniform.
+        let ctx = XdpContext::new(mem, 0, 0);
+        let (base, len) = (mem.as_ptr() as u64, mem.len() as u64);
+        self.execute(mem, base, len, &ctx)
     }
 
     fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
         let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);
-        let fields = [
-            ctx.data,
-            ctx.data_end,
-            ctx.data_meta,
-            ctx.ingress_ifindex as u64,
-            ctx.rx_queue_index as u64,
-            ctx.egress_ifindex as u64,
-            0,
-            0,
-        ];
-        self.execute(packet, &ctx as *const XdpContext as u64, 0, fields)
+        self.execute(packet, &ctx as *const XdpContext as u64, 0, &ctx)
+    }
+}
+
+/// Context field number `i` (a `CtxField` discriminant, checked at validation).
+#[inline(always)]
+fn ctx_field(ctx: &XdpContext, i: i32) -> u64 {
+    match i {
+        0 => ctx.data,
+        1 => ctx.data_end,
+        2 => ctx.data_meta,
+        3 => ctx.ingress_ifindex as u64,
+        4 => ctx.rx_queue_index as u64,
+        _ => ctx.egress_ifindex as u64,
     }
 }
 
@@ -933,6 +1135,141 @@ mod tests {
             raw(&p, &mut [])
         });
         assert_eq!(held, Ok(11));
+    }
+
+    /// Fused ops against the same program with fusion blocked by a `goto +0` in between.
+    #[test]
+    fn fused_packet_tests_match_the_unfused_ops() {
+        let pkt: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(37)).collect();
+        let conds = [JMP_JEQ, JMP_JNE, JMP_JGT, JMP_JGE, JMP_JLT, JMP_JLE, JMP_JSET, JMP_JSGT];
+        let imms = [0, 1, 0x25, 0x4a, 0x254a, 0x4a6f, -1, i32::MAX, 0x7fff_ffff, 0xff];
+        for class in [CLASS_JMP, CLASS_JMP32] {
+            for cond in conds {
+                for imm in imms {
+                    for load in [
+                        ld_abs(SIZE_B, 1),
+                        ld_abs(SIZE_H, 1),
+                        ld_abs(SIZE_W, 1),
+                        ld_ind(SIZE_H, 7, 2),
+                        ld_abs(SIZE_W, 14),
+                    ] {
+                        let jump = Insn::new(class | cond, 0, 0, 1, imm);
+                        let tail = [mov64_imm(0, 1), exit(), mov64_imm(0, 2), exit()];
+                        let mut fused = vec![mov64_imm(7, 3), load, jump];
+                        fused.extend(tail);
+                        let mut plain = vec![mov64_imm(7, 3), load, ja(0), Insn { off: 1, ..jump }];
+                        plain.extend(tail);
+                        let a = xdp(&fused, &mut pkt.clone());
+                        let b = xdp(&plain, &mut pkt.clone());
+                        assert_eq!(a, b, "{load:?} {jump:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_sequences_can_be_entered_in_the_middle() {
+        // msh: x = 4 * (pkt[0] & 0xf); a jump lands on the `w0 &= 0xf` inside it.
+        let p = [
+            ld_abs(SIZE_B, 1),
+            jmp_imm(JMP_JEQ, 0, 0x99, 1),
+            ld_abs(SIZE_B, 0),
+            alu32_imm(ALU_AND, 0, 0xf),
+            alu32_imm(ALU_LSH, 0, 2),
+            mov32_reg(7, 0),
+            mov64_reg(0, 7),
+            exit(),
+        ];
+        assert_eq!(xdp(&p, &mut [0x45, 0x00]), Ok(20));
+        assert_eq!(xdp(&p, &mut [0x45, 0x99]), Ok(4 * 9));
+        assert_eq!(xdp(&p, &mut [0x45]), Ok(0));
+        // A jump onto the `exit` of a fused `r0 = k; exit` keeps r0.
+        let p = [ld_abs(SIZE_B, 0), jmp_imm(JMP_JEQ, 0, 7, 1), mov32_imm(0, 5), exit()];
+        assert_eq!(xdp(&p, &mut [7]), Ok(7));
+        assert_eq!(xdp(&p, &mut [8]), Ok(5));
+    }
+
+    /// Opcodes `form` accepts with zeroed fields, plus the atomics (which need an `imm`).
+    fn valid_ops() -> Vec<(u8, i32)> {
+        let mut v: Vec<(u8, i32)> = (0..=255u8)
+            .flat_map(|op| [(op, 0), (op, 16)])
+            .filter(|&(op, imm)| check::form(&Insn::new(op, 0, 0, 0, imm)).is_ok())
+            .collect();
+        for imm in [0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, 0xe1, 0xf1] {
+            v.extend([(0xc3, imm), (0xdb, imm)]);
+        }
+        v
+    }
+
+    /// Turns random slots into a program validation accepts (most of the time): fields the
+    /// form does not use are zeroed, jumps point forward inside the program, calls go to the
+    /// one helper, and the prologue moves the packet pointers out of the ctx.
+    fn repair(slots: Vec<Insn>) -> Vec<Insn> {
+        let mut out = vec![ldx(SIZE_W, 2, 1, xdp_md::DATA), ldx(SIZE_W, 3, 1, xdp_md::DATA_END), mov64_reg(1, 2)];
+        let n = slots.len();
+        for (k, mut i) in slots.into_iter().enumerate() {
+            for _ in 0..4 {
+                match check::form(&i) {
+                    Err(check::Reason::NonZeroField { field, .. }) => match field {
+                        "dst" => i.dst = 0,
+                        "src" => i.src = 0,
+                        "off" => i.off = 0,
+                        _ => i.imm = 0,
+                    },
+                    Err(check::Reason::BadAluOffset(_)) => i.off = 0,
+                    Err(check::Reason::BadEndWidth(_)) => i.imm = 32,
+                    Ok(Form::Call) => i.imm = 0,
+                    Ok(Form::Lddw | Form::CallLocal | Form::CallKfunc) | Err(_) => i = mov64_imm(0, 1),
+                    Ok(Form::Ja | Form::Jump { .. }) => {
+                        // Forward, landing on one of the remaining slots or the tail.
+                        i.off = (i.off as i64).rem_euclid((n - k) as i64 + 1) as i16;
+                        break;
+                    }
+                    Ok(Form::Ja32) => {
+                        i.imm = (i.imm as i64).rem_euclid((n - k) as i64 + 1) as i32;
+                        break;
+                    }
+                    Ok(_) => break,
+                }
+            }
+            if i.dst == 10 {
+                i.dst = 0;
+            }
+            out.push(i);
+        }
+        out.extend([mov64_imm(0, 2), exit()]);
+        out
+    }
+
+    unsafe extern "C" fn nop5(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        1
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Whatever a valid filter does, running it ends in a verdict or a fault, never a panic.
+        #[test]
+        fn random_valid_filters_run_without_panicking(
+            slots in proptest::collection::vec(
+                (proptest::sample::select(valid_ops()), 0u8..11, 0u8..11, -20i16..20, -4i32..80),
+                1..40,
+            ),
+            packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            raw_mem in proptest::prelude::any::<bool>(),
+        ) {
+            let slots = slots
+                .into_iter()
+                .map(|((op, imm0), dst, src, off, imm)| Insn::new(op, dst, src, off, if imm0 != 0 { imm0 } else { imm }))
+                .collect();
+            let helpers = Helpers::from_list(&[Helper { id: 0, name: "one", func: nop5, unwind_on_zero: false }]);
+            // Xdp validation forbids back-edges, so every run terminates.
+            if let Ok(p) = validate(repair(slots), ProgKind::Xdp, &helpers) {
+                let it = Interpreter::new(&p);
+                let mut pkt = packet.clone();
+                let _ = if raw_mem { it.run_raw(&mut pkt) } else { it.run_xdp(&mut pkt, 1, 0) };
+            }
+        }
     }
 
     #[test]

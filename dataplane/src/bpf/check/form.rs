@@ -91,7 +91,7 @@ pub enum Form {
         op: EndOp,
         bits: u8,
     },
-    /// First slot of `lddw` (source 0); the second slot is checked by [`validate`].
+    /// First slot of `lddw` (source 0); the second slot is checked by [`validate`](super::validate).
     Lddw,
     /// LD_ABS (`indirect` false) or LD_IND.
     LdPacket {
@@ -151,7 +151,7 @@ fn zero(field: &'static str, value: i64) -> Result<(), Reason> {
 
 /// Decodes one slot to its [`Form`], requiring the fields the form does not use to be zero
 /// (as the kernel does). Register ranges, r10 writes, targets and the program kind are checked
-/// by [`validate`]; this is shared with the disassembler and the back ends' pre-decoders.
+/// by [`validate`](super::validate); this is shared with the disassembler and the back ends' pre-decoders.
 pub fn form(insn: &Insn) -> Result<Form, Reason> {
     let unknown = Err(Reason::UnknownOpcode(insn.op));
     let (dst, src, off, imm) = (insn.dst as i64, insn.src as i64, insn.off as i64, insn.imm as i64);

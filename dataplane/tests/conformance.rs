@@ -26,3 +26,8 @@ fn every_conformance_program_round_trips_through_the_assembler() {
     }
     assert!(misses.is_empty(), "{} programs do not round-trip:\n{}", misses.len(), misses.join("\n"));
 }
+
+#[test]
+fn jit_passes_the_conformance_suite() {
+    support::run_suite("jit", |p| Box::new(sluice::bpf::jit::JitProgram::compile(p).expect("jit compile")));
+}

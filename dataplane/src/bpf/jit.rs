@@ -1,1 +1,0 @@
-//! jit (in progress)

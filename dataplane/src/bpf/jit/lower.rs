@@ -1,0 +1,877 @@
+//! Translation of one eBPF function (see `analyze::Func`) into Cranelift IR.
+//!
+//! Registers r0..r10 are Cranelift `Variable`s, so they live in machine registers and the SSA
+//! builder inserts block parameters where control joins. Every function returns a status word
+//! beside its value (see `trap_word`): 0 for a normal exit, else why the run ended, with the
+//! faulting address in the value. Faults leave through one cold block per function; a packet
+//! load out of range (or a helper asking to unwind) leaves through another that returns 0.
+
+use std::collections::BTreeMap;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature, StackSlotData,
+    StackSlotKind, Type, Value,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, Switch, Variable};
+
+use super::analyze::{self, Func, Layout, Note, STACK_AREA};
+use crate::bpf::check::StackReach;
+use super::{trap_word, JitError, TrapKind};
+use crate::bpf::ctx::CtxField;
+use crate::bpf::insn::*;
+use crate::bpf::{Helper, Program, MAX_CALL_DEPTH};
+
+const I64: Type = types::I64;
+const I32: Type = types::I32;
+
+/// Parameters of a local (bpf-to-bpf) function: r0..r9, its frame pointer, its depth, then the
+/// run environment (data, data_len, stack area, ifindex/queue). Callees see every caller
+/// register, as they would in the interpreter.
+pub(super) const LOCAL_PARAMS: usize = 16;
+/// Results of a local function: r0..r5, then the status word.
+pub(super) const LOCAL_RESULTS: usize = 7;
+
+pub(super) fn entry_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    // (r1, r2, data, data_len, ifindex | rx_queue << 32) -> (r0 or fault address, status
+    // word): the status travels in the second return register, so a normal run touches no
+    // memory for it.
+    sig.params.extend([AbiParam::new(I64); 5]);
+    sig.returns.extend([AbiParam::new(I64); 2]);
+    sig
+}
+
+pub(super) fn local_signature() -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params.extend([AbiParam::new(I64); LOCAL_PARAMS]);
+    sig.returns.extend([AbiParam::new(I64); LOCAL_RESULTS]);
+    sig
+}
+
+fn helper_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 5]);
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// Memory the program may touch, once a check (or the analysis) has admitted the address.
+fn checked() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// What the emitter needs from outside the function.
+pub(super) struct Env<'a> {
+    pub prog: &'a Program,
+    pub layout: &'a Layout,
+    /// One `FuncRef` per entry of `layout.funcs`, imported into the function being built.
+    pub local_refs: &'a [FuncRef],
+    pub call_conv: CallConv,
+    pub frontend: TargetFrontendConfig,
+}
+
+pub(super) struct Lower<'a, 'f> {
+    b: FunctionBuilder<'f>,
+    env: &'a Env<'a>,
+    func: &'a Func,
+    main: bool,
+    regs: [Variable; NUM_REGS as usize],
+    data: Value,
+    len: Value,
+    stack_lo: Value,
+    /// `ingress_ifindex | rx_queue_index << 32`, for context field loads.
+    ifq: Value,
+    /// Frame depth: a constant 0 in the program entry, a parameter in local functions.
+    depth: Value,
+    /// Per access size (1, 2, 4, 8): `len - (size - 1)` saturated at 0, so `off < lim` is
+    /// exactly "size bytes at `off` fit in the packet".
+    lims: [Option<Value>; 4],
+    blocks: BTreeMap<usize, Block>,
+    ret_zero: Option<Block>,
+    trap_block: Option<Block>,
+    helper_sig: Option<SigRef>,
+}
+
+impl<'a, 'f> Lower<'a, 'f> {
+    /// Emits the function's entry block: parameters, initial registers, the stack area.
+    pub fn new(mut b: FunctionBuilder<'f>, env: &'a Env<'a>, index: usize) -> Self {
+        let regs: [Variable; NUM_REGS as usize] = std::array::from_fn(|_| b.declare_var(I64));
+        let main = index == 0;
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let params = b.block_params(entry).to_vec();
+        let (data, len, stack_lo, ifq, depth);
+        if main {
+            let zero = b.ins().iconst(I64, 0);
+            for r in regs.iter().take(10) {
+                b.def_var(*r, zero);
+            }
+            b.def_var(regs[1], params[0]);
+            b.def_var(regs[2], params[1]);
+            (data, len, ifq, depth) = (params[2], params[3], params[4], zero);
+            let zeroed = match env.layout.stack {
+                StackReach::None => None,
+                StackReach::Frame { lo, hi } => Some((lo, hi)),
+                StackReach::Whole => Some((-STACK_AREA, 0)),
+            };
+            if let Some((lo, hi)) = zeroed {
+                // The whole call stack lives in this one slot: frame k has r10 = top - k*512.
+                let slot =
+                    b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, STACK_AREA as u32, 4));
+                stack_lo = b.ins().stack_addr(I64, slot, 0);
+                let top = b.ins().iadd_imm_s(stack_lo, STACK_AREA);
+                b.def_var(regs[REG_FP as usize], top);
+                zero_stack(&mut b, env, top, lo, hi);
+            } else {
+                // As in the interpreter: no stack at all, and r10 reads as 0.
+                stack_lo = zero;
+                b.def_var(regs[REG_FP as usize], zero);
+            }
+        } else {
+            for (r, v) in regs.iter().zip(&params) {
+                b.def_var(*r, *v);
+            }
+            (depth, data, len, stack_lo, ifq) = (params[11], params[12], params[13], params[14], params[15]);
+        }
+        let func = &env.layout.funcs[index];
+        let mut lims = [None; 4];
+        if func.notes.contains(&Note::Checked) {
+            for (i, size) in [1i64, 2, 4, 8].into_iter().enumerate() {
+                lims[i] = Some(if size == 1 {
+                    len
+                } else {
+                    let short = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, len, size - 1);
+                    let rest = b.ins().iadd_imm_s(len, -(size - 1));
+                    let zero = b.ins().iconst(I64, 0);
+                    b.ins().select(short, zero, rest)
+                });
+            }
+        }
+        Lower {
+            b,
+            env,
+            func,
+            main,
+            regs,
+            data,
+            len,
+            stack_lo,
+            ifq,
+            depth,
+            lims,
+            blocks: BTreeMap::new(),
+            ret_zero: None,
+            trap_block: None,
+            helper_sig: None,
+        }
+    }
+
+    /// Emits every block of the function and finalizes the builder.
+    pub fn run(mut self) -> Result<(), JitError> {
+        let first = self.block(self.func.entry);
+        self.b.ins().jump(first, &[]);
+        let leaders: Vec<usize> = self.func.leaders.iter().copied().collect();
+        let insns = &self.env.prog.insns;
+        for (bi, &leader) in leaders.iter().enumerate() {
+            let end = leaders.get(bi + 1).copied().unwrap_or(insns.len());
+            let block = self.block(leader);
+            self.b.switch_to_block(block);
+            let mut open = true;
+            let mut last = leader;
+            for &pc in self.func.pcs.iter().filter(|&&pc| pc >= leader && pc < end) {
+                last = pc;
+                if !self.insn(pc)? {
+                    open = false;
+                    break;
+                }
+            }
+            if open {
+                let next = last + if insns[last].is_lddw() { 2 } else { 1 };
+                let target = self.block(next);
+                self.b.ins().jump(target, &[]);
+            }
+        }
+        self.fill_exits();
+        self.b.seal_all_blocks();
+        self.b.finalize(self.env.frontend);
+        Ok(())
+    }
+
+    /// Fills the shared exit blocks created on demand while emitting.
+    fn fill_exits(&mut self) {
+        if let Some(blk) = self.ret_zero {
+            self.b.switch_to_block(blk);
+            // From a callee, `Stop` makes every caller return too; the entry then reports 0.
+            let status = if self.main { 0 } else { trap_word(TrapKind::Stop, 0, 0, false) };
+            let zero = self.b.ins().iconst(I64, 0);
+            let word = self.b.ins().iconst(I64, status as i64);
+            self.emit_return(zero, word);
+        }
+        if let Some(blk) = self.trap_block {
+            self.b.switch_to_block(blk);
+            let params = self.b.block_params(blk).to_vec();
+            self.emit_return(params[1], params[0]);
+        }
+    }
+
+    fn ins(&mut self) -> cranelift_frontend::FuncInstBuilder<'_, 'f> {
+        self.b.ins()
+    }
+
+    fn block(&mut self, pc: usize) -> Block {
+        *self.blocks.entry(pc).or_insert_with(|| self.b.create_block())
+    }
+
+    fn reg(&mut self, r: u8) -> Value {
+        self.b.use_var(self.regs[r as usize])
+    }
+
+    fn set(&mut self, r: u8, v: Value) {
+        self.b.def_var(self.regs[r as usize], v);
+    }
+
+    /// Leaves the run with r0 = 0 (out-of-range packet load, unwinding helper).
+    fn ret_zero_block(&mut self) -> Block {
+        if let Some(b) = self.ret_zero {
+            return b;
+        }
+        let blk = self.b.create_block();
+        self.b.set_cold_block(blk);
+        self.ret_zero = Some(blk);
+        blk
+    }
+
+    /// Returns `(addr, word)`: the status word describes the fault, the value carries the
+    /// faulting address (or the unknown helper id).
+    fn trap_block(&mut self) -> Block {
+        if let Some(b) = self.trap_block {
+            return b;
+        }
+        let blk = self.b.create_block();
+        self.b.set_cold_block(blk);
+        self.b.append_block_param(blk, I64);
+        self.b.append_block_param(blk, I64);
+        self.trap_block = Some(blk);
+        blk
+    }
+
+    /// Returns `value` and the status `word` (r1..r5 of a callee do not matter then).
+    fn emit_return(&mut self, value: Value, word: Value) {
+        if self.main {
+            self.b.ins().return_(&[value, word]);
+        } else {
+            let zero = self.b.ins().iconst(I64, 0);
+            let mut rets = [zero; LOCAL_RESULTS];
+            rets[0] = value;
+            rets[LOCAL_RESULTS - 1] = word;
+            self.b.ins().return_(&rets);
+        }
+    }
+
+    /// Jumps to the trap block with a constant record.
+    fn trap_args(&mut self, word: u64, addr: Value) -> [BlockArg; 2] {
+        let w = self.b.ins().iconst(I64, word as i64);
+        [BlockArg::Value(w), BlockArg::Value(addr)]
+    }
+
+    /// Continues in a fresh block that nothing jumps to, after an unconditional exit, so the
+    /// rest of the source block can still be emitted (and is then dropped as dead code).
+    fn start_dead_block(&mut self) {
+        let dead = self.b.create_block();
+        self.b.switch_to_block(dead);
+    }
+
+    /// Emits instruction `pc`; false when it ends its block (jump or exit).
+    fn insn(&mut self, pc: usize) -> Result<bool, JitError> {
+        let insn = self.env.prog.insns[pc];
+        match insn.class() {
+            CLASS_ALU | CLASS_ALU64 => self.alu(pc, &insn)?,
+            CLASS_JMP | CLASS_JMP32 => return self.jmp(pc, &insn),
+            CLASS_LD => self.ld(pc, &insn)?,
+            CLASS_LDX => self.ldx(pc, &insn)?,
+            CLASS_ST | CLASS_STX => self.store(pc, &insn)?,
+            _ => return Err(unsupported(pc, insn, "unknown instruction class")),
+        }
+        Ok(true)
+    }
+
+    fn alu(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        let wide = insn.class() == CLASS_ALU64;
+        let ty = if wide { I64 } else { I32 };
+        let code = insn.code();
+        if code == ALU_END {
+            return self.end(pc, insn);
+        }
+        let a64 = self.reg(insn.dst);
+        let a = if wide { a64 } else { self.b.ins().ireduce(I32, a64) };
+        let k = if wide { insn.imm as i64 } else { insn.imm as u32 as i64 };
+        let from_k = insn.source() == SRC_K;
+        let bval = if from_k {
+            self.b.ins().iconst(ty, k)
+        } else {
+            let s = self.reg(insn.src);
+            if wide { s } else { self.b.ins().ireduce(I32, s) }
+        };
+        let signed = insn.off == 1;
+        let r = match code {
+            ALU_ADD => self.ins().iadd(a, bval),
+            ALU_SUB => self.ins().isub(a, bval),
+            ALU_MUL => self.ins().imul(a, bval),
+            ALU_OR => self.ins().bor(a, bval),
+            ALU_AND => self.ins().band(a, bval),
+            ALU_XOR => self.ins().bxor(a, bval),
+            // Cranelift masks shift counts to the operand width, exactly as eBPF does.
+            ALU_LSH => self.ins().ishl(a, bval),
+            ALU_RSH => self.ins().ushr(a, bval),
+            ALU_ARSH => self.ins().sshr(a, bval),
+            ALU_NEG => self.ins().ineg(a),
+            ALU_DIV | ALU_MOD if !matches!(insn.off, 0 | 1) => {
+                return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
+            }
+            ALU_DIV | ALU_MOD => {
+                let k = if from_k { Some(if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 }) } else { None };
+                self.divide(ty, code == ALU_DIV, signed, a, bval, k)
+            }
+            ALU_MOV => match (insn.off, wide) {
+                (0, _) => bval,
+                (8 | 16, _) | (32, true) => {
+                    let narrow = match insn.off {
+                        8 => types::I8,
+                        16 => types::I16,
+                        _ => I32,
+                    };
+                    let low = if narrow == ty { bval } else { self.ins().ireduce(narrow, bval) };
+                    self.ins().sextend(ty, low)
+                }
+                _ => return Err(unsupported(pc, *insn, "mov offset must be 0, 8, 16 or (64-bit) 32")),
+            },
+            _ => return Err(unsupported(pc, *insn, "unknown alu operation")),
+        };
+        let r = if wide { r } else { self.b.ins().uextend(I64, r) };
+        self.set(insn.dst, r);
+        Ok(())
+    }
+
+    /// Division and remainder without hardware traps: x/0 = 0, x%0 = x, and signed
+    /// INT_MIN/-1 = INT_MIN (wrapping), INT_MIN%-1 = 0.
+    fn divide(&mut self, ty: Type, div: bool, signed: bool, a: Value, b: Value, k: Option<i64>) -> Value {
+        if let Some(k) = k {
+            let minus_one = if ty == I32 { k as i32 == -1 } else { k == -1 };
+            if k == 0 {
+                return if div { self.ins().iconst(ty, 0) } else { a };
+            }
+            if signed && minus_one {
+                return if div { self.ins().ineg(a) } else { self.ins().iconst(ty, 0) };
+            }
+            return match (div, signed) {
+                (true, false) => self.ins().udiv(a, b),
+                (false, false) => self.ins().urem(a, b),
+                (true, true) => self.ins().sdiv(a, b),
+                (false, true) => self.ins().srem(a, b),
+            };
+        }
+        let zero = self.ins().iconst(ty, 0);
+        let one = self.ins().iconst(ty, 1);
+        let is_zero = self.ins().icmp_imm_s(IntCC::Equal, b, 0);
+        if !signed {
+            let safe = self.ins().select(is_zero, one, b);
+            return if div {
+                let q = self.ins().udiv(a, safe);
+                self.ins().select(is_zero, zero, q)
+            } else {
+                let r = self.ins().urem(a, safe);
+                self.ins().select(is_zero, a, r)
+            };
+        }
+        let all_ones = if ty == I32 { u32::MAX as i64 } else { -1 };
+        let m1 = self.ins().iconst(ty, all_ones);
+        let is_m1 = self.ins().icmp(IntCC::Equal, b, m1);
+        let bad = self.ins().bor(is_zero, is_m1);
+        let safe = self.ins().select(bad, one, b);
+        if div {
+            let q = self.ins().sdiv(a, safe);
+            let neg = self.ins().ineg(a);
+            let q = self.ins().select(is_m1, neg, q);
+            self.ins().select(is_zero, zero, q)
+        } else {
+            let r = self.ins().srem(a, safe);
+            let r = self.ins().select(is_m1, zero, r);
+            self.ins().select(is_zero, a, r)
+        }
+    }
+
+    /// Byte-order operations, relative to a little-endian host (x86-64, aarch64).
+    fn end(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        let v = self.reg(insn.dst);
+        let swap = insn.class() == CLASS_ALU64 || insn.source() == SRC_X;
+        let narrow = match insn.imm {
+            16 => types::I16,
+            32 => I32,
+            64 => I64,
+            _ => return Err(unsupported(pc, *insn, "byte swap width must be 16, 32 or 64")),
+        };
+        let low = if narrow == I64 { v } else { self.ins().ireduce(narrow, v) };
+        let r = if swap { self.ins().bswap(low) } else { low };
+        let r = if narrow == I64 { r } else { self.ins().uextend(I64, r) };
+        self.set(insn.dst, r);
+        Ok(())
+    }
+
+    fn jmp(&mut self, pc: usize, insn: &Insn) -> Result<bool, JitError> {
+        if insn.is_exit() {
+            self.exit();
+            return Ok(false);
+        }
+        if insn.is_call() {
+            self.call(pc, insn)?;
+            return Ok(true);
+        }
+        let target = (pc as i64 + 1 + insn.jump_offset()) as usize;
+        let taken = self.block(target);
+        if insn.code() == JMP_JA {
+            self.b.ins().jump(taken, &[]);
+            return Ok(false);
+        }
+        let wide = insn.class() == CLASS_JMP;
+        let a = self.reg(insn.dst);
+        let a = if wide { a } else { self.b.ins().ireduce(I32, a) };
+        let b = if insn.source() == SRC_K {
+            let (ty, k) = if wide { (I64, insn.imm as i64) } else { (I32, insn.imm as u32 as i64) };
+            self.b.ins().iconst(ty, k)
+        } else {
+            let s = self.reg(insn.src);
+            if wide { s } else { self.b.ins().ireduce(I32, s) }
+        };
+        let cc = match insn.code() {
+            JMP_JEQ => IntCC::Equal,
+            JMP_JNE => IntCC::NotEqual,
+            JMP_JGT => IntCC::UnsignedGreaterThan,
+            JMP_JGE => IntCC::UnsignedGreaterThanOrEqual,
+            JMP_JLT => IntCC::UnsignedLessThan,
+            JMP_JLE => IntCC::UnsignedLessThanOrEqual,
+            JMP_JSGT => IntCC::SignedGreaterThan,
+            JMP_JSGE => IntCC::SignedGreaterThanOrEqual,
+            JMP_JSLT => IntCC::SignedLessThan,
+            JMP_JSLE => IntCC::SignedLessThanOrEqual,
+            JMP_JSET => IntCC::NotEqual,
+            _ => return Err(unsupported(pc, *insn, "unknown jump operation")),
+        };
+        let c = if insn.code() == JMP_JSET {
+            let m = self.b.ins().band(a, b);
+            self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+        } else {
+            self.b.ins().icmp(cc, a, b)
+        };
+        let fall = self.block(pc + 1);
+        self.b.ins().brif(c, taken, &[], fall, &[]);
+        Ok(false)
+    }
+
+    fn exit(&mut self) {
+        let r0 = self.reg(0);
+        let ok = self.b.ins().iconst(I64, 0);
+        if self.main {
+            self.b.ins().return_(&[r0, ok]);
+        } else {
+            let mut rets: Vec<Value> = (0..6u8).map(|r| self.reg(r)).collect();
+            rets.push(ok);
+            self.b.ins().return_(&rets);
+        }
+    }
+
+    fn call(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        if analyze::is_local_call(insn) {
+            return self.call_local(pc, insn);
+        }
+        if insn.source() == SRC_X {
+            return self.callx(pc, insn);
+        }
+        if insn.src != CALL_HELPER {
+            return Err(unsupported(pc, *insn, "only helper, local and register calls are supported"));
+        }
+        let id = insn.imm as u32 as u64;
+        let helper = *self
+            .env
+            .prog
+            .helpers
+            .get(id)
+            .ok_or_else(|| unsupported(pc, *insn, "call to a helper id that is not in the helper table"))?;
+        let r0 = self.call_helper(&helper);
+        self.set(0, r0);
+        Ok(())
+    }
+
+    /// Calls `helper` with r1..r5 and applies its unwinding rule; returns r0.
+    fn call_helper(&mut self, helper: &Helper) -> Value {
+        let sig = match self.helper_sig {
+            Some(s) => s,
+            None => {
+                let s = self.b.import_signature(helper_signature(self.env.call_conv));
+                self.helper_sig = Some(s);
+                s
+            }
+        };
+        let args: Vec<Value> = (1..=5).map(|r| self.reg(r)).collect();
+        let callee = self.b.ins().iconst(I64, helper.func as usize as i64);
+        let call = self.b.ins().call_indirect(sig, callee, &args);
+        let r0 = self.b.inst_results(call)[0];
+        if helper.unwind_on_zero {
+            let stop = self.ret_zero_block();
+            let cont = self.b.create_block();
+            self.b.ins().brif(r0, cont, &[], stop, &[]);
+            self.b.switch_to_block(cont);
+        }
+        r0
+    }
+
+    /// `callx`: the helper id is in the dst register, dispatched over the helper table.
+    fn callx(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        let id = self.reg(insn.dst);
+        let join = self.b.create_block();
+        let r0 = self.b.append_block_param(join, I64);
+        let unknown = self.b.create_block();
+        self.b.set_cold_block(unknown);
+        let helpers: Vec<Helper> = self.env.prog.helpers.iter().copied().collect();
+        let mut switch = Switch::new();
+        let cases: Vec<(Helper, Block)> = helpers.into_iter().map(|h| (h, self.b.create_block())).collect();
+        for (h, blk) in &cases {
+            switch.set_entry(h.id as u128, *blk);
+        }
+        switch.emit(&mut self.b, id, unknown);
+        for (h, blk) in cases {
+            self.b.switch_to_block(blk);
+            let r = self.call_helper(&h);
+            self.b.ins().jump(join, &[BlockArg::Value(r)]);
+        }
+        self.b.switch_to_block(unknown);
+        let trap = self.trap_block();
+        let args = self.trap_args(trap_word(TrapKind::UnknownHelper, pc, 0, false), id);
+        self.b.ins().jump(trap, &args);
+        self.b.switch_to_block(join);
+        self.set(0, r0);
+        Ok(())
+    }
+
+    fn call_local(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        let target = analyze::local_call_target(&self.env.prog.insns, pc)?;
+        let index = self
+            .env
+            .layout
+            .local_index(target)
+            .ok_or_else(|| unsupported(pc, *insn, "local call target is not a function entry"))?;
+        let depth = self.b.ins().iadd_imm_s(self.depth, 1);
+        if !self.main {
+            let deep = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, depth, MAX_CALL_DEPTH as i64);
+            let trap = self.trap_block();
+            let zero = self.b.ins().iconst(I64, 0);
+            let args = self.trap_args(trap_word(TrapKind::CallDepth, pc, 0, false), zero);
+            let cont = self.b.create_block();
+            self.b.ins().brif(deep, trap, &args, cont, &[]);
+            self.b.switch_to_block(cont);
+        }
+        let mut args: Vec<Value> = (0..10u8).map(|r| self.reg(r)).collect();
+        let fp = self.reg(REG_FP);
+        args.push(self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64)));
+        args.extend([depth, self.data, self.len, self.stack_lo, self.ifq]);
+        let call = self.b.ins().call(self.env.local_refs[index], &args);
+        let results = self.b.inst_results(call).to_vec();
+        // A fault or stop inside the callee ends this frame too, passing its record up.
+        let word = results[LOCAL_RESULTS - 1];
+        let out = self.b.create_block();
+        self.b.set_cold_block(out);
+        let cont = self.b.create_block();
+        self.b.ins().brif(word, out, &[], cont, &[]);
+        self.b.switch_to_block(out);
+        self.emit_return(results[0], word);
+        self.b.switch_to_block(cont);
+        for (r, v) in results.into_iter().take(6).enumerate() {
+            self.set(r as u8, v);
+        }
+        Ok(())
+    }
+
+    fn ld(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        match insn.mode() {
+            MODE_IMM if insn.is_lddw() => {
+                if insn.src != 0 {
+                    return Err(unsupported(pc, *insn, "lddw with a map reference needs a loader"));
+                }
+                let v = self.b.ins().iconst(I64, lddw_imm(&self.env.prog.insns, pc) as i64);
+                self.set(insn.dst, v);
+            }
+            MODE_ABS => {
+                let size = insn.size_bytes();
+                match self.func.notes[pc] {
+                    Note::PacketCheck(u64::MAX) => {
+                        let stop = self.ret_zero_block();
+                        self.b.ins().jump(stop, &[]);
+                        self.start_dead_block();
+                        return Ok(());
+                    }
+                    Note::PacketCheck(need) => {
+                        let ok = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, self.len, need as i64);
+                        self.branch_or_stop(ok);
+                    }
+                    _ => {}
+                }
+                // The offset is `imm as u32`; one past i32::MAX needs a 64-bit add.
+                let v = match i32::try_from(insn.imm as u32) {
+                    Ok(off) => self.load_packet(self.data, off, size),
+                    Err(_) => {
+                        let base = self.b.ins().iadd_imm_s(self.data, insn.imm as u32 as i64);
+                        self.load_packet(base, 0, size)
+                    }
+                };
+                self.set(0, v);
+            }
+            MODE_IND => {
+                let size = insn.size_bytes() as i64;
+                let x = self.reg(insn.src);
+                let x32 = self.b.ins().ireduce(I32, x);
+                let x = self.b.ins().uextend(I64, x32);
+                // src as u32 + imm as u32, in 64 bits: below 2^33, it cannot wrap into range.
+                let off = self.b.ins().iadd_imm_s(x, insn.imm as u32 as i64);
+                let end = self.b.ins().iadd_imm_s(off, size);
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, self.len);
+                self.branch_or_stop(ok);
+                let addr = self.b.ins().iadd(self.data, off);
+                let v = self.load_packet(addr, 0, size as usize);
+                self.set(0, v);
+            }
+            _ => return Err(unsupported(pc, *insn, "unknown ld mode")),
+        }
+        Ok(())
+    }
+
+    /// Continues when `ok`, else leaves with r0 = 0.
+    fn branch_or_stop(&mut self, ok: Value) {
+        let stop = self.ret_zero_block();
+        let cont = self.b.create_block();
+        self.b.ins().brif(ok, cont, &[], stop, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Big-endian load of `size` bytes at `base + off` (already bounds-checked), zero-extended.
+    fn load_packet(&mut self, base: Value, off: i32, size: usize) -> Value {
+        match size {
+            1 => self.ins().uload8(I64, checked(), base, off),
+            2 => {
+                let v = self.ins().load(types::I16, checked(), base, off);
+                let v = self.ins().bswap(v);
+                self.ins().uextend(I64, v)
+            }
+            4 => {
+                let v = self.ins().load(I32, checked(), base, off);
+                let v = self.ins().bswap(v);
+                self.ins().uextend(I64, v)
+            }
+            _ => {
+                let v = self.ins().load(I64, checked(), base, off);
+                self.ins().bswap(v)
+            }
+        }
+    }
+
+    fn ldx(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        if insn.mode() == MODE_CTX {
+            // Like the interpreter, read the run's own context values rather than memory at
+            // the source register: data_meta is data, egress_ifindex is 0.
+            let field = CtxField::from_index(insn.off)
+                .ok_or_else(|| unsupported(pc, *insn, "unknown context field"))?;
+            let v = match field {
+                CtxField::Data | CtxField::DataMeta => self.data,
+                CtxField::DataEnd => self.b.ins().iadd(self.data, self.len),
+                CtxField::IngressIfindex => {
+                    let low = self.b.ins().ireduce(I32, self.ifq);
+                    self.b.ins().uextend(I64, low)
+                }
+                CtxField::RxQueueIndex => self.b.ins().ushr_imm_u(self.ifq, 32),
+                CtxField::EgressIfindex => self.b.ins().iconst(I64, 0),
+            };
+            self.set(insn.dst, v);
+            return Ok(());
+        }
+        let base = self.reg(insn.src);
+        let size = insn.size_bytes();
+        let addr = self.b.ins().iadd_imm_s(base, insn.off as i64);
+        self.check(pc, addr, size, false);
+        let v = match (insn.mode(), size) {
+            (MODE_MEM, 1) => self.ins().uload8(I64, checked(), addr, 0),
+            (MODE_MEM, 2) => self.ins().uload16(I64, checked(), addr, 0),
+            (MODE_MEM, 4) => self.ins().uload32(checked(), addr, 0),
+            (MODE_MEM, _) => self.ins().load(I64, checked(), addr, 0),
+            (MODE_MEMSX, 1) => self.ins().sload8(I64, checked(), addr, 0),
+            (MODE_MEMSX, 2) => self.ins().sload16(I64, checked(), addr, 0),
+            (MODE_MEMSX, 4) => self.ins().sload32(checked(), addr, 0),
+            _ => return Err(unsupported(pc, *insn, "unknown ldx mode or size")),
+        };
+        self.set(insn.dst, v);
+        Ok(())
+    }
+
+    fn store(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
+        let size = insn.size_bytes();
+        let base = self.reg(insn.dst);
+        let addr = self.b.ins().iadd_imm_s(base, insn.off as i64);
+        if insn.mode() == MODE_ATOMIC && insn.class() == CLASS_STX {
+            return self.atomic(pc, insn, addr);
+        }
+        if insn.mode() != MODE_MEM {
+            return Err(unsupported(pc, *insn, "unknown store mode"));
+        }
+        let v = if insn.class() == CLASS_ST {
+            self.b.ins().iconst(I64, insn.imm as i64)
+        } else {
+            self.reg(insn.src)
+        };
+        self.check(pc, addr, size, true);
+        match size {
+            1 => self.ins().istore8(checked(), v, addr, 0),
+            2 => self.ins().istore16(checked(), v, addr, 0),
+            4 => self.ins().istore32(checked(), v, addr, 0),
+            _ => self.ins().store(checked(), v, addr, 0),
+        };
+        Ok(())
+    }
+
+    /// Atomics. Naturally aligned addresses use Cranelift's atomic instructions; a misaligned
+    /// one (possible in eBPF, a fault on aarch64) uses a plain read-modify-write, which is
+    /// equivalent because the run has exclusive use of the packet and the stack.
+    fn atomic(&mut self, pc: usize, insn: &Insn, addr: Value) -> Result<(), JitError> {
+        use cranelift_codegen::ir::AtomicRmwOp as Op;
+        let size = insn.size_bytes();
+        let ty = match size {
+            4 => I32,
+            8 => I64,
+            _ => return Err(unsupported(pc, *insn, "atomic operations are 32- or 64-bit")),
+        };
+        let op = match insn.imm & !ATOMIC_FETCH {
+            ATOMIC_ADD => Some(Op::Add),
+            ATOMIC_OR => Some(Op::Or),
+            ATOMIC_AND => Some(Op::And),
+            ATOMIC_XOR => Some(Op::Xor),
+            _ if insn.imm == ATOMIC_XCHG => Some(Op::Xchg),
+            _ if insn.imm == ATOMIC_CMPXCHG => None,
+            _ => return Err(unsupported(pc, *insn, "unknown atomic operation")),
+        };
+        self.check(pc, addr, size, true);
+        let narrow = |this: &mut Self, v: Value| if ty == I64 { v } else { this.b.ins().ireduce(I32, v) };
+        let widen = |this: &mut Self, v: Value| if ty == I64 { v } else { this.b.ins().uextend(I64, v) };
+        let src = self.reg(insn.src);
+        let src = narrow(self, src);
+        let expected = if op.is_none() {
+            let r0 = self.reg(0);
+            Some(narrow(self, r0))
+        } else {
+            None
+        };
+
+        let aligned = self.b.create_block();
+        let unaligned = self.b.create_block();
+        let join = self.b.create_block();
+        let old = self.b.append_block_param(join, ty);
+        let low = self.b.ins().band_imm_s(addr, size as i64 - 1);
+        self.b.ins().brif(low, unaligned, &[], aligned, &[]);
+
+        self.b.switch_to_block(aligned);
+        let flags = MemFlagsData::trusted();
+        let prev = match (op, expected) {
+            (Some(op), _) => self.b.ins().atomic_rmw(ty, flags, op, addr, src),
+            (None, Some(e)) => self.b.ins().atomic_cas(flags, addr, e, src),
+            (None, None) => unreachable!("cmpxchg always has an expected value"),
+        };
+        self.b.ins().jump(join, &[BlockArg::Value(prev)]);
+
+        self.b.switch_to_block(unaligned);
+        let prev = self.b.ins().load(ty, checked(), addr, 0);
+        let new = match (op, expected) {
+            (Some(Op::Add), _) => self.b.ins().iadd(prev, src),
+            (Some(Op::Or), _) => self.b.ins().bor(prev, src),
+            (Some(Op::And), _) => self.b.ins().band(prev, src),
+            (Some(Op::Xor), _) => self.b.ins().bxor(prev, src),
+            (Some(_), _) => src,
+            (None, Some(e)) => {
+                let eq = self.b.ins().icmp(IntCC::Equal, prev, e);
+                self.b.ins().select(eq, src, prev)
+            }
+            (None, None) => unreachable!("cmpxchg always has an expected value"),
+        };
+        self.b.ins().store(checked(), new, addr, 0);
+        self.b.ins().jump(join, &[BlockArg::Value(prev)]);
+
+        self.b.switch_to_block(join);
+        let old = widen(self, old);
+        if op.is_none() {
+            self.set(0, old);
+        } else if insn.imm & ATOMIC_FETCH != 0 {
+            self.set(insn.src, old);
+        }
+        Ok(())
+    }
+
+    /// Admits `size` bytes at `addr` for instruction `pc`, unless the analysis proved them.
+    fn check(&mut self, pc: usize, addr: Value, size: usize, write: bool) {
+        if matches!(self.func.notes[pc], Note::Proven | Note::Stack) {
+            return;
+        }
+        let word = trap_word(TrapKind::OutOfBounds, pc, size, write);
+        let lim = match self.lims[size.trailing_zeros() as usize] {
+            Some(l) => l,
+            None => {
+                // Every Checked access has lims computed at entry; be safe regardless.
+                let t = self.trap_block();
+                let args = self.trap_args(word, addr);
+                self.b.ins().jump(t, &args);
+                self.start_dead_block();
+                return;
+            }
+        };
+        let off = self.b.ins().isub(addr, self.data);
+        let in_packet = self.b.ins().icmp(IntCC::UnsignedLessThan, off, lim);
+        let cont = self.b.create_block();
+        let other = self.b.create_block();
+        self.b.ins().brif(in_packet, cont, &[], other, &[]);
+        self.b.switch_to_block(other);
+        let trap = self.trap_block();
+        let args = self.trap_args(word, addr);
+        if self.env.layout.stack != StackReach::None {
+            let soff = self.b.ins().isub(addr, self.stack_lo);
+            let in_stack = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, soff, STACK_AREA - size as i64);
+            self.b.ins().brif(in_stack, cont, &[], trap, &args);
+        } else {
+            self.b.ins().jump(trap, &args);
+        }
+        self.b.switch_to_block(cont);
+    }
+}
+
+/// Zeroes bytes `[top + lo, top + hi)` of the stack area, as the interpreter does before a run
+/// (`lo < hi <= 0`): 16-byte stores for small frames, `memset` for large ones.
+fn zero_stack(b: &mut FunctionBuilder<'_>, env: &Env<'_>, top: Value, lo: i64, hi: i64) {
+    // Widen to 16-byte boundaries: the extra bytes are the area's own, never anyone else's.
+    let lo = (lo.div_euclid(16) * 16).max(-STACK_AREA);
+    let hi = (hi + 15).div_euclid(16) * 16;
+    let hi = hi.min(0);
+    if hi - lo <= ZERO_INLINE {
+        let zero = b.ins().iconst(I64, 0);
+        let wide = b.ins().splat(types::I64X2, zero);
+        for off in (lo..hi).step_by(16) {
+            b.ins().store(MemFlagsData::trusted(), wide, top, off as i32);
+        }
+    } else {
+        let start = b.ins().iadd_imm_s(top, lo);
+        let fill = b.ins().iconst(types::I8, 0);
+        let size = b.ins().iconst(I64, hi - lo);
+        b.call_memset(env.frontend, start, fill, size);
+    }
+}
+
+/// Largest stack range zeroed with inline stores.
+const ZERO_INLINE: i64 = 256;
+
+fn unsupported(pc: usize, insn: Insn, reason: &'static str) -> JitError {
+    JitError::Unsupported { pc, insn, reason }
+}

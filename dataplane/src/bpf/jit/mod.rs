@@ -1,0 +1,258 @@
+//! The Cranelift JIT: compiles a validated [`Program`] to host machine code (x86-64 or aarch64,
+//! whatever `cranelift-native` detects) with the interpreter's exact semantics and memory model.
+//!
+//! Each [`JitProgram`] owns the `JITModule` holding its code and frees that memory when dropped,
+//! so filters can be swapped indefinitely. The program entry is one native function
+//! ([`EntryFn`]); bpf-to-bpf callees are further functions of the same module.
+//!
+//! Memory safety does not depend on the program: every load, store and atomic is checked at
+//! run time against the data region and the stack area, except where `analyze` proved the
+//! access in range at compile time. A failed check returns a status word describing the fault
+//! beside the faulting address (`Outcome`); [`JitProgram`] turns it into the same [`Fault`] the
+//! interpreter reports.
+
+mod analyze;
+mod lower;
+#[cfg(test)]
+mod tests;
+
+use std::mem::ManuallyDrop;
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use cranelift_codegen::ir::UserFuncName;
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
+
+use crate::bpf::{Exec, Fault, Insn, Program, XdpContext};
+
+/// The native entry: `(r1, r2, data, data_len, ifindex | rx_queue << 32) -> (value, status)`.
+type EntryFn = unsafe extern "C" fn(u64, u64, *mut u8, u64, u64) -> Outcome;
+
+/// Why a program could not be compiled. Validated programs only fail on host problems.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    #[error("set up cranelift for this host: {0}")]
+    Host(String),
+    #[error("compile: program is empty")]
+    Empty,
+    #[error("compile: instruction {pc}: target {target} is outside the program or inside an lddw")]
+    BadTarget { pc: usize, target: i64 },
+    #[error("compile: instruction {pc}: control falls off the end of the program")]
+    FallsOffEnd { pc: usize },
+    #[error("compile: instruction {pc} ({insn:?}): {reason}")]
+    Unsupported { pc: usize, insn: Insn, reason: &'static str },
+    #[error("compile: {stage} function at instruction {entry}: {source}")]
+    Module {
+        stage: &'static str,
+        entry: usize,
+        #[source]
+        source: Box<ModuleError>,
+    },
+}
+
+/// What ended a native run early, as written into the trap record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum TrapKind {
+    OutOfBounds = 1,
+    CallDepth = 2,
+    UnknownHelper = 3,
+    /// A callee stopped the run with r0 = 0 (packet load out of range, unwinding helper).
+    Stop = 4,
+}
+
+/// What a native function returns: two integers, which the C ABI of both x86-64 (rax:rdx)
+/// and aarch64 (x0:x1) returns in registers, exactly where Cranelift puts two `i64` results.
+/// `word` is 0 after a normal exit, then `value` is r0; otherwise `word` packs the kind (bits
+/// 0-7), access size (8-15), write flag (16) and pc (32-63), and `value` is the faulting
+/// address or unknown helper id. Each trap site returns one constant word.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Outcome {
+    value: u64,
+    word: u64,
+}
+
+fn trap_word(kind: TrapKind, pc: usize, size: usize, write: bool) -> u64 {
+    kind as u64 | (size as u64) << 8 | (write as u64) << 16 | (pc as u64) << 32
+}
+
+impl Outcome {
+    #[inline(always)]
+    fn into_result(self) -> Result<u64, Fault> {
+        if self.word == 0 {
+            return Ok(self.value);
+        }
+        let pc = (self.word >> 32) as usize;
+        match self.word & 0xff {
+            1 => Err(Fault::OutOfBounds {
+                pc,
+                addr: self.value,
+                size: (self.word >> 8) as u8,
+                write: self.word >> 16 & 1 == 1,
+            }),
+            2 => Err(Fault::CallDepth { pc }),
+            3 => Err(Fault::UnknownHelper { pc, id: self.value }),
+            _ => Ok(0),
+        }
+    }
+}
+
+/// A program compiled to native code. Cheap to share: workers hold it through `Arc`.
+pub struct JitProgram {
+    entry: EntryFn,
+    /// Only `Drop` touches the module (through `get_mut`, never locking); the mutex is what
+    /// makes the module, which is `Send` but not `Sync`, shareable between threads.
+    module: Mutex<ManuallyDrop<JITModule>>,
+    code_size: usize,
+    uses_ctx: bool,
+}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram").field("code_size", &self.code_size).finish_non_exhaustive()
+    }
+}
+
+fn host_isa() -> Result<OwnedTargetIsa, JitError> {
+    static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+            flags.set(name, value).map_err(|e| format!("set {name}={value}: {e}"))
+        };
+        set(&mut flags, "opt_level", "speed")?;
+        set(&mut flags, "is_pic", "false")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        set(&mut flags, "unwind_info", "false")?;
+        // The 4 KiB stack area must not jump over a guard page.
+        set(&mut flags, "enable_probestack", "true")?;
+        set(&mut flags, "probestack_strategy", "inline")?;
+        set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+        let builder = cranelift_native::builder().map_err(|e| format!("detect host: {e}"))?;
+        builder.finish(settings::Flags::new(flags)).map_err(|e| format!("build isa: {e}"))
+    })
+    .clone()
+    .map_err(JitError::Host)
+}
+
+impl JitProgram {
+    pub fn compile(prog: &Program) -> Result<JitProgram, JitError> {
+        let layout = analyze::analyze(prog)?;
+        let isa = host_isa()?;
+        let call_conv = isa.default_call_conv();
+        let frontend = isa.frontend_config();
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        match Self::define(&mut module, prog, &layout, call_conv, frontend) {
+            Ok((main, code_size)) => {
+                let code = module.get_finalized_function(main);
+                // SAFETY: `code` is the finalized entry function, built with `entry_signature`
+                // under the host's default calling convention, which is the C ABI `EntryFn`
+                // declares. The module that owns the code is stored beside the pointer and is
+                // freed only in `Drop`, so the pointer never outlives it.
+                let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(code) };
+                Ok(JitProgram {
+                    entry,
+                    module: Mutex::new(ManuallyDrop::new(module)),
+                    code_size,
+                    uses_ctx: layout.uses_ctx,
+                })
+            }
+            Err(e) => {
+                // SAFETY: nothing from this module was handed out or ever ran.
+                unsafe { module.free_memory() };
+                Err(e)
+            }
+        }
+    }
+
+    /// Declares, builds and finalizes every function; returns the entry id and code bytes.
+    fn define(
+        module: &mut JITModule,
+        prog: &Program,
+        layout: &analyze::Layout,
+        call_conv: cranelift_codegen::isa::CallConv,
+        frontend: cranelift_codegen::isa::TargetFrontendConfig,
+    ) -> Result<(FuncId, usize), JitError> {
+        let module_err = |stage, entry| move |e| JitError::Module { stage, entry, source: Box::new(e) };
+        let mut ids = Vec::with_capacity(layout.funcs.len());
+        for (i, f) in layout.funcs.iter().enumerate() {
+            let sig = if i == 0 { lower::entry_signature(call_conv) } else { lower::local_signature() };
+            let name = format!("bpf_{i}_at_{}", f.entry);
+            ids.push(module.declare_function(&name, Linkage::Local, &sig).map_err(module_err("declare", f.entry))?);
+        }
+        let mut ctx = module.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut code_size = 0;
+        for (i, f) in layout.funcs.iter().enumerate() {
+            ctx.func.signature = if i == 0 { lower::entry_signature(call_conv) } else { lower::local_signature() };
+            ctx.func.name = UserFuncName::user(0, ids[i].as_u32());
+            let builder = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let local_refs: Vec<_> = ids.iter().map(|&id| module.declare_func_in_func(id, builder.func)).collect();
+            let env = lower::Env { prog, layout, local_refs: &local_refs, call_conv, frontend };
+            lower::Lower::new(builder, &env, i).run()?;
+            module.define_function(ids[i], &mut ctx).map_err(module_err("compile", f.entry))?;
+            code_size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+            module.clear_context(&mut ctx);
+        }
+        module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        Ok((ids[0], code_size))
+    }
+
+    /// Bytes of machine code (all functions).
+    pub fn code_size(&self) -> usize {
+        self.code_size
+    }
+
+    /// The entry function's machine code, for disassembly in tests.
+    #[cfg(test)]
+    fn code_bytes(&self) -> &[u8] {
+        // SAFETY: the entry function is the module's first, `code_size` counts it, and the
+        // module (alive for `&self`) keeps the code mapped readable.
+        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_size) }
+    }
+
+    #[inline(always)]
+    fn call(&self, r1: u64, r2: u64, data: *mut u8, len: usize, ifq: u64) -> Result<u64, Fault> {
+        // SAFETY: `entry` points into code owned by `self.module`, alive for `&self`. The code
+        // only dereferences `data..data+len` (a live `&mut [u8]` of the caller), its own stack
+        // area and — for programs given a context — the `XdpContext` r1 points to, which the
+        // caller keeps alive across the call; every other address is refused by a run-time
+        // check before use. Helpers it calls are the program's own `HelperFn`s.
+        let out = unsafe { (self.entry)(r1, r2, data, len as u64, ifq) };
+        out.into_result()
+    }
+}
+
+impl Exec for JitProgram {
+    #[inline]
+    fn run_raw(&self, mem: &mut [u8]) -> Result<u64, Fault> {
+        let ptr = mem.as_mut_ptr();
+        self.call(ptr as u64, mem.len() as u64, ptr, mem.len(), 0)
+    }
+
+    #[inline]
+    fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
+        let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
+        if self.uses_ctx {
+            let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);
+            self.call(&ctx as *const XdpContext as u64, 0, packet.as_mut_ptr(), packet.len(), ifq)
+        } else {
+            // Nothing observes r1 itself (field loads use `ifq` and the packet bounds): skip
+            // building the context.
+            self.call(0, 0, packet.as_mut_ptr(), packet.len(), ifq)
+        }
+    }
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        let module = self.module.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: `&mut self` means no run is in progress and none can start; the entry
+        // pointer dies with `self`, and the module is taken exactly once.
+        unsafe { ManuallyDrop::take(module).free_memory() };
+    }
+}

@@ -560,19 +560,24 @@ mod tests {
         assert!(translate(&[]).is_empty());
     }
 
-    /// Runs a classic program through compile and the interpreter on a 64-byte packet whose
-    /// byte i is i (or on `packet`).
+    /// Runs a classic program through compile and both back ends on `packet`, which must agree.
     fn exec_on(prog: &[ClassicInsn], packet: &[u8]) -> u64 {
         use crate::bpf::Exec;
         let program = crate::bpf::classic::compile(prog).unwrap_or_else(|e| panic!("{e}"));
+        let jit = crate::bpf::jit::JitProgram::compile(&program).unwrap_or_else(|e| panic!("{e}"));
+        let interp = crate::bpf::interp::Interpreter::new(&program);
         let mut buf = packet.to_vec();
-        crate::bpf::interp::Interpreter::new(&program).run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"))
+        let by_interp = interp.run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"));
+        let by_jit = jit.run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(by_interp, by_jit, "interpreter vs jit");
+        by_interp
     }
 
     fn counting(len: usize) -> Vec<u8> {
         (0..len).map(|i| i as u8).collect()
     }
 
+    /// On a 64-byte packet whose byte i is i.
     fn exec(prog: &[ClassicInsn]) -> u64 {
         exec_on(prog, &counting(64))
     }

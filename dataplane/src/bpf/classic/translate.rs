@@ -39,12 +39,10 @@ pub fn translate(insns: &[ClassicInsn]) -> Vec<Insn> {
     let live_out = liveness(insns);
     // Pass 1 measures (every instruction's length is independent of jump distances); pass 2
     // emits with the slot numbers pass 1 found.
-    let mut measure =
-        Lowering { insns, live_out: &live_out, layout: None, starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut measure = Lowering::new(insns, &live_out, None);
     measure.run();
     let layout = Layout { starts: measure.starts, ret0: measure.ret0.unwrap_or(0), end: measure.out.len() };
-    let mut emit =
-        Lowering { insns, live_out: &live_out, layout: Some(layout), starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut emit = Lowering::new(insns, &live_out, Some(layout));
     emit.run();
     emit.out
 }
@@ -70,7 +68,11 @@ struct Lowering<'a> {
     out: Vec<Insn>,
 }
 
-impl Lowering<'_> {
+impl<'a> Lowering<'a> {
+    fn new(insns: &'a [ClassicInsn], live_out: &'a [u8], layout: Option<Layout>) -> Self {
+        Lowering { insns, live_out, layout, starts: Vec::with_capacity(insns.len()), ret0: None, out: Vec::new() }
+    }
+
     fn run(&mut self) {
         self.prologue();
         for (pc, insn) in self.insns.iter().enumerate() {

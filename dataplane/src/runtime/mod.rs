@@ -121,9 +121,21 @@ fn open_worker(config: &Config, p: &WorkerPlan, steering: &mut BTreeMap<String, 
     };
     let sockets: Vec<(String, u32)> = p.sockets.iter().map(|s| (s.interface.clone(), s.queue)).collect();
     let group = XskGroup::open(&xcfg, &sockets)?;
+    let actions = p
+        .sockets
+        .iter()
+        .map(|s| match s.action {
+            SocketAction::Drop => Action::Drop,
+            SocketAction::Reflect => Action::Reflect,
+            SocketAction::Forward(peer) => Action::Forward(peer),
+        })
+        .collect();
+    // Building the worker primes every fill ring; only then may the steering program send
+    // packets to the sockets, or the first ones would find no frame to land in.
+    let worker = Worker::new(group, actions, d.batch_size as usize)?;
     let mut labels = Vec::new();
-    let mut actions = Vec::new();
     for (i, s) in p.sockets.iter().enumerate() {
+        let group = worker.group();
         let st = steering.get_mut(&s.interface).expect("steering attached for every port interface");
         st.register_socket(s.queue, group.fd(i))
             .with_context(|| format!("register {} queue {} with the steering program", s.interface, s.queue))?;
@@ -135,13 +147,7 @@ fn open_worker(config: &Config, p: &WorkerPlan, steering: &mut BTreeMap<String, 
             mode: group.mode(i).to_string(),
             core: p.core,
         });
-        actions.push(match s.action {
-            SocketAction::Drop => Action::Drop,
-            SocketAction::Reflect => Action::Reflect,
-            SocketAction::Forward(peer) => Action::Forward(peer),
-        });
     }
-    let worker = Worker::new(group, actions, d.batch_size as usize)?;
     Ok((worker, labels))
 }
 

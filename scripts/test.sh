@@ -28,7 +28,7 @@ if ((fuzz_seconds > 0)); then
   for target in ebpf classic; do
     echo "test: fuzzing $target for ${fuzz_seconds}s"
     (cd dataplane && cargo fuzz run --sanitizer none "$target" -- \
-       -max_total_time="$fuzz_seconds" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | tail -n 40)
+       -max_total_time="$fuzz_seconds" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | grep -v '# Uses:' | tail -n 60)
   done
 fi
 

@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::JitProgram;
-use sluice::bpf::{Exec, Helpers, ProgKind, check, insn};
+use sluice::bpf::{Exec, Fault, Helpers, ProgKind, check, insn};
 
 fuzz_target!(|data: &[u8]| {
     let [n, rest @ ..] = data else { return };
@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let interp = Interpreter::new(&program);
     let mut by_interp = packet.to_vec();
     let mut by_jit = packet.to_vec();
-    let a = interp.run_xdp(&mut by_interp, 1, 0);
-    let b = jit.run_xdp(&mut by_jit, 1, 0);
+    let a = interp.run_xdp(&mut by_interp, 1, 0).map_err(Fault::without_address);
+    let b = jit.run_xdp(&mut by_jit, 1, 0).map_err(Fault::without_address);
     assert_eq!(a, b, "interpreter and JIT disagree");
     assert_eq!(by_interp, by_jit, "interpreter and JIT wrote different packet bytes");
 });

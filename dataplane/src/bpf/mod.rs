@@ -70,6 +70,15 @@ pub enum Fault {
 impl Fault {
     /// The verdict a faulting filter produces: the kernel's XDP_ABORTED.
     pub const VERDICT: u64 = Verdict::Aborted as u64;
+
+    /// The same fault with the address cleared: each back end keeps its stack in its own place,
+    /// so runs of the same program compare equal on everything else.
+    pub fn without_address(self) -> Fault {
+        match self {
+            Fault::OutOfBounds { pc, size, write, .. } => Fault::OutOfBounds { pc, addr: 0, size, write },
+            other => other,
+        }
+    }
 }
 
 /// Frames of bpf-to-bpf calls, as the kernel allows (`MAX_CALL_FRAMES`).

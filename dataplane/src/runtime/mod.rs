@@ -40,7 +40,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    raise_memlock_limit();
+    if let Err(e) = crate::xsk::raise_memlock_limit() {
+        tracing::debug!(error = %e, "RLIMIT_MEMLOCK stays as it is");
+    }
 
     let mut steering = attach_steering(&config)?;
     let plans = plan(&config);
@@ -205,15 +207,5 @@ impl Drop for Running {
         for t in self.threads.iter_mut().filter_map(Option::take) {
             let _ = t.join();
         }
-    }
-}
-
-/// AF_XDP UMEM registration is charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK.
-/// Lifting the limit is best effort: the defaults fit the usual 8 MiB either way.
-fn raise_memlock_limit() {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: setrlimit reads a valid, initialised rlimit struct and has no other effect on memory.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "RLIMIT_MEMLOCK stays as it is");
     }
 }

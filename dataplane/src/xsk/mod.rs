@@ -24,6 +24,11 @@ pub use account::{AccountError, FrameAccount, FrameAudit};
 pub use baseline::{BaselineReport, rxdrop_baseline};
 pub use config::{XskConfig, XskMode, ZeroCopy};
 
+/// Lifts RLIMIT_MEMLOCK for UMEM registration, where the process may (best effort).
+pub fn raise_memlock_limit() -> std::io::Result<()> {
+    sys::raise_memlock_limit()
+}
+
 use std::fmt;
 use std::io;
 use std::num::NonZeroU32;

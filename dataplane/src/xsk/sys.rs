@@ -2,7 +2,7 @@
 //! dataplane needs them: a TX kick that reports `EAGAIN` (xsk-rs swallows it, but copy mode
 //! sends at most a budget of frames per kick and signals the rest with `EAGAIN`), raising that
 //! budget, a multi-socket `poll`, and the `XDP_OPTIONS` query that says whether a bound socket
-//! runs in zero-copy mode.
+//! runs in zero-copy mode; and lifting RLIMIT_MEMLOCK, which UMEM registration is charged to.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -131,4 +131,15 @@ mod tests {
         }];
         assert!(!poll_readable(&mut fds, 1).unwrap());
     }
+}
+
+/// UMEM registration is charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; lifting
+/// the limit is best effort, since the default UMEM size fits the usual 8 MiB either way.
+pub(crate) fn raise_memlock_limit() -> io::Result<()> {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct and touches no other memory.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -3,11 +3,10 @@
 //! verdict in the interpreter and the JIT after translation to eBPF.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use sluice::bpf::classic::{self, ClassicInsn};
-use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::JitProgram;
-use sluice::bpf::{Exec, Fault};
 
 fuzz_target!(|data: &[u8]| {
     let [n, rest @ ..] = data else { return };
@@ -23,12 +22,5 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let Ok(program) = classic::compile(&insns) else { return };
-    let jit = JitProgram::compile(&program).expect("a validated program must compile");
-    let interp = Interpreter::new(&program);
-    let mut by_interp = packet.to_vec();
-    let mut by_jit = packet.to_vec();
-    let a = interp.run_xdp(&mut by_interp, 1, 0).map_err(Fault::without_address);
-    let b = jit.run_xdp(&mut by_jit, 1, 0).map_err(Fault::without_address);
-    assert_eq!(a, b, "interpreter and JIT disagree");
-    assert_eq!(by_interp, by_jit);
+    common::interpreter_and_jit_agree(&program, packet);
 });

@@ -6,10 +6,10 @@
 //! Programs are validated as filters (`ProgKind::Xdp`: no back-edges), so every run terminates.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
-use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::JitProgram;
-use sluice::bpf::{Exec, Fault, Helpers, ProgKind, check, insn};
+use sluice::bpf::{Helpers, ProgKind, check, insn};
 
 fuzz_target!(|data: &[u8]| {
     let [n, rest @ ..] = data else { return };
@@ -17,12 +17,5 @@ fuzz_target!(|data: &[u8]| {
     let (code, packet) = rest.split_at(code_len);
     let Ok(insns) = insn::decode(code) else { return };
     let Ok(program) = check::validate(insns, ProgKind::Xdp, &Helpers::none()) else { return };
-    let jit = JitProgram::compile(&program).expect("a validated program must compile");
-    let interp = Interpreter::new(&program);
-    let mut by_interp = packet.to_vec();
-    let mut by_jit = packet.to_vec();
-    let a = interp.run_xdp(&mut by_interp, 1, 0).map_err(Fault::without_address);
-    let b = jit.run_xdp(&mut by_jit, 1, 0).map_err(Fault::without_address);
-    assert_eq!(a, b, "interpreter and JIT disagree");
-    assert_eq!(by_interp, by_jit, "interpreter and JIT wrote different packet bytes");
+    common::interpreter_and_jit_agree(&program, packet);
 });

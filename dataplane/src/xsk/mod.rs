@@ -119,7 +119,8 @@ pub struct PortCounters {
     pub dropped: u64,
     /// Packets bound for this port's TX ring and dropped because it was full.
     pub ring_full: u64,
-    /// Times the fill ring wanted frames and the free list had none.
+    /// Times the fill ring ran (nearly) dry with no free frame to top it up: the kernel
+    /// drops what arrives until frames come back (its own count is in [`KernelStats`]).
     pub fill_empty: u64,
     /// `sendto` calls made to get the TX ring processed.
     pub kicks: u64,
@@ -169,6 +170,8 @@ struct Port {
     stage_len: usize,
     moves: Moves,
     counters: PortCounters,
+    /// Inside a fill-ring starvation episode (counted once in `fill_empty`).
+    starved: bool,
     /// What was put at each fill ring index, so a drained run can audit the ring's contents.
     #[cfg(debug_assertions)]
     fill_shadow: Box<[u64]>,
@@ -346,6 +349,7 @@ impl XskGroup {
                 stage_len: 0,
                 moves: Moves::default(),
                 counters: PortCounters::default(),
+                starved: false,
                 #[cfg(debug_assertions)]
                 fill_shadow: vec![0; cfg.fill_ring() as usize].into_boxed_slice(),
             });
@@ -605,9 +609,16 @@ impl XskGroup {
         }
         let n = (want as usize).min(*free_len);
         if n == 0 {
-            port.counters.fill_empty += 1;
+            // No frame to give. Only a fill ring that is really running dry is worth
+            // reporting (one count per episode); being short by a batch is the normal state
+            // while frames are out on TX.
+            if !port.starved && port.fill_size - port.fill.nb_free_exact() < *refill_min as u32 {
+                port.starved = true;
+                port.counters.fill_empty += 1;
+            }
             return 0;
         }
+        port.starved = false;
         let start = *free_len - n;
         // SAFETY: frames on the free list are this UMEM's and in no ring. The ring always has
         // room: it holds twice the UMEM's frame count.

@@ -94,8 +94,13 @@ impl XskError {
     /// for a reason copy mode would hit too).
     fn zero_copy_refused(&self) -> bool {
         matches!(self, XskError::Socket { mode: XskMode::ZeroCopy, source, .. }
-            if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)))
+            if refuses_zero_copy(source))
     }
+}
+
+/// The errors a zero-copy bind fails with when the driver lacks zero-copy support.
+fn refuses_zero_copy(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL))
 }
 
 /// What to do with a received packet.
@@ -228,6 +233,18 @@ impl XskGroup {
         if ports.is_empty() {
             return Err(XskError::NoPorts);
         }
+        let per_port = cfg.frame_count / ports.len() as u32;
+        if per_port < config::MIN_FRAMES_PER_PORT {
+            return Err(XskError::Config {
+                field: "frame_count",
+                reason: format!(
+                    "{} frames leave {per_port} per port for {} ports, need {}",
+                    cfg.frame_count,
+                    ports.len(),
+                    config::MIN_FRAMES_PER_PORT
+                ),
+            });
+        }
         for (i, (ifname, queue)) in ports.iter().enumerate() {
             if ports[..i].iter().any(|(n, q)| n == ifname && q == queue) {
                 return Err(XskError::DuplicatePort {
@@ -243,14 +260,12 @@ impl XskGroup {
                     ifname,
                     queue,
                     source,
-                    ..
-                } if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
-                    XskError::ZeroCopyUnsupported {
-                        ifname,
-                        queue,
-                        source,
-                    }
-                }
+                    mode: XskMode::ZeroCopy,
+                } if refuses_zero_copy(&source) => XskError::ZeroCopyUnsupported {
+                    ifname,
+                    queue,
+                    source,
+                },
                 other => other,
             }),
             ZeroCopy::Auto => match Self::open_in(cfg, ports, XskMode::ZeroCopy) {
@@ -852,6 +867,20 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "port a queue 0 appears twice in one xsk group"
+        );
+        let few = XskConfig {
+            frame_count: 64,
+            ..cfg
+        };
+        let three = [
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+            ("c".to_string(), 0),
+        ];
+        let err = XskGroup::open(&few, &three).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid xsk config: frame_count: 64 frames leave 21 per port for 3 ports, need 32"
         );
         let bad = XskConfig { rx_ring: 3, ..cfg };
         assert!(matches!(

@@ -28,7 +28,7 @@ pub struct QueueStats {
     malformed: AtomicU64,
     /// Packets bound for this queue's TX ring that were dropped because it was full.
     ring_full: AtomicU64,
-    /// Times this queue's fill ring needed frames and the free list had none.
+    /// Times this queue's fill ring ran (nearly) dry with no free frame to refill it.
     fill_empty: AtomicU64,
     /// Wakeup syscalls (`sendto`) issued to get this queue's TX ring processed.
     wakeups: AtomicU64,

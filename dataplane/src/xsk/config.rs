@@ -49,6 +49,10 @@ impl Default for XskConfig {
 const MAX_RING: u32 = 1 << 16;
 /// Largest UMEM the config accepts (1 Mi frames).
 const MAX_FRAMES: u32 = 1 << 20;
+/// Smallest UMEM the config accepts; a group also needs [`MIN_FRAMES_PER_PORT`] per socket.
+const MIN_FRAMES: u32 = 64;
+/// Frames each socket of a group needs at least, so its fill ring is worth refilling.
+pub(super) const MIN_FRAMES_PER_PORT: u32 = 32;
 /// Bytes the kernel reserves at the start of every frame for the XDP program.
 const XDP_HEADROOM: u32 = 256;
 
@@ -75,10 +79,10 @@ impl XskConfig {
 
     pub fn validate(&self) -> Result<(), XskError> {
         let bad = |field: &'static str, reason: String| Err(XskError::Config { field, reason });
-        if self.frame_count == 0 || self.frame_count > MAX_FRAMES {
+        if !(MIN_FRAMES..=MAX_FRAMES).contains(&self.frame_count) {
             return bad(
                 "frame_count",
-                format!("{} not in 1..={MAX_FRAMES}", self.frame_count),
+                format!("{} not in {MIN_FRAMES}..={MAX_FRAMES}", self.frame_count),
             );
         }
         if !self.frame_size.is_power_of_two() || !(2048..=4096).contains(&self.frame_size) {
@@ -170,7 +174,14 @@ mod tests {
                     frame_count: 0,
                     ..base
                 },
-                "invalid xsk config: frame_count: 0 not in",
+                "invalid xsk config: frame_count: 0 not in 64..=1048576",
+            ),
+            (
+                XskConfig {
+                    frame_count: 63,
+                    ..base
+                },
+                "invalid xsk config: frame_count: 63 not in 64..=1048576",
             ),
             (
                 XskConfig {

@@ -99,8 +99,13 @@ impl XskError {
     /// for a reason copy mode would hit too).
     fn zero_copy_refused(&self) -> bool {
         matches!(self, XskError::Socket { mode: XskMode::ZeroCopy, source, .. }
-            if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)))
+            if refuses_zero_copy(source))
     }
+}
+
+/// The errors a zero-copy bind fails with when the driver lacks zero-copy support.
+fn refuses_zero_copy(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL))
 }
 
 /// What to do with a received packet.
@@ -124,7 +129,8 @@ pub struct PortCounters {
     pub dropped: u64,
     /// Packets bound for this port's TX ring and dropped because it was full.
     pub ring_full: u64,
-    /// Times the fill ring wanted frames and the free list had none.
+    /// Times the fill ring ran (nearly) dry with no free frame to top it up: the kernel
+    /// drops what arrives until frames come back (its own count is in [`KernelStats`]).
     pub fill_empty: u64,
     /// `sendto` calls made to get the TX ring processed.
     pub kicks: u64,
@@ -174,6 +180,8 @@ struct Port {
     stage_len: usize,
     moves: Moves,
     counters: PortCounters,
+    /// Inside a fill-ring starvation episode (counted once in `fill_empty`).
+    starved: bool,
     /// What was put at each fill ring index, so a drained run can audit the ring's contents.
     #[cfg(debug_assertions)]
     fill_shadow: Box<[u64]>,
@@ -230,6 +238,18 @@ impl XskGroup {
         if ports.is_empty() {
             return Err(XskError::NoPorts);
         }
+        let per_port = cfg.frame_count / ports.len() as u32;
+        if per_port < config::MIN_FRAMES_PER_PORT {
+            return Err(XskError::Config {
+                field: "frame_count",
+                reason: format!(
+                    "{} frames leave {per_port} per port for {} ports, need {}",
+                    cfg.frame_count,
+                    ports.len(),
+                    config::MIN_FRAMES_PER_PORT
+                ),
+            });
+        }
         for (i, (ifname, queue)) in ports.iter().enumerate() {
             if ports[..i].iter().any(|(n, q)| n == ifname && q == queue) {
                 return Err(XskError::DuplicatePort {
@@ -245,14 +265,12 @@ impl XskGroup {
                     ifname,
                     queue,
                     source,
-                    ..
-                } if matches!(source.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
-                    XskError::ZeroCopyUnsupported {
-                        ifname,
-                        queue,
-                        source,
-                    }
-                }
+                    mode: XskMode::ZeroCopy,
+                } if refuses_zero_copy(&source) => XskError::ZeroCopyUnsupported {
+                    ifname,
+                    queue,
+                    source,
+                },
                 other => other,
             }),
             ZeroCopy::Auto => match Self::open_in(cfg, ports, XskMode::ZeroCopy) {
@@ -351,6 +369,7 @@ impl XskGroup {
                 stage_len: 0,
                 moves: Moves::default(),
                 counters: PortCounters::default(),
+                starved: false,
                 #[cfg(debug_assertions)]
                 fill_shadow: vec![0; cfg.fill_ring() as usize].into_boxed_slice(),
             });
@@ -610,9 +629,16 @@ impl XskGroup {
         }
         let n = (want as usize).min(*free_len);
         if n == 0 {
-            port.counters.fill_empty += 1;
+            // No frame to give. Only a fill ring that is really running dry is worth
+            // reporting (one count per episode); being short by a batch is the normal state
+            // while frames are out on TX.
+            if !port.starved && port.fill_size - port.fill.nb_free_exact() < *refill_min as u32 {
+                port.starved = true;
+                port.counters.fill_empty += 1;
+            }
             return 0;
         }
+        port.starved = false;
         let start = *free_len - n;
         // SAFETY: frames on the free list are this UMEM's and in no ring. The ring always has
         // room: it holds twice the UMEM's frame count.
@@ -846,6 +872,20 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "port a queue 0 appears twice in one xsk group"
+        );
+        let few = XskConfig {
+            frame_count: 64,
+            ..cfg
+        };
+        let three = [
+            ("a".to_string(), 0),
+            ("b".to_string(), 0),
+            ("c".to_string(), 0),
+        ];
+        let err = XskGroup::open(&few, &three).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid xsk config: frame_count: 64 frames leave 21 per port for 3 ports, need 32"
         );
         let bad = XskConfig { rx_ring: 3, ..cfg };
         assert!(matches!(

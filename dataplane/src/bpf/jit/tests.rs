@@ -561,7 +561,7 @@ fn call_depth_is_bounded_and_faults_report_the_callee_pc() {
 fn packet_checks_are_elided_once_proven() {
     let notes = |insns: &[Insn]| {
         let layout = analyze::analyze(&prog(ProgKind::Xdp, insns)).unwrap();
-        layout.funcs[0].notes.clone()
+        (0..insns.len()).map(|pc| layout.funcs[0].note(pc)).collect::<Vec<_>>()
     };
     // A load at 12 after a check that 24 bytes exist needs no check of its own.
     let n = notes(&[ld_abs(SIZE_B, 23), ld_abs(SIZE_H, 12), exit()]);

@@ -717,12 +717,22 @@ fn time_per_packet(j: &JitProgram, pkt: &mut [u8]) -> f64 {
 #[test]
 #[ignore = "timing: run with --release -- --ignored --nocapture"]
 fn perf_udp_dst_port_53() {
-    let j = JitProgram::compile(&prog(ProgKind::Xdp, &udp_dst_port_53())).expect("compile");
+    let p = prog(ProgKind::Xdp, &udp_dst_port_53());
+    let t = std::time::Instant::now();
+    for _ in 0..200 {
+        JitProgram::compile(&p).expect("compile");
+    }
+    let compile = t.elapsed() / 200;
+    let j = JitProgram::compile(&p).expect("compile");
     let mut pkt = udp_packet(53);
     assert_eq!(j.run_xdp(&mut pkt, 1, 0), Ok(262144));
     let empty = JitProgram::compile(&prog(ProgKind::Xdp, &[mov64_imm(0, 0), exit()])).expect("compile");
     let floor = time_per_packet(&empty, &mut pkt);
     let best = time_per_packet(&j, &mut pkt);
-    eprintln!("udp dst port 53, 64-byte packet: {best:.2} ns/packet (empty program {floor:.2}), code {} bytes", j.code_size());
+    eprintln!(
+        "udp dst port 53, 64-byte packet: {best:.2} ns/packet (empty program {floor:.2}), code {} bytes, \
+         compile + drop {compile:?}",
+        j.code_size()
+    );
 }
 

@@ -634,6 +634,8 @@ impl<'a, 'f> Lower<'a, 'f> {
             .layout
             .local_index(target)
             .ok_or_else(|| unsupported(pc, *insn, "local call target is not a function entry"))?;
+        // The entry runs at depth 0, so its calls (to depth 1) never exceed the limit.
+        const _: () = assert!(MAX_CALL_DEPTH >= 2);
         let depth = self.b.ins().iadd_imm_s(self.depth, 1);
         if !self.main {
             let deep = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, depth, MAX_CALL_DEPTH as i64);

@@ -1,1 +1,486 @@
-//! config (in progress)
+//! The appliance configuration: parsing and validation of `configs/*.toml`.
+//!
+//! A config is parsed and fully validated into an immutable [`Config`] before anything touches an
+//! interface; every error names the file, the key and the reason. Nothing is mutated in place:
+//! a reload builds a new `Config` and swaps it in whole, or keeps the old one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Linux caps interface names at IFNAMSIZ - 1 bytes.
+const IFNAMSIZ_MAX: usize = 15;
+/// Ring sizes and frame counts beyond this waste memory for no gain on any NIC we know.
+const MAX_RING: u32 = 1 << 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Syntax { file: PathBuf, message: String },
+    #[error("{file}: {key}: {reason}")]
+    Invalid { file: PathBuf, key: String, reason: String },
+}
+
+/// Whether to try zero-copy AF_XDP binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroCopyPref {
+    /// Try zero-copy, fall back to copy mode where the driver lacks support (veth).
+    #[default]
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode only.
+    Off,
+}
+
+/// Where the steering XDP program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPref {
+    /// Native (driver) mode, falling back to generic (skb) mode.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// A port's action on every packet steered to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortAction {
+    Drop,
+    /// Swap the Ethernet addresses and send it back out of the same port.
+    Reflect,
+    /// Send it out of the named port unchanged (bump in the wire).
+    Forward(String),
+}
+
+/// Traffic the steering program hands to the kernel instead of the dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PassRule {
+    /// IP protocol number (6 = TCP, 17 = UDP, 1 = ICMP, 58 = ICMPv6).
+    pub proto: u8,
+    /// Destination port; 0 = every packet of the protocol.
+    pub port: u16,
+}
+
+impl FromStr for PassRule {
+    type Err = String;
+
+    /// `tcp/22`, `udp/53`, `tcp` (all TCP), `icmp`, `icmp6`, `proto/47`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, port) = match s.split_once('/') {
+            Some((n, p)) => (n, Some(p)),
+            None => (s, None),
+        };
+        let proto = match name {
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "icmp6" => 58,
+            "proto" => {
+                let p = port.ok_or_else(|| format!("`{s}`: `proto` needs a number, e.g. `proto/47`"))?;
+                let n = p.parse::<u8>().map_err(|_| format!("`{s}`: `{p}` is not a protocol number 0-255"))?;
+                return Ok(PassRule { proto: n, port: 0 });
+            }
+            _ => return Err(format!("`{s}`: unknown protocol `{name}` (expected tcp, udp, icmp, icmp6 or proto/N)")),
+        };
+        let port = match port {
+            None => 0,
+            Some(_) if matches!(proto, 1 | 58) => return Err(format!("`{s}`: {name} has no ports")),
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(format!("`{s}`: `{p}` is not a port 1-65535")),
+                Ok(n) => n,
+            },
+        };
+        Ok(PassRule { proto, port })
+    }
+}
+
+impl fmt::Display for PassRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.proto {
+            6 => "tcp",
+            17 => "udp",
+            1 => return f.write_str("icmp"),
+            58 => return f.write_str("icmp6"),
+            n => return write!(f, "proto/{n}"),
+        };
+        if self.port == 0 { f.write_str(name) } else { write!(f, "{name}/{}", self.port) }
+    }
+}
+
+/// Settings shared by every port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataplane {
+    pub batch_size: u32,
+    pub frame_count: u32,
+    pub frame_size: u32,
+    pub rx_ring: u32,
+    pub tx_ring: u32,
+    pub zero_copy: ZeroCopyPref,
+    pub attach: AttachPref,
+    pub need_wakeup: bool,
+    /// Workers are pinned to these cores round-robin.
+    pub cores: Vec<usize>,
+    /// Packets addressed to a port's own IP addresses go to the kernel (management traffic).
+    pub pass_local: bool,
+    pub passthrough: Vec<PassRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub interface: String,
+    pub queues: Vec<u32>,
+    pub action: PortAction,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub dataplane: Dataplane,
+    pub ports: Vec<Port>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates; `file` only labels errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_owned(),
+            message: one_line_toml_error(&e, text),
+        })?;
+        raw.validate(file, available_cores())
+    }
+
+    pub fn port(&self, name: &str) -> Option<&Port> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+}
+
+/// toml's own message spans several lines with a source excerpt; keep line, column and reason.
+fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let reason = e.message().trim_end_matches('.').to_owned();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {col}: {reason}")
+        }
+        None => reason,
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    dataplane: RawDataplane,
+    #[serde(default, rename = "port")]
+    ports: Vec<RawPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDataplane {
+    batch_size: u32,
+    frame_count: u32,
+    frame_size: u32,
+    rx_ring: u32,
+    tx_ring: u32,
+    zero_copy: ZeroCopyPref,
+    attach: AttachPref,
+    need_wakeup: bool,
+    cores: Option<Vec<usize>>,
+    pass_local: bool,
+    passthrough: Vec<String>,
+}
+
+impl Default for RawDataplane {
+    fn default() -> Self {
+        // 2048 frames of 2 KiB = 4 MiB of UMEM per worker: two workers fit the default 8 MiB
+        // RLIMIT_MEMLOCK of a process without CAP_IPC_LOCK.
+        RawDataplane {
+            batch_size: 64,
+            frame_count: 2048,
+            frame_size: 2048,
+            rx_ring: 1024,
+            tx_ring: 1024,
+            zero_copy: ZeroCopyPref::Auto,
+            attach: AttachPref::Auto,
+            need_wakeup: true,
+            cores: None,
+            pass_local: true,
+            passthrough: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: String,
+    interface: String,
+    #[serde(default = "default_queues")]
+    queues: Vec<u32>,
+    action: String,
+    forward_to: Option<String>,
+}
+
+fn default_queues() -> Vec<u32> {
+    vec![0]
+}
+
+impl RawConfig {
+    fn validate(self, file: &Path, ncores: usize) -> Result<Config, ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+        let d = self.dataplane;
+
+        for (key, v) in [("frame_count", d.frame_count), ("rx_ring", d.rx_ring), ("tx_ring", d.tx_ring)] {
+            if !v.is_power_of_two() || !(64..=MAX_RING).contains(&v) {
+                return Err(bad(format!("dataplane.{key}"), format!("{v} must be a power of two from 64 to {MAX_RING}")));
+            }
+        }
+        if !matches!(d.frame_size, 2048 | 4096) {
+            return Err(bad("dataplane.frame_size".into(), format!("{} must be 2048 or 4096 (AF_XDP chunk size)", d.frame_size)));
+        }
+        if d.batch_size == 0 || d.batch_size > d.rx_ring {
+            return Err(bad("dataplane.batch_size".into(), format!("{} must be from 1 to rx_ring ({})", d.batch_size, d.rx_ring)));
+        }
+        if d.frame_count < d.rx_ring {
+            // Fewer frames than RX slots can never fill the ring: the kernel drops what it can't place.
+            return Err(bad("dataplane.frame_count".into(), format!("{} is smaller than rx_ring ({})", d.frame_count, d.rx_ring)));
+        }
+        let cores = d.cores.unwrap_or_else(|| (0..ncores).collect());
+        if cores.is_empty() {
+            return Err(bad("dataplane.cores".into(), "must list at least one core".into()));
+        }
+        if let Some(c) = cores.iter().find(|&&c| c >= ncores) {
+            return Err(bad("dataplane.cores".into(), format!("core {c} does not exist (this machine has {ncores})")));
+        }
+        let mut passthrough = Vec::new();
+        for (i, s) in d.passthrough.iter().enumerate() {
+            passthrough.push(s.parse::<PassRule>().map_err(|r| bad(format!("dataplane.passthrough[{i}]"), r))?);
+        }
+
+        if self.ports.is_empty() {
+            return Err(bad("port".into(), "at least one [[port]] is required".into()));
+        }
+        let mut names = BTreeSet::new();
+        let mut queues_of: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let key = |k: &str| format!("port[{i}].{k}");
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(bad(key("name"), format!("`{}` must be non-empty letters, digits, '-' or '_'", p.name)));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad(key("name"), format!("port `{}` is defined twice", p.name)));
+            }
+            if p.interface.is_empty() || p.interface.len() > IFNAMSIZ_MAX || p.interface.contains(['/', ' ']) {
+                return Err(bad(key("interface"), format!("`{}` is not a valid interface name", p.interface)));
+            }
+            if p.queues.is_empty() {
+                return Err(bad(key("queues"), "must list at least one queue".into()));
+            }
+            let seen = queues_of.entry(&p.interface).or_default();
+            for q in &p.queues {
+                if !seen.insert(*q) {
+                    return Err(bad(key("queues"), format!("queue {q} of {} is used twice", p.interface)));
+                }
+            }
+        }
+
+        let mut ports = Vec::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let key = |k: &str| format!("port[{i}].{k}");
+            let action = match (p.action.as_str(), &p.forward_to) {
+                ("drop", None) => PortAction::Drop,
+                ("reflect", None) => PortAction::Reflect,
+                ("forward", Some(to)) => {
+                    let Some(peer) = self.ports.iter().find(|q| &q.name == to) else {
+                        return Err(bad(key("forward_to"), format!("no port named `{to}`")));
+                    };
+                    if peer.name == p.name {
+                        return Err(bad(key("forward_to"), "a port cannot forward to itself (use action = \"reflect\")".into()));
+                    }
+                    // A forwarding pair shares one UMEM and one worker per queue, so frames move
+                    // between the two sockets without a copy or a cross-thread handoff.
+                    if peer.action != "forward" || peer.forward_to.as_deref() != Some(p.name.as_str()) {
+                        return Err(bad(key("forward_to"), format!("port `{to}` must forward back to `{}`: forwarding is a two-port bump in the wire", p.name)));
+                    }
+                    if sorted(&peer.queues) != sorted(&p.queues) {
+                        return Err(bad(key("queues"), format!("must equal the queues of its forwarding peer `{to}`")));
+                    }
+                    PortAction::Forward(to.clone())
+                }
+                ("forward", None) => return Err(bad(key("forward_to"), "action \"forward\" needs forward_to".into())),
+                ("drop" | "reflect", Some(_)) => {
+                    return Err(bad(key("forward_to"), format!("only valid with action = \"forward\", not \"{}\"", p.action)));
+                }
+                (other, _) => {
+                    return Err(bad(key("action"), format!("unknown action `{other}` (expected drop, reflect or forward)")));
+                }
+            };
+            ports.push(Port { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), action });
+        }
+
+        Ok(Config {
+            dataplane: Dataplane {
+                batch_size: d.batch_size,
+                frame_count: d.frame_count,
+                frame_size: d.frame_size,
+                rx_ring: d.rx_ring,
+                tx_ring: d.tx_ring,
+                zero_copy: d.zero_copy,
+                attach: d.attach,
+                need_wakeup: d.need_wakeup,
+                cores,
+                pass_local: d.pass_local,
+                passthrough,
+            },
+            ports,
+        })
+    }
+}
+
+fn sorted(q: &[u32]) -> Vec<u32> {
+    let mut v = q.to_vec();
+    v.sort_unstable();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORWARD: &str = r#"
+        [dataplane]
+        batch_size = 32
+        cores = [0]
+        passthrough = ["tcp/22", "icmp"]
+
+        [[port]]
+        name = "a"
+        interface = "dut-a"
+        action = "forward"
+        forward_to = "b"
+
+        [[port]]
+        name = "b"
+        interface = "dut-b"
+        action = "forward"
+        forward_to = "a"
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: "t.toml".into(),
+            message: one_line_toml_error(&e, text),
+        })?;
+        raw.validate(Path::new("t.toml"), 2)
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn forward_pair_parses_with_defaults() {
+        let c = parse(FORWARD).unwrap();
+        assert_eq!(c.dataplane.batch_size, 32);
+        assert_eq!(c.dataplane.frame_count, 2048);
+        assert_eq!(c.dataplane.cores, vec![0]);
+        assert_eq!(c.dataplane.passthrough, vec![PassRule { proto: 6, port: 22 }, PassRule { proto: 1, port: 0 }]);
+        assert_eq!(c.ports[0].action, PortAction::Forward("b".into()));
+        assert_eq!(c.ports[1].queues, vec![0]);
+        assert_eq!(c.port("b").unwrap().interface, "dut-b");
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_position() {
+        let e = err("[dataplane]\nbatch = 3\n[[port]]\nname='a'\ninterface='x'\naction='drop'\n");
+        assert!(e.contains("t.toml: line 2, column 1: unknown field `batch`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_reason() {
+        let base = "[[port]]\nname='a'\ninterface='x'\naction='drop'\n";
+        let cases = [
+            ("[dataplane]\nframe_count = 1000\n", "dataplane.frame_count: 1000 must be a power of two"),
+            ("[dataplane]\nframe_size = 3000\n", "dataplane.frame_size: 3000 must be 2048 or 4096"),
+            ("[dataplane]\nbatch_size = 0\n", "dataplane.batch_size: 0 must be from 1"),
+            ("[dataplane]\ncores = [7]\n", "dataplane.cores: core 7 does not exist"),
+            ("[dataplane]\npassthrough = ['sctp/5']\n", "dataplane.passthrough[0]: `sctp/5`: unknown protocol"),
+            ("[dataplane]\npassthrough = ['tcp/0']\n", "`0` is not a port"),
+            ("[dataplane]\nzero_copy = 'maybe'\n", "unknown variant `maybe`"),
+            ("[dataplane]\nframe_count = 512\nrx_ring = 1024\n", "smaller than rx_ring"),
+        ];
+        for (extra, want) in cases {
+            let e = err(&format!("{extra}{base}"));
+            assert!(e.contains(want), "{extra:?}: got {e}");
+        }
+    }
+
+    #[test]
+    fn port_errors_are_specific() {
+        let cases = [
+            ("[[port]]\nname='a'\ninterface='x'\naction='fwd'\n", "port[0].action: unknown action `fwd`"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='forward'\n", "port[0].forward_to: action \"forward\" needs forward_to"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='z'\n", "no port named `z`"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='a'\n", "cannot forward to itself"),
+            ("[[port]]\nname='a'\ninterface='averyveryverylongname'\naction='drop'\n", "port[0].interface"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='drop'\n[[port]]\nname='a'\ninterface='y'\naction='drop'\n", "defined twice"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='drop'\n[[port]]\nname='b'\ninterface='x'\naction='drop'\n", "queue 0 of x is used twice"),
+            ("[[port]]\nname='a'\ninterface='x'\naction='drop'\nforward_to='a'\n", "only valid with action = \"forward\""),
+            ("[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='b'\n[[port]]\nname='b'\ninterface='y'\naction='drop'\n", "must forward back"),
+            ("[[port]]\nname='a'\ninterface='x'\nqueues=[0,1]\naction='forward'\nforward_to='b'\n[[port]]\nname='b'\ninterface='y'\naction='forward'\nforward_to='a'\n", "must equal the queues"),
+            ("[dataplane]\n", "at least one [[port]]"),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: got {e}");
+        }
+    }
+
+    #[test]
+    fn pass_rules_round_trip() {
+        for s in ["tcp/22", "udp/53", "tcp", "icmp", "icmp6", "proto/47"] {
+            assert_eq!(s.parse::<PassRule>().unwrap().to_string(), s);
+        }
+        assert!("icmp/3".parse::<PassRule>().unwrap_err().contains("has no ports"));
+        assert!("proto".parse::<PassRule>().is_err());
+        assert!("udp/70000".parse::<PassRule>().is_err());
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("appliance") && n.ends_with(".toml")) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let raw: RawConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                raw.validate(&path, 2).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no appliance*.toml in {}", dir.display());
+    }
+}

@@ -4,6 +4,7 @@
 mod support;
 
 use sluice::bpf::interp::Interpreter;
+use sluice::bpf::jit::JitProgram;
 use sluice::bpf::{asm, disasm, insn};
 
 #[test]
@@ -13,7 +14,7 @@ fn interpreter_passes_the_conformance_suite() {
 
 #[test]
 fn jit_passes_the_conformance_suite() {
-    support::run_suite("jit", |p| Box::new(sluice::bpf::jit::JitProgram::compile(p).expect("jit compile")));
+    support::run_suite("jit", |p| Box::new(JitProgram::compile(p).expect("jit compile")));
 }
 
 /// Disassembling and reassembling every conformance program gives back the same bytes.

@@ -1,1 +1,0 @@
-//! classic (in progress)

@@ -1,1 +1,0 @@
-//! steer (in progress)

@@ -1,1 +1,0 @@
-//! xsk (in progress)

@@ -16,7 +16,7 @@
 //! visible effect (`short_means_zero`), so one check can cover every LD_ABS on all paths below
 //! it. In a classic filter that is usually one check for the whole protocol branch.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::JitError;
 use crate::bpf::check::{self, StackReach};
@@ -56,8 +56,22 @@ pub(super) struct Func {
     pub pcs: Vec<usize>,
     /// Block leaders, ascending; `entry` is always one.
     pub leaders: BTreeSet<usize>,
-    /// Indexed by pc (over the whole program; only reachable pcs are meaningful).
-    pub notes: Vec<Note>,
+    /// By pc; absent means `Note::None`. Tables are per function and sized to it, so a
+    /// program with many functions costs no more than the sum of its functions.
+    pub notes: HashMap<usize, Note>,
+}
+
+impl Func {
+    pub fn note(&self, pc: usize) -> Note {
+        self.notes.get(&pc).copied().unwrap_or(Note::None)
+    }
+
+    /// The reachable instructions of the block from `leader` up to (not including) `end`.
+    pub fn block(&self, leader: usize, end: usize) -> &[usize] {
+        let lo = self.pcs.partition_point(|&pc| pc < leader);
+        let hi = self.pcs.partition_point(|&pc| pc < end);
+        &self.pcs[lo..hi]
+    }
 }
 
 #[derive(Debug)]
@@ -158,7 +172,7 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
                 }
             }
         }
-        funcs.push(Func { entry: entries[i], pcs, leaders, notes: Vec::new() });
+        funcs.push(Func { entry: entries[i], pcs, leaders, notes: HashMap::new() });
         i += 1;
     }
 
@@ -179,7 +193,7 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
 
 /// Instructions reachable from `entry` (calls fall through) and the block leaders among them.
 fn reach(insns: &[Insn], second_slot: &[bool], entry: usize) -> Result<(Vec<usize>, BTreeSet<usize>), JitError> {
-    let mut seen = vec![false; insns.len()];
+    let mut seen = HashSet::new();
     let mut leaders = BTreeSet::from([entry]);
     let mut work = vec![entry];
     let check = |from: usize, to: usize| {
@@ -193,8 +207,7 @@ fn reach(insns: &[Insn], second_slot: &[bool], entry: usize) -> Result<(Vec<usiz
     };
     while let Some(start) = work.pop() {
         let mut pc = start;
-        while !seen[pc] {
-            seen[pc] = true;
+        while seen.insert(pc) {
             match flow(insns, pc)? {
                 Flow::Exit => break,
                 Flow::Jump(t) => {
@@ -213,7 +226,8 @@ fn reach(insns: &[Insn], second_slot: &[bool], entry: usize) -> Result<(Vec<usiz
             }
         }
     }
-    let pcs = (0..insns.len()).filter(|&pc| seen[pc]).collect();
+    let mut pcs: Vec<usize> = seen.into_iter().collect();
+    pcs.sort_unstable();
     Ok((pcs, leaders))
 }
 
@@ -318,7 +332,7 @@ fn classify(state: &State, main: bool, base: u8, off: i16, size: usize) -> Note 
     }
 }
 
-fn plan(prog: &Program, f: &Func, main: bool, has_stack: bool) -> Vec<Note> {
+fn plan(prog: &Program, f: &Func, main: bool, has_stack: bool) -> HashMap<usize, Note> {
     // Pass 1 learns what each instruction is (which accesses are proven, which exits return 0)
     // with every LD_ABS checking only its own need; the backward pass then finds how much a
     // check may demand; pass 2 emits the wider checks. Wider checks only add proven bytes, so
@@ -336,11 +350,11 @@ fn forward(
     f: &Func,
     main: bool,
     has_stack: bool,
-    short: Option<&[u64]>,
-) -> (Vec<Note>, Vec<bool>) {
+    short: Option<&HashMap<usize, u64>>,
+) -> (HashMap<usize, Note>, HashSet<usize>) {
     let insns = &prog.insns;
-    let mut notes = vec![Note::None; insns.len()];
-    let mut zero_exits = vec![false; insns.len()];
+    let mut notes = HashMap::new();
+    let mut zero_exits = HashSet::new();
     let back_target = back_targets(insns, f);
     let mut pending: BTreeMap<usize, State> = BTreeMap::new();
     pending.insert(f.entry, State::entry(has_stack));
@@ -356,11 +370,13 @@ fn forward(
         let end = leaders.get(bi + 1).copied().unwrap_or(insns.len());
         let mut fell_through = true;
         let mut last = leader;
-        for &pc in f.pcs.iter().filter(|&&pc| pc >= leader && pc < end) {
+        for &pc in f.block(leader, end) {
             last = pc;
             let insn = &insns[pc];
             if insn.is_exit() {
-                zero_exits[pc] = state.regs[0] == Val::Const(0);
+                if state.regs[0] == Val::Const(0) {
+                    zero_exits.insert(pc);
+                }
                 fell_through = false;
                 break;
             }
@@ -376,8 +392,11 @@ fn forward(
                 fell_through = false;
                 break;
             }
-            let demand = short.map_or(0, |z| z[pc]);
-            notes[pc] = step(insn, pc, insns, &mut state, main, demand);
+            let demand = short.and_then(|z| z.get(&pc)).copied().unwrap_or(0);
+            let note = step(insn, pc, insns, &mut state, main, demand);
+            if note != Note::None {
+                notes.insert(pc, note);
+            }
         }
         if fell_through {
             // The block runs into the next leader.
@@ -418,17 +437,25 @@ fn merge(pending: &mut BTreeMap<usize, State>, at: usize, state: State) {
 /// any result, and one check then covers every packet load on the paths below it: e.g. after
 /// `ldh [12]; jeq #0x800, L, reject`, the `ldb [23]` at L lets the first load check 24 bytes.
 /// Code reached only through a back edge counts as 0 (unknown).
-fn short_means_zero(prog: &Program, f: &Func, main: bool, notes: &[Note], zero_exits: &[bool]) -> Vec<u64> {
+fn short_means_zero(
+    prog: &Program,
+    f: &Func,
+    main: bool,
+    notes: &HashMap<usize, Note>,
+    zero_exits: &HashSet<usize>,
+) -> HashMap<usize, u64> {
     let insns = &prog.insns;
-    let mut z = vec![0u64; insns.len() + 1];
-    let at = |z: &[u64], from: usize, to: usize| if to > from { z[to] } else { 0 };
+    let mut z: HashMap<usize, u64> = HashMap::with_capacity(f.pcs.len());
+    let get = |z: &HashMap<usize, u64>, pc: usize| z.get(&pc).copied().unwrap_or(0);
+    let at = |z: &HashMap<usize, u64>, from: usize, to: usize| if to > from { get(z, to) } else { 0 };
+    let note = |pc: usize| notes.get(&pc).copied().unwrap_or(Note::None);
     for &pc in f.pcs.iter().rev() {
         let insn = &insns[pc];
         let next = pc + width(insn);
-        let after = |z: &[u64]| if next < insns.len() { z[next] } else { 0 };
-        z[pc] = match insn.class() {
+        let after = |z: &HashMap<usize, u64>| get(z, next);
+        let value = match insn.class() {
             // Only the entry's exit ends the run; r0 = 0 there whatever the length.
-            _ if insn.is_exit() && main && zero_exits[pc] => u64::MAX,
+            _ if insn.is_exit() && main && zero_exits.contains(&pc) => u64::MAX,
             _ if insn.is_exit() => 0,
             _ if insn.is_jump() => {
                 let t = (pc as i64 + 1 + insn.jump_offset()) as usize;
@@ -439,13 +466,13 @@ fn short_means_zero(prog: &Program, f: &Func, main: bool, notes: &[Note], zero_e
                 MODE_ABS | MODE_IND => abs_need(insn).max(after(&z)),
                 _ => after(&z),
             },
-            CLASS_LDX if insn.mode() == MODE_CTX || matches!(notes[pc], Note::Proven | Note::Stack) => after(&z),
+            CLASS_LDX if insn.mode() == MODE_CTX || matches!(note(pc), Note::Proven | Note::Stack) => after(&z),
             // A store into a frame is invisible once the run ends; a packet store is not.
-            CLASS_ST | CLASS_STX if insn.mode() == MODE_MEM && notes[pc] == Note::Stack => after(&z),
+            CLASS_ST | CLASS_STX if insn.mode() == MODE_MEM && note(pc) == Note::Stack => after(&z),
             _ => 0,
         };
+        z.insert(pc, value);
     }
-    z.truncate(insns.len());
     z
 }
 

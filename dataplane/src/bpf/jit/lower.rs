@@ -142,7 +142,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
         let func = &env.layout.funcs[index];
         let mut lims = [None; 4];
-        if func.notes.contains(&Note::Checked) {
+        if func.notes.values().any(|n| *n == Note::Checked) {
             for (i, size) in [1i64, 2, 4, 8].into_iter().enumerate() {
                 lims[i] = Some(if size == 1 {
                     len
@@ -199,7 +199,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             }
             let mut open = true;
             let mut last = leader;
-            for &pc in self.func.pcs.iter().filter(|&&pc| pc >= leader && pc < end) {
+            for &pc in self.func.block(leader, end) {
                 last = pc;
                 if !self.insn(pc)? {
                     open = false;
@@ -634,6 +634,8 @@ impl<'a, 'f> Lower<'a, 'f> {
             .layout
             .local_index(target)
             .ok_or_else(|| unsupported(pc, *insn, "local call target is not a function entry"))?;
+        // The entry runs at depth 0, so its calls (to depth 1) never exceed the limit.
+        const _: () = assert!(MAX_CALL_DEPTH >= 2);
         let depth = self.b.ins().iadd_imm_s(self.depth, 1);
         if !self.main {
             let deep = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, depth, MAX_CALL_DEPTH as i64);
@@ -676,7 +678,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             }
             MODE_ABS => {
                 let size = insn.size_bytes();
-                match self.func.notes[pc] {
+                match self.func.note(pc) {
                     Note::PacketCheck(u64::MAX) => {
                         let stop = self.ret_zero_block();
                         self.b.ins().jump(stop, &[]);
@@ -884,7 +886,7 @@ impl<'a, 'f> Lower<'a, 'f> {
 
     /// Admits `size` bytes at `addr` for instruction `pc`, unless the analysis proved them.
     fn check(&mut self, pc: usize, addr: Value, size: usize, write: bool) {
-        if matches!(self.func.notes[pc], Note::Proven | Note::Stack) {
+        if matches!(self.func.note(pc), Note::Proven | Note::Stack) {
             return;
         }
         let word = trap_word(TrapKind::OutOfBounds, pc, size, write);

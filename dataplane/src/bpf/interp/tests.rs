@@ -1,0 +1,351 @@
+//! Unit tests of the general interpreter: memory model, faults, calls, helpers, fused ops.
+
+use super::*;
+use crate::bpf::ProgKind;
+use crate::bpf::check::validate;
+use crate::bpf::ctx::xdp_md;
+use crate::bpf::insn::build::*;
+use crate::bpf::insn::*;
+
+fn interp(kind: ProgKind, insns: &[Insn], helpers: &Helpers) -> Interpreter {
+    Interpreter::new(&validate(insns.to_vec(), kind, helpers).unwrap())
+}
+
+fn raw(insns: &[Insn], mem: &mut [u8]) -> Result<u64, Fault> {
+    interp(ProgKind::Raw, insns, &Helpers::none()).run_raw(mem)
+}
+
+fn xdp(insns: &[Insn], packet: &mut [u8]) -> Result<u64, Fault> {
+    interp(ProgKind::Xdp, insns, &Helpers::none()).run_xdp(packet, 7, 3)
+}
+
+fn local(imm: i32) -> Insn {
+    Insn::new(CLASS_JMP | JMP_CALL, 0, CALL_LOCAL, 0, imm)
+}
+
+#[test]
+fn xdp_context_fields_and_packet_pointers() {
+    // r0 = data_end - data + ingress_ifindex * 100 + rx_queue_index * 10 + packet[1]
+    let p = [
+        ldx(SIZE_W, 2, 1, xdp_md::DATA),
+        ldx(SIZE_W, 3, 1, xdp_md::DATA_END),
+        ldx(SIZE_W, 4, 1, xdp_md::INGRESS_IFINDEX),
+        ldx(SIZE_W, 5, 1, xdp_md::RX_QUEUE_INDEX),
+        mov64_reg(0, 3),
+        alu64_reg(ALU_SUB, 0, 2),
+        alu64_imm(ALU_MUL, 4, 100),
+        alu64_reg(ALU_ADD, 0, 4),
+        alu64_imm(ALU_MUL, 5, 10),
+        alu64_reg(ALU_ADD, 0, 5),
+        ldx(SIZE_B, 6, 2, 1),
+        alu64_reg(ALU_ADD, 0, 6),
+        exit(),
+    ];
+    let mut pkt = [0u8, 5, 0, 0];
+    assert_eq!(xdp(&p, &mut pkt), Ok(4 + 700 + 30 + 5));
+}
+
+#[test]
+fn packet_loads_are_big_endian_and_end_the_run_with_zero_when_out_of_range() {
+    let p = [ld_abs(SIZE_H, 2), mov64_reg(7, 0), ld_ind(SIZE_W, 7, -0x1233 + 0x1233), exit()];
+    let mut pkt = [0u8; 8];
+    pkt[2..4].copy_from_slice(&[0x00, 0x04]);
+    pkt[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(xdp(&p, &mut pkt), Ok(0xdead_beef));
+    // ld_abs past the end: r0 = 0, not a fault.
+    let p = [mov64_imm(0, 9), ld_abs(SIZE_B, 8), mov64_imm(0, 9), exit()];
+    assert_eq!(xdp(&p, &mut pkt), Ok(0));
+    // ld_ind offsets are unsigned 32-bit and do not wrap.
+    let p = [mov64_imm(7, -1), ld_ind(SIZE_B, 7, 2), exit()];
+    assert_eq!(xdp(&p, &mut pkt), Ok(0));
+    let p = [ld_abs(SIZE_B, -1), exit()];
+    assert_eq!(xdp(&p, &mut pkt), Ok(0));
+}
+
+#[test]
+fn out_of_bounds_accesses_fault_with_the_evidence() {
+    let mut mem = [1u8, 2, 3, 4];
+    let base = mem.as_ptr() as u64;
+    let p = [mov64_imm(0, 0), ldx(SIZE_W, 0, 1, 1), exit()];
+    assert_eq!(raw(&p, &mut mem), Err(Fault::OutOfBounds { pc: 1, addr: base + 1, size: 4, write: false }));
+    let p = [st(SIZE_H, 1, -1, 7), exit()];
+    assert_eq!(raw(&p, &mut mem), Err(Fault::OutOfBounds { pc: 0, addr: base - 1, size: 2, write: true }));
+    // Loads and stores exactly at the edges are fine.
+    let p = [st(SIZE_B, 1, 3, 9), ldx(SIZE_W, 0, 1, 0), exit()];
+    assert_eq!(raw(&p, &mut mem), Ok(u32::from_le_bytes([1, 2, 3, 9]) as u64));
+    let p = [atomic(SIZE_DW, 1, 2, 8, ATOMIC_ADD), exit()];
+    assert!(matches!(raw(&p, &mut mem), Err(Fault::OutOfBounds { pc: 0, size: 8, write: true, .. })));
+}
+
+#[test]
+fn the_context_is_not_memory() {
+    // Launder the ctx pointer through the stack so the load is not rewritten: it faults.
+    let p = [
+        stx(SIZE_DW, 10, 1, -8),
+        mov64_reg(3, 10),
+        alu64_imm(ALU_ADD, 3, -8),
+        ldx(SIZE_DW, 4, 3, 0),
+        ldx(SIZE_W, 0, 4, 0),
+        exit(),
+    ];
+    assert!(matches!(xdp(&p, &mut [0u8; 4]), Err(Fault::OutOfBounds { pc: 4, size: 4, write: false, .. })));
+}
+
+fn atomic(size: u8, dst: u8, src: u8, off: i16, op: i32) -> Insn {
+    Insn::new(CLASS_STX | MODE_ATOMIC | size, dst, src, off, op)
+}
+
+#[test]
+fn the_stack_starts_zeroed_on_every_run() {
+    let dirty = [st(SIZE_DW, 10, -8, -1), st(SIZE_DW, 10, -4000, -1), mov64_imm(0, 0), exit()];
+    assert_eq!(raw(&dirty, &mut []), Ok(0));
+    let read = [ldx(SIZE_DW, 0, 10, -8), exit()];
+    assert_eq!(raw(&read, &mut []), Ok(0));
+    // A program whose r10 escapes zeroes the whole area.
+    let read_far = [mov64_reg(2, 10), ldx(SIZE_DW, 0, 2, -4000), exit()];
+    assert_eq!(raw(&dirty, &mut []), Ok(0));
+    assert_eq!(raw(&read_far, &mut []), Ok(0));
+}
+
+#[test]
+fn the_stack_area_ends_at_the_entry_frame_top() {
+    let p = [ldx(SIZE_B, 0, 10, 0), exit()];
+    assert!(matches!(raw(&p, &mut []), Err(Fault::OutOfBounds { pc: 0, size: 1, write: false, .. })));
+    let p = [ldx(SIZE_B, 0, 10, -(STACK_AREA as i16) - 1), exit()];
+    assert!(matches!(raw(&p, &mut []), Err(Fault::OutOfBounds { .. })));
+    let p = [ldx(SIZE_B, 0, 10, -(STACK_AREA as i16)), exit()];
+    assert_eq!(raw(&p, &mut []), Ok(0));
+}
+
+#[test]
+fn local_calls_save_registers_and_share_the_stack_area() {
+    // main: r6 = 5; *(r10-8) = 40; r1 = r10 - 8; call f; r0 += r6; exit
+    // f:    r6 = 100; r0 = *(u64 *)(r1 + 0); *(u64 *)(r10 - 8) = 1; r0 += 1; exit
+    let p = [
+        mov64_imm(6, 5),
+        st(SIZE_DW, 10, -8, 40),
+        mov64_reg(1, 10),
+        alu64_imm(ALU_ADD, 1, -8),
+        local(4),
+        alu64_reg(ALU_ADD, 0, 6),
+        ldx(SIZE_DW, 7, 10, -8),
+        alu64_reg(ALU_ADD, 0, 7),
+        exit(),
+        mov64_imm(6, 100),
+        ldx(SIZE_DW, 0, 1, 0),
+        st(SIZE_DW, 10, -8, 1),
+        alu64_imm(ALU_ADD, 0, 1),
+        exit(),
+    ];
+    // f's frame is below main's: its store does not touch main's slot.
+    assert_eq!(raw(&p, &mut []), Ok(41 + 5 + 40));
+}
+
+#[test]
+fn call_depth_is_bounded() {
+    let recurse = [local(-1), exit()];
+    assert_eq!(raw(&recurse, &mut []), Err(Fault::CallDepth { pc: 0 }));
+    // Exactly MAX_CALL_DEPTH frames is fine.
+    let mut p = Vec::new();
+    for _ in 0..MAX_CALL_DEPTH - 1 {
+        p.extend([local(1), exit()]);
+    }
+    p.extend([mov64_imm(0, 3), exit()]);
+    assert_eq!(raw(&p, &mut []), Ok(3));
+}
+
+unsafe extern "C" fn add(a: u64, b: u64, _: u64, _: u64, _: u64) -> u64 {
+    a + b
+}
+
+unsafe extern "C" fn first(a: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    a
+}
+
+fn table() -> Helpers {
+    Helpers::from_list(&[
+        Helper { id: 1, name: "add", func: add, unwind_on_zero: false },
+        Helper { id: 5, name: "unwind", func: first, unwind_on_zero: true },
+    ])
+}
+
+#[test]
+fn helpers_are_called_by_id_and_register() {
+    let p = [mov64_imm(1, 2), mov64_imm(2, 40), call_helper(1), exit()];
+    assert_eq!(interp(ProgKind::Raw, &p, &table()).run_raw(&mut []), Ok(42));
+    let p = [mov64_imm(1, 2), mov64_imm(2, 40), mov64_imm(3, 1), Insn::new(0x8d, 3, 0, 0, 0), exit()];
+    assert_eq!(interp(ProgKind::Raw, &p, &table()).run_raw(&mut []), Ok(42));
+    let p = [mov64_imm(3, 9), Insn::new(0x8d, 3, 0, 0, 0), exit()];
+    assert_eq!(interp(ProgKind::Raw, &p, &table()).run_raw(&mut []), Err(Fault::UnknownHelper { pc: 1, id: 9 }));
+}
+
+#[test]
+fn an_unwinding_helper_returning_zero_ends_the_run() {
+    let p = [mov64_imm(1, 0), call_helper(5), mov64_imm(0, 7), exit()];
+    assert_eq!(interp(ProgKind::Raw, &p, &table()).run_raw(&mut []), Ok(0));
+    let p = [mov64_imm(1, 3), call_helper(5), mov64_imm(0, 7), exit()];
+    assert_eq!(interp(ProgKind::Raw, &p, &table()).run_raw(&mut []), Ok(7));
+}
+
+#[test]
+fn division_edge_cases_do_not_trap() {
+    let cases: [(Insn, u64, u64); 6] = [
+        (alu64_imm(ALU_DIV, 0, 0), 7, 0),
+        (alu64_imm(ALU_MOD, 0, 0), 7, 7),
+        (alu32_imm(ALU_MOD, 0, 0), 0x1_0000_0007, 7),
+        (Insn::new(CLASS_ALU64 | ALU_DIV, 0, 0, 1, -1), i64::MIN as u64, i64::MIN as u64),
+        (Insn::new(CLASS_ALU64 | ALU_MOD, 0, 0, 1, -1), i64::MIN as u64, 0),
+        (Insn::new(CLASS_ALU | ALU_DIV, 0, 0, 1, -1), i32::MIN as u32 as u64, i32::MIN as u32 as u64),
+    ];
+    for (insn, input, want) in cases {
+        let [lo, hi] = lddw(0, input);
+        assert_eq!(raw(&[lo, hi, insn, exit()], &mut []), Ok(want), "{insn:?}");
+    }
+}
+
+#[test]
+fn a_busy_scratch_area_falls_back_to_a_private_one() {
+    let p = [st(SIZE_DW, 10, -8, 11), ldx(SIZE_DW, 0, 10, -8), exit()];
+    let held = SCRATCH.with(|c| {
+        let _guard = c.borrow_mut();
+        raw(&p, &mut [])
+    });
+    assert_eq!(held, Ok(11));
+}
+
+/// Fused ops against the same program with fusion blocked by a `goto +0` in between.
+#[test]
+fn fused_packet_tests_match_the_unfused_ops() {
+    let pkt: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(37)).collect();
+    let conds = [JMP_JEQ, JMP_JNE, JMP_JGT, JMP_JGE, JMP_JLT, JMP_JLE, JMP_JSET, JMP_JSGT];
+    let imms = [0, 1, 0x25, 0x4a, 0x254a, 0x4a6f, -1, i32::MAX, 0x7fff_ffff, 0xff];
+    for class in [CLASS_JMP, CLASS_JMP32] {
+        for cond in conds {
+            for imm in imms {
+                for load in
+                    [ld_abs(SIZE_B, 1), ld_abs(SIZE_H, 1), ld_abs(SIZE_W, 1), ld_ind(SIZE_H, 7, 2), ld_abs(SIZE_W, 14)]
+                {
+                    let jump = Insn::new(class | cond, 0, 0, 1, imm);
+                    let tail = [mov64_imm(0, 1), exit(), mov64_imm(0, 2), exit()];
+                    let mut fused = vec![mov64_imm(7, 3), load, jump];
+                    fused.extend(tail);
+                    let mut plain = vec![mov64_imm(7, 3), load, ja(0), Insn { off: 1, ..jump }];
+                    plain.extend(tail);
+                    let a = xdp(&fused, &mut pkt.clone());
+                    let b = xdp(&plain, &mut pkt.clone());
+                    assert_eq!(a, b, "{load:?} {jump:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_sequences_can_be_entered_in_the_middle() {
+    // msh: x = 4 * (pkt[0] & 0xf); a jump lands on the `w0 &= 0xf` inside it.
+    let p = [
+        ld_abs(SIZE_B, 1),
+        jmp_imm(JMP_JEQ, 0, 0x99, 1),
+        ld_abs(SIZE_B, 0),
+        alu32_imm(ALU_AND, 0, 0xf),
+        alu32_imm(ALU_LSH, 0, 2),
+        mov32_reg(7, 0),
+        mov64_reg(0, 7),
+        exit(),
+    ];
+    assert_eq!(xdp(&p, &mut [0x45, 0x00]), Ok(20));
+    assert_eq!(xdp(&p, &mut [0x45, 0x99]), Ok(4 * 9));
+    assert_eq!(xdp(&p, &mut [0x45]), Ok(0));
+    // A jump onto the `exit` of a fused `r0 = k; exit` keeps r0.
+    let p = [ld_abs(SIZE_B, 0), jmp_imm(JMP_JEQ, 0, 7, 1), mov32_imm(0, 5), exit()];
+    assert_eq!(xdp(&p, &mut [7]), Ok(7));
+    assert_eq!(xdp(&p, &mut [8]), Ok(5));
+}
+
+/// Opcodes `form` accepts with zeroed fields, plus the atomics (which need an `imm`).
+fn valid_ops() -> Vec<(u8, i32)> {
+    let mut v: Vec<(u8, i32)> = (0..=255u8)
+        .flat_map(|op| [(op, 0), (op, 16)])
+        .filter(|&(op, imm)| check::form(&Insn::new(op, 0, 0, 0, imm)).is_ok())
+        .collect();
+    for imm in [0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xa0, 0xa1, 0xe1, 0xf1] {
+        v.extend([(0xc3, imm), (0xdb, imm)]);
+    }
+    v
+}
+
+/// Turns random slots into a program validation accepts (most of the time): fields the
+/// form does not use are zeroed, jumps point forward inside the program, calls go to the
+/// one helper, and the prologue moves the packet pointers out of the ctx.
+fn repair(slots: Vec<Insn>) -> Vec<Insn> {
+    let mut out = vec![ldx(SIZE_W, 2, 1, xdp_md::DATA), ldx(SIZE_W, 3, 1, xdp_md::DATA_END), mov64_reg(1, 2)];
+    let n = slots.len();
+    for (k, mut i) in slots.into_iter().enumerate() {
+        for _ in 0..4 {
+            match check::form(&i) {
+                Err(check::Reason::NonZeroField { field, .. }) => match field {
+                    "dst" => i.dst = 0,
+                    "src" => i.src = 0,
+                    "off" => i.off = 0,
+                    _ => i.imm = 0,
+                },
+                Err(check::Reason::BadAluOffset(_)) => i.off = 0,
+                Err(check::Reason::BadEndWidth(_)) => i.imm = 32,
+                Ok(Form::Call) => i.imm = 0,
+                Ok(Form::Lddw | Form::CallLocal | Form::CallKfunc) | Err(_) => i = mov64_imm(0, 1),
+                Ok(Form::Ja | Form::Jump { .. }) => {
+                    // Forward, landing on one of the remaining slots or the tail.
+                    i.off = (i.off as i64).rem_euclid((n - k) as i64 + 1) as i16;
+                    break;
+                }
+                Ok(Form::Ja32) => {
+                    i.imm = (i.imm as i64).rem_euclid((n - k) as i64 + 1) as i32;
+                    break;
+                }
+                Ok(_) => break,
+            }
+        }
+        if i.dst == 10 {
+            i.dst = 0;
+        }
+        out.push(i);
+    }
+    out.extend([mov64_imm(0, 2), exit()]);
+    out
+}
+
+unsafe extern "C" fn nop5(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    1
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+    /// Whatever a valid filter does, running it ends in a verdict or a fault, never a panic.
+    #[test]
+    fn random_valid_filters_run_without_panicking(
+        slots in proptest::collection::vec(
+            (proptest::sample::select(valid_ops()), 0u8..11, 0u8..11, -20i16..20, -4i32..80),
+            1..40,
+        ),
+        packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        raw_mem in proptest::prelude::any::<bool>(),
+    ) {
+        let slots = slots
+            .into_iter()
+            .map(|((op, imm0), dst, src, off, imm)| Insn::new(op, dst, src, off, if imm0 != 0 { imm0 } else { imm }))
+            .collect();
+        let helpers = Helpers::from_list(&[Helper { id: 0, name: "one", func: nop5, unwind_on_zero: false }]);
+        // Xdp validation forbids back-edges, so every run terminates.
+        if let Ok(p) = validate(repair(slots), ProgKind::Xdp, &helpers) {
+            let it = Interpreter::new(&p);
+            let mut pkt = packet.clone();
+            let _ = if raw_mem { it.run_raw(&mut pkt) } else { it.run_xdp(&mut pkt, 1, 0) };
+        }
+    }
+}
+
+#[test]
+fn interpreters_are_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Interpreter>();
+}

@@ -463,9 +463,22 @@ mod tests {
         for s in ["tcp/22", "udp/53", "tcp", "icmp", "icmp6", "proto/47"] {
             assert_eq!(s.parse::<PassRule>().unwrap().to_string(), s);
         }
-        assert!("icmp/3".parse::<PassRule>().unwrap_err().contains("has no ports"));
-        assert!("proto".parse::<PassRule>().is_err());
-        assert!("udp/70000".parse::<PassRule>().is_err());
+        let cases = [
+            ("sctp/5", "unknown protocol `sctp`"),
+            ("tcp/0", "`0` is not a port 1-65535"),
+            ("udp/70000", "`70000` is not a port"),
+            ("tcp/", "`` is not a port"),
+            ("icmp/3", "icmp has no ports"),
+            ("icmp6/1", "icmp6 has no ports"),
+            ("proto", "`proto` needs a number"),
+            ("proto/256", "`256` is not a protocol number"),
+            ("", "unknown protocol ``"),
+            ("TCP/22", "unknown protocol `TCP`"),
+        ];
+        for (text, want) in cases {
+            let err = text.parse::<PassRule>().unwrap_err();
+            assert!(err.contains(want), "{text:?}: got {err}");
+        }
     }
 
     #[test]

@@ -329,6 +329,13 @@ mod tests {
     fn pair(tag: &str) -> Pair {
         let tx = Netns::new(&format!("{tag}t")).expect("sender namespace");
         let rx = Netns::new(&format!("{tag}r")).expect("receiver namespace");
+        // No IPv6: its autoconfiguration traffic would add stray frames to the counts.
+        for ns in [&tx, &rx] {
+            for key in ["all", "default"] {
+                ns.sysctl(&format!("net.ipv6.conf.{key}.disable_ipv6"), "1")
+                    .expect("disable ipv6");
+            }
+        }
         let out = std::process::Command::new("ip")
             .args(["link", "add", "tx0", "netns", tx.name(), "numrxqueues", "1"])
             .args(["numtxqueues", "1", "type", "veth", "peer", "name", "rx0"])

@@ -42,11 +42,40 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
         stats_interval_ms: u64,
     },
+    /// Work with BPF filters without touching any interface.
+    #[command(subcommand)]
+    Filter(FilterCommand),
+}
+
+#[derive(Subcommand)]
+enum FilterCommand {
+    /// Compile a filter and report its classic and eBPF code, validation and JIT size.
+    Compile {
+        /// A tcpdump expression, or a file with classic BPF (tcpdump -ddd/-dd), eBPF bytecode
+        /// (hex or raw) or eBPF assembler text.
+        filter: String,
+        /// Front end to use instead of detecting it.
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Print the classic and eBPF instructions.
+        #[arg(long)]
+        dump: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Tcpdump,
+    Classic,
+    Hex,
+    Asm,
+    Bytes,
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Dependencies log at info too (cranelift prints every function's IR): keep them quiet.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sluice=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -67,13 +96,81 @@ fn main() -> ExitCode {
             verbose,
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
+        Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            // Bad input (config) is exit status 2, like clap's usage errors; failures at run time 1.
-            if e.downcast_ref::<sluice::config::ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            eprintln!("error: {}", chain(&e));
+            // Bad input (config, filter) is exit status 2, like clap's usage errors; failures at run time 1.
+            let bad_input = e.downcast_ref::<sluice::config::ConfigError>().is_some()
+                || e.downcast_ref::<sluice::bpf::source::SourceError>().is_some();
+            if bad_input { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// `sluice filter compile`: a file argument is read and its format detected; anything else is a
+/// tcpdump expression, the way tcpdump itself takes its last argument.
+fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use sluice::bpf::source::{self, Format};
+    use sluice::bpf::{classic, disasm, jit::JitProgram};
+
+    let path = std::path::Path::new(filter);
+    let compiled = match format {
+        Some(f) => {
+            let format = match f {
+                FormatArg::Tcpdump => Format::Tcpdump,
+                FormatArg::Classic => Format::Classic,
+                FormatArg::Hex => Format::Hex,
+                FormatArg::Asm => Format::Asm,
+                FormatArg::Bytes => Format::Bytes,
+            };
+            if format == Format::Tcpdump {
+                source::compile_text(filter, format)?
+            } else {
+                let text = std::fs::read_to_string(path).with_context(|| format!("read {filter}"))?;
+                source::compile_text(&text, format)?
+            }
+        }
+        None if path.is_file() => source::compile_file(&std::fs::read(path).with_context(|| format!("read {filter}"))?)?,
+        None => source::compile_text(filter, Format::Tcpdump)?,
+    };
+    let jit = JitProgram::compile(&compiled.program).context("jit")?;
+
+    println!("filter: {} ({})", filter, compiled.format);
+    if let Some(c) = &compiled.classic {
+        println!("classic: {} instructions, valid (0 = no match, non-zero = match)", c.len());
+        if dump {
+            print!("{}", indent(&classic::disasm(c)));
+        }
+    }
+    let insns = compiled.program.insns();
+    println!("ebpf: {} instructions, valid", insns.len());
+    if dump {
+        print!("{}", indent(&disasm::program(insns)));
+    }
+    println!("jit: {} bytes of {} code", jit.code_size(), std::env::consts::ARCH);
+    Ok(())
+}
+
+fn indent(listing: &str) -> String {
+    listing.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// The error and its causes joined with ": ", leaving out a cause whose text the message before
+/// it already contains (library errors often show their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@
 use sluice::bpf::Exec;
 use sluice::bpf::classic::{self, ClassicError, ClassicInsn, Reject};
 use sluice::bpf::interp::Interpreter;
+use sluice::bpf::jit::JitProgram;
 use sluice::bpf::tcpdump::{self, LibpcapFilter, TcpdumpError};
 use sluice::testbed::corpus::{self, Frame};
 use std::ffi::{CStr, c_char, c_int, c_uint};
@@ -165,7 +166,9 @@ struct Sluice {
 impl Sluice {
     fn new(what: &str, insns: &[ClassicInsn]) -> Self {
         let program = classic::compile(insns).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let backends: Vec<(&'static str, Box<dyn Exec>)> = vec![("interpreter", Box::new(Interpreter::new(&program)))];
+        let jit = JitProgram::compile(&program).unwrap_or_else(|e| panic!("{what}: jit: {e}"));
+        let backends: Vec<(&'static str, Box<dyn Exec>)> =
+            vec![("interpreter", Box::new(Interpreter::new(&program))), ("jit", Box::new(jit))];
         Sluice { backends, buf: Vec::with_capacity(2048) }
     }
 

@@ -203,7 +203,7 @@ fn verdicts_and_counters_on_crafted_frames() {
     let ns = veth_ns();
     ip(&ns, &["addr", "add", "10.77.0.1/24", "dev", "dut-a"]);
     ip(&ns, &["addr", "add", "fd77::1/64", "dev", "dut-a", "nodad"]);
-    let rules: Vec<PassRule> = ["tcp/22", "udp/53", "icmp"].iter().map(|r| r.parse().unwrap()).collect();
+    let rules = [PassRule { proto: 6, port: 22 }, PassRule { proto: 17, port: 53 }, PassRule { proto: 1, port: 0 }];
     enter(&ns, || {
         let mut steering = Steering::attach("dut-a", AttachPref::Generic, &rules, true).unwrap();
         let xsk = xdp_socket();
@@ -323,7 +323,7 @@ fn real_frames_follow_the_verdicts() {
 
     // Each case: attach (native: veth at MTU 1500 allows it), steer queue 0 to an unbound AF_XDP
     // socket (which refuses every frame redirected to it), send one datagram to the dut address.
-    let udp_7777: PassRule = "udp/7777".parse().unwrap();
+    let udp_7777 = PassRule { proto: 17, port: 7777 };
     for (name, rules, pass_local, arrives) in [
         ("local address passes", &[][..], true, true),
         ("no rule: redirected away from the kernel", &[][..], false, false),

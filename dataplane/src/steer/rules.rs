@@ -1,23 +1,18 @@
 //! The byte layouts of the steering maps' keys and values (mirrors of
 //! `programs/xdp/steer.h`) and the passthrough rules that fill them. Pure logic, no syscalls.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 /// Entries of the `xsks` XSKMAP (`STEER_MAX_QUEUES`): rx queues 0..64 can be steered.
 pub const MAX_QUEUES: u32 = 64;
 
-const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
 
 /// A `passthrough` entry: packets of IP protocol `proto` whose TCP/UDP destination port is
 /// `port` go to the kernel; `port` 0 means every packet of `proto`.
-///
-/// Parsed from `tcp/22`, `udp/53`, `tcp`, `udp` (whole protocol), `icmp`, `icmp6`, `proto/47`
-/// (same syntax as the config file's `passthrough` list).
+/// The text form (`tcp/22`, `icmp`, …) is parsed by `config::PassRule`, which validates a whole
+/// config before anything is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PassRule {
     /// IP protocol number (6 = TCP, 17 = UDP, 1 = ICMP, 58 = ICMPv6).
@@ -26,71 +21,11 @@ pub struct PassRule {
     pub port: u16,
 }
 
-/// Why a passthrough rule did not parse.
+/// Why a passthrough rule cannot be put into the program's map.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PassRuleError {
-    #[error("pass rule `{rule}`: unknown protocol `{name}` (expected tcp, udp, icmp, icmp6 or proto/N)")]
-    UnknownProtocol { rule: String, name: String },
-    #[error("pass rule `{rule}`: `{value}` is not a protocol number 0-255")]
-    BadProtocol { rule: String, value: String },
-    #[error("pass rule `{rule}`: `proto` needs a number, e.g. `proto/47`")]
-    MissingProtocol { rule: String },
-    #[error("pass rule `{rule}`: `{value}` is not a port 1-65535")]
-    BadPort { rule: String, value: String },
-    #[error("pass rule `{rule}`: {name} has no ports")]
-    NoPorts { rule: String, name: String },
-    #[error("pass rule `{rule}`: only tcp and udp rules have ports")]
-    PortOnPortless { rule: String },
-}
-
-impl FromStr for PassRule {
-    type Err = PassRuleError;
-
-    fn from_str(rule: &str) -> Result<Self, PassRuleError> {
-        let (name, port) = match rule.split_once('/') {
-            Some((name, port)) => (name, Some(port)),
-            None => (rule, None),
-        };
-        let proto = match name {
-            "tcp" => PROTO_TCP,
-            "udp" => PROTO_UDP,
-            "icmp" | "icmp6" => {
-                return match port {
-                    None => Ok(PassRule { proto: if name == "icmp" { PROTO_ICMP } else { PROTO_ICMPV6 }, port: 0 }),
-                    Some(_) => Err(PassRuleError::NoPorts { rule: rule.to_owned(), name: name.to_owned() }),
-                };
-            }
-            "proto" => {
-                let value = port.ok_or_else(|| PassRuleError::MissingProtocol { rule: rule.to_owned() })?;
-                let proto = value
-                    .parse::<u8>()
-                    .map_err(|_| PassRuleError::BadProtocol { rule: rule.to_owned(), value: value.to_owned() })?;
-                return Ok(PassRule { proto, port: 0 });
-            }
-            _ => return Err(PassRuleError::UnknownProtocol { rule: rule.to_owned(), name: name.to_owned() }),
-        };
-        let port = match port {
-            None => 0,
-            Some(value) => match value.parse::<u16>() {
-                Ok(port) if port != 0 => port,
-                _ => return Err(PassRuleError::BadPort { rule: rule.to_owned(), value: value.to_owned() }),
-            },
-        };
-        Ok(PassRule { proto, port })
-    }
-}
-
-impl fmt::Display for PassRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self.proto {
-            PROTO_TCP => "tcp",
-            PROTO_UDP => "udp",
-            PROTO_ICMP => return f.write_str("icmp"),
-            PROTO_ICMPV6 => return f.write_str("icmp6"),
-            n => return write!(f, "proto/{n}"),
-        };
-        if self.port == 0 { f.write_str(name) } else { write!(f, "{name}/{}", self.port) }
-    }
+    #[error("pass rule `proto/{proto}:{port}`: only tcp and udp rules have ports")]
+    PortOnPortless { proto: u8, port: u16 },
 }
 
 impl PassRule {
@@ -98,7 +33,7 @@ impl PassRule {
     /// whose port the program does not read.
     pub fn validate(&self) -> Result<(), PassRuleError> {
         if self.port != 0 && self.proto != PROTO_TCP && self.proto != PROTO_UDP {
-            return Err(PassRuleError::PortOnPortless { rule: format!("proto/{}:{}", self.proto, self.port) });
+            return Err(PassRuleError::PortOnPortless { proto: self.proto, port: self.port });
         }
         Ok(())
     }
@@ -164,47 +99,6 @@ impl SteerCounters {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    #[test]
-    fn rules_parse_and_round_trip() {
-        let cases = [
-            ("tcp/22", 6, 22),
-            ("udp/53", 17, 53),
-            ("tcp", 6, 0),
-            ("udp", 17, 0),
-            ("icmp", 1, 0),
-            ("icmp6", 58, 0),
-            ("proto/47", 47, 0),
-            ("udp/65535", 17, 65535),
-        ];
-        for (text, proto, port) in cases {
-            let rule: PassRule = text.parse().unwrap();
-            assert_eq!(rule, PassRule { proto, port }, "{text}");
-            assert_eq!(rule.to_string(), text);
-            assert_eq!(rule.validate(), Ok(()));
-        }
-    }
-
-    #[test]
-    fn bad_rules_say_why() {
-        let cases = [
-            ("sctp/5", "unknown protocol `sctp`"),
-            ("tcp/0", "`0` is not a port 1-65535"),
-            ("udp/70000", "`70000` is not a port"),
-            ("tcp/", "`` is not a port"),
-            ("icmp/3", "icmp has no ports"),
-            ("icmp6/1", "icmp6 has no ports"),
-            ("proto", "`proto` needs a number"),
-            ("proto/256", "`256` is not a protocol number"),
-            ("", "unknown protocol ``"),
-            ("TCP/22", "unknown protocol `TCP`"),
-        ];
-        for (text, want) in cases {
-            let err = text.parse::<PassRule>().unwrap_err().to_string();
-            assert!(err.contains(want), "{text:?}: got {err}");
-            assert!(err.starts_with(&format!("pass rule `{text}`")), "{err}");
-        }
-    }
 
     #[test]
     fn hand_built_port_on_icmp_is_rejected() {

@@ -263,6 +263,12 @@ pub struct Iface {
 /// `client` —veth— `dut` port a | port b —veth— `server`, one /24, static neighbour entries
 /// so client and server talk through a bump-in-the-wire dut without ARP crossing it. With no
 /// dataplane running the dut forwards nothing (IP forwarding off, frames are for other MACs).
+///
+/// Traffic through an AF_XDP dataplane should be raw frames with complete checksums (as the
+/// tests send them) or ICMP: TCP/UDP sent by the client's or server's kernel leaves the L4
+/// checksum to veth's virtual offload, XDP and AF_XDP copy mode pass it on unresolved, and
+/// the far end then drops every segment as a checksum error (`ethtool -K cli0 tx off` on
+/// the sending side avoids it).
 #[derive(Debug)]
 pub struct Topology {
     pub client: Netns,

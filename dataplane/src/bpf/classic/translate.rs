@@ -39,12 +39,10 @@ pub fn translate(insns: &[ClassicInsn]) -> Vec<Insn> {
     let live_out = liveness(insns);
     // Pass 1 measures (every instruction's length is independent of jump distances); pass 2
     // emits with the slot numbers pass 1 found.
-    let mut measure =
-        Lowering { insns, live_out: &live_out, layout: None, starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut measure = Lowering::new(insns, &live_out, None);
     measure.run();
     let layout = Layout { starts: measure.starts, ret0: measure.ret0.unwrap_or(0), end: measure.out.len() };
-    let mut emit =
-        Lowering { insns, live_out: &live_out, layout: Some(layout), starts: Vec::new(), ret0: None, out: Vec::new() };
+    let mut emit = Lowering::new(insns, &live_out, Some(layout));
     emit.run();
     emit.out
 }
@@ -70,7 +68,11 @@ struct Lowering<'a> {
     out: Vec<Insn>,
 }
 
-impl Lowering<'_> {
+impl<'a> Lowering<'a> {
+    fn new(insns: &'a [ClassicInsn], live_out: &'a [u8], layout: Option<Layout>) -> Self {
+        Lowering { insns, live_out, layout, starts: Vec::with_capacity(insns.len()), ret0: None, out: Vec::new() }
+    }
+
     fn run(&mut self) {
         self.prologue();
         for (pc, insn) in self.insns.iter().enumerate() {
@@ -560,19 +562,24 @@ mod tests {
         assert!(translate(&[]).is_empty());
     }
 
-    /// Runs a classic program through compile and the interpreter on a 64-byte packet whose
-    /// byte i is i (or on `packet`).
+    /// Runs a classic program through compile and both back ends on `packet`, which must agree.
     fn exec_on(prog: &[ClassicInsn], packet: &[u8]) -> u64 {
         use crate::bpf::Exec;
         let program = crate::bpf::classic::compile(prog).unwrap_or_else(|e| panic!("{e}"));
+        let jit = crate::bpf::jit::JitProgram::compile(&program).unwrap_or_else(|e| panic!("{e}"));
+        let interp = crate::bpf::interp::Interpreter::new(&program);
         let mut buf = packet.to_vec();
-        crate::bpf::interp::Interpreter::new(&program).run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"))
+        let by_interp = interp.run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"));
+        let by_jit = jit.run_xdp(&mut buf, 1, 0).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(by_interp, by_jit, "interpreter vs jit");
+        by_interp
     }
 
     fn counting(len: usize) -> Vec<u8> {
         (0..len).map(|i| i as u8).collect()
     }
 
+    /// On a 64-byte packet whose byte i is i.
     fn exec(prog: &[ClassicInsn]) -> u64 {
         exec_on(prog, &counting(64))
     }

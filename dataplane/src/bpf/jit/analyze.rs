@@ -10,6 +10,11 @@
 //!   check, a successful LD_IND, or a `data + c > data_end` comparison);
 //! - per register, its value relative to a base: a constant, `r10 + c`, `data + c` or
 //!   `data_end + c`, so that `*(r10 - 8)` or `*(data + 12)` can be classified at compile time.
+//!
+//! A packet check that must be emitted is made as wide as possible: a backward pass finds, per
+//! instruction, how short a packet must be for the rest of the run to end in r0 = 0 with no
+//! visible effect (`short_means_zero`), so one check can cover every LD_ABS on all paths below
+//! it. In a classic filter that is usually one check for the whole protocol branch.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +22,7 @@ use super::JitError;
 use crate::bpf::check::{self, StackReach};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
-use crate::bpf::{ProgKind, Program, MAX_CALL_DEPTH};
+use crate::bpf::{Program, MAX_CALL_DEPTH};
 
 /// Bytes of the whole stack area (every call frame).
 pub(super) const STACK_AREA: i64 = (MAX_CALL_DEPTH * STACK_SIZE) as i64;
@@ -270,12 +275,11 @@ struct State {
 }
 
 impl State {
-    fn entry(main: bool, kind: ProgKind, has_stack: bool) -> State {
+    /// r1 is left unknown: which of memory or context it points to depends on the entry
+    /// point (`run_raw` or `run_xdp`), not on the program.
+    fn entry(has_stack: bool) -> State {
         let mut regs = [Val::Unknown; NUM_REGS as usize];
         regs[REG_FP as usize] = if has_stack { Val::Stack(0) } else { Val::Const(0) };
-        if main && kind == ProgKind::Raw {
-            regs[1] = Val::Packet(0);
-        }
         State { proven: 0, regs }
     }
 
@@ -339,12 +343,12 @@ fn forward(
     let mut zero_exits = vec![false; insns.len()];
     let back_target = back_targets(insns, f);
     let mut pending: BTreeMap<usize, State> = BTreeMap::new();
-    pending.insert(f.entry, State::entry(main, prog.kind, has_stack));
+    pending.insert(f.entry, State::entry(has_stack));
     let leaders: Vec<usize> = f.leaders.iter().copied().collect();
     for (bi, &leader) in leaders.iter().enumerate() {
         let state = if back_target.contains(&leader) {
             // Facts from the loop body are not known yet: start from nothing.
-            Some(State::entry(false, prog.kind, has_stack))
+            Some(State::entry(has_stack))
         } else {
             pending.remove(&leader)
         };
@@ -423,9 +427,9 @@ fn short_means_zero(prog: &Program, f: &Func, main: bool, notes: &[Note], zero_e
         let next = pc + width(insn);
         let after = |z: &[u64]| if next < insns.len() { z[next] } else { 0 };
         z[pc] = match insn.class() {
-            _ if insn.is_exit() => {
-                if main && zero_exits[pc] { u64::MAX } else { 0 }
-            }
+            // Only the entry's exit ends the run; r0 = 0 there whatever the length.
+            _ if insn.is_exit() && main && zero_exits[pc] => u64::MAX,
+            _ if insn.is_exit() => 0,
             _ if insn.is_jump() => {
                 let t = (pc as i64 + 1 + insn.jump_offset()) as usize;
                 if insn.code() == JMP_JA { at(&z, pc, t) } else { at(&z, pc, t).min(after(&z)) }

@@ -6,7 +6,7 @@
 //! faulting address in the value. Faults leave through one cold block per function; a packet
 //! load out of range (or a helper asking to unwind) leaves through another that returns 0.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
@@ -92,6 +92,10 @@ pub(super) struct Lower<'a, 'f> {
     ret_zero: Option<Block>,
     trap_block: Option<Block>,
     helper_sig: Option<SigRef>,
+    /// Results of 16- and 32-bit packet loads → the loaded bytes before the byte swap, so a
+    /// test against a constant can compare the raw bytes with a swapped constant instead
+    /// (the swap then usually becomes dead).
+    unswapped: HashMap<Value, Value>,
 }
 
 impl<'a, 'f> Lower<'a, 'f> {
@@ -166,6 +170,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             ret_zero: None,
             trap_block: None,
             helper_sig: None,
+            unswapped: HashMap::new(),
         }
     }
 
@@ -175,10 +180,23 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.ins().jump(first, &[]);
         let leaders: Vec<usize> = self.func.leaders.iter().copied().collect();
         let insns = &self.env.prog.insns;
+        // Loop heads: targets of jumps at or after them (Raw programs only).
+        let back_targets: std::collections::HashSet<usize> = self
+            .func
+            .pcs
+            .iter()
+            .filter(|&&pc| insns[pc].is_jump() && insns[pc].jump_offset() < 0)
+            .map(|&pc| (pc as i64 + 1 + insns[pc].jump_offset()) as usize)
+            .collect();
         for (bi, &leader) in leaders.iter().enumerate() {
             let end = leaders.get(bi + 1).copied().unwrap_or(insns.len());
             let block = self.block(leader);
-            self.b.switch_to_block(block);
+            if back_targets.contains(&leader) {
+                // A loop head: its back edges are not emitted yet; sealed at the end.
+                self.b.switch_to_block(block);
+            } else {
+                self.enter(block);
+            }
             let mut open = true;
             let mut last = leader;
             for &pc in self.func.pcs.iter().filter(|&&pc| pc >= leader && pc < end) {
@@ -203,7 +221,7 @@ impl<'a, 'f> Lower<'a, 'f> {
     /// Fills the shared exit blocks created on demand while emitting.
     fn fill_exits(&mut self) {
         if let Some(blk) = self.ret_zero {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             // From a callee, `Stop` makes every caller return too; the entry then reports 0.
             let status = if self.main { 0 } else { trap_word(TrapKind::Stop, 0, 0, false) };
             let zero = self.b.ins().iconst(I64, 0);
@@ -211,7 +229,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             self.emit_return(zero, word);
         }
         if let Some(blk) = self.trap_block {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             let params = self.b.block_params(blk).to_vec();
             self.emit_return(params[1], params[0]);
         }
@@ -219,6 +237,13 @@ impl<'a, 'f> Lower<'a, 'f> {
 
     fn ins(&mut self) -> cranelift_frontend::FuncInstBuilder<'_, 'f> {
         self.b.ins()
+    }
+
+    /// Switches to a block all of whose predecessors are emitted, and seals it, so reads of
+    /// registers in it resolve to their defining values at once.
+    fn enter(&mut self, block: Block) {
+        self.b.switch_to_block(block);
+        self.b.seal_block(block);
     }
 
     fn block(&mut self, pc: usize) -> Block {
@@ -281,7 +306,7 @@ impl<'a, 'f> Lower<'a, 'f> {
     /// rest of the source block can still be emitted (and is then dropped as dead code).
     fn start_dead_block(&mut self) {
         let dead = self.b.create_block();
-        self.b.switch_to_block(dead);
+        self.enter(dead);
     }
 
     /// Emits instruction `pc`; false when it ends its block (jump or exit).
@@ -305,8 +330,6 @@ impl<'a, 'f> Lower<'a, 'f> {
         if code == ALU_END {
             return self.end(pc, insn);
         }
-        let a64 = self.reg(insn.dst);
-        let a = if wide { a64 } else { self.b.ins().ireduce(I32, a64) };
         let k = if wide { insn.imm as i64 } else { insn.imm as u32 as i64 };
         let from_k = insn.source() == SRC_K;
         let bval = if from_k {
@@ -315,44 +338,52 @@ impl<'a, 'f> Lower<'a, 'f> {
             let s = self.reg(insn.src);
             if wide { s } else { self.b.ins().ireduce(I32, s) }
         };
-        let signed = insn.off == 1;
-        let r = match code {
-            ALU_ADD => self.ins().iadd(a, bval),
-            ALU_SUB => self.ins().isub(a, bval),
-            ALU_MUL => self.ins().imul(a, bval),
-            ALU_OR => self.ins().bor(a, bval),
-            ALU_AND => self.ins().band(a, bval),
-            ALU_XOR => self.ins().bxor(a, bval),
-            // Cranelift masks shift counts to the operand width, exactly as eBPF does.
-            ALU_LSH => self.ins().ishl(a, bval),
-            ALU_RSH => self.ins().ushr(a, bval),
-            ALU_ARSH => self.ins().sshr(a, bval),
-            ALU_NEG => self.ins().ineg(a),
-            ALU_DIV | ALU_MOD if !matches!(insn.off, 0 | 1) => {
-                return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
-            }
-            ALU_DIV | ALU_MOD => {
-                let k = if from_k { Some(if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 }) } else { None };
-                self.divide(ty, code == ALU_DIV, signed, a, bval, k)
-            }
-            ALU_MOV => match (insn.off, wide) {
-                (0, _) => bval,
-                (8 | 16, _) | (32, true) => {
-                    let narrow = match insn.off {
-                        8 => types::I8,
-                        16 => types::I16,
-                        _ => I32,
-                    };
-                    let low = if narrow == ty { bval } else { self.ins().ireduce(narrow, bval) };
-                    self.ins().sextend(ty, low)
+        // A move does not read its destination: reading it anyway would keep the old value
+        // alive and cost block parameters where control joins.
+        let r = if code == ALU_MOV {
+            self.mov(pc, insn, ty, bval)?
+        } else {
+            let a64 = self.reg(insn.dst);
+            let a = if wide { a64 } else { self.b.ins().ireduce(I32, a64) };
+            let signed = insn.off == 1;
+            match code {
+                ALU_ADD => self.ins().iadd(a, bval),
+                ALU_SUB => self.ins().isub(a, bval),
+                ALU_MUL => self.ins().imul(a, bval),
+                ALU_OR => self.ins().bor(a, bval),
+                ALU_AND => self.ins().band(a, bval),
+                ALU_XOR => self.ins().bxor(a, bval),
+                // Cranelift masks shift counts to the operand width, exactly as eBPF does.
+                ALU_LSH => self.ins().ishl(a, bval),
+                ALU_RSH => self.ins().ushr(a, bval),
+                ALU_ARSH => self.ins().sshr(a, bval),
+                ALU_NEG => self.ins().ineg(a),
+                ALU_DIV | ALU_MOD if !matches!(insn.off, 0 | 1) => {
+                    return Err(unsupported(pc, *insn, "division offset must be 0 or 1"));
                 }
-                _ => return Err(unsupported(pc, *insn, "mov offset must be 0, 8, 16 or (64-bit) 32")),
-            },
-            _ => return Err(unsupported(pc, *insn, "unknown alu operation")),
+                ALU_DIV | ALU_MOD => {
+                    let k = from_k.then_some(if signed || wide { insn.imm as i64 } else { insn.imm as u32 as i64 });
+                    self.divide(ty, code == ALU_DIV, signed, a, bval, k)
+                }
+                _ => return Err(unsupported(pc, *insn, "unknown alu operation")),
+            }
         };
         let r = if wide { r } else { self.b.ins().uextend(I64, r) };
         self.set(insn.dst, r);
         Ok(())
+    }
+
+    /// `mov` and `movsx` (offset 8, 16, or 32 for the 64-bit form): sign-extend the low bits.
+    fn mov(&mut self, pc: usize, insn: &Insn, ty: Type, src: Value) -> Result<Value, JitError> {
+        let narrow = match (insn.off, ty == I64) {
+            (0, _) => return Ok(src),
+            (8, _) => types::I8,
+            (16, _) => types::I16,
+            (32, true) => I32,
+            _ => return Err(unsupported(pc, *insn, "mov offset must be 0, 8, 16 or (64-bit) 32")),
+        };
+        let low = if narrow == ty { src } else { self.ins().ireduce(narrow, src) };
+        Ok(self.ins().sextend(ty, low))
     }
 
     /// Division and remainder without hardware traps: x/0 = 0, x%0 = x, and signed
@@ -437,6 +468,14 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
         let wide = insn.class() == CLASS_JMP;
         let a = self.reg(insn.dst);
+        if insn.source() == SRC_K
+            && let Some(&raw) = self.unswapped.get(&a)
+            && let Some(c) = self.test_unswapped(insn, wide, raw)
+        {
+            let fall = self.block(pc + 1);
+            self.b.ins().brif(c, taken, &[], fall, &[]);
+            return Ok(false);
+        }
         let a = if wide { a } else { self.b.ins().ireduce(I32, a) };
         let b = if insn.source() == SRC_K {
             let (ty, k) = if wide { (I64, insn.imm as i64) } else { (I32, insn.imm as u32 as i64) };
@@ -468,6 +507,39 @@ impl<'a, 'f> Lower<'a, 'f> {
         let fall = self.block(pc + 1);
         self.b.ins().brif(c, taken, &[], fall, &[]);
         Ok(false)
+    }
+
+    /// `jeq`/`jne`/`jset` against a constant on a value that is `bswap(raw)` zero-extended,
+    /// as the same test on `raw` against the swapped constant; `None` for other tests.
+    fn test_unswapped(&mut self, insn: &Insn, wide: bool, raw: Value) -> Option<Value> {
+        let ty = self.b.func.dfg.value_type(raw);
+        let bits = ty.bits();
+        // The constant as the compare sees it; the loaded value is below 2^bits either way.
+        let k = if wide { insn.imm as i64 as u64 } else { insn.imm as u32 as u64 };
+        let mask = (1u64 << bits) - 1;
+        let swap = |k: u64| if bits == 16 { (k as u16).swap_bytes() as i64 } else { (k as u32).swap_bytes() as i64 };
+        let constant = |this: &mut Self, b: bool| this.b.ins().iconst(types::I8, b as i64);
+        Some(match insn.code() {
+            JMP_JEQ | JMP_JNE => {
+                let eq = insn.code() == JMP_JEQ;
+                if k > mask {
+                    constant(self, !eq)
+                } else {
+                    let c = self.b.ins().iconst(ty, swap(k));
+                    self.b.ins().icmp(if eq { IntCC::Equal } else { IntCC::NotEqual }, raw, c)
+                }
+            }
+            JMP_JSET => {
+                if k & mask == 0 {
+                    constant(self, false)
+                } else {
+                    let c = self.b.ins().iconst(ty, swap(k & mask));
+                    let m = self.b.ins().band(raw, c);
+                    self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+                }
+            }
+            _ => return None,
+        })
     }
 
     fn exit(&mut self) {
@@ -522,7 +594,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             let stop = self.ret_zero_block();
             let cont = self.b.create_block();
             self.b.ins().brif(r0, cont, &[], stop, &[]);
-            self.b.switch_to_block(cont);
+            self.enter(cont);
         }
         r0
     }
@@ -542,15 +614,15 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
         switch.emit(&mut self.b, id, unknown);
         for (h, blk) in cases {
-            self.b.switch_to_block(blk);
+            self.enter(blk);
             let r = self.call_helper(&h);
             self.b.ins().jump(join, &[BlockArg::Value(r)]);
         }
-        self.b.switch_to_block(unknown);
+        self.enter(unknown);
         let trap = self.trap_block();
         let args = self.trap_args(trap_word(TrapKind::UnknownHelper, pc, 0, false), id);
         self.b.ins().jump(trap, &args);
-        self.b.switch_to_block(join);
+        self.enter(join);
         self.set(0, r0);
         Ok(())
     }
@@ -570,7 +642,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             let args = self.trap_args(trap_word(TrapKind::CallDepth, pc, 0, false), zero);
             let cont = self.b.create_block();
             self.b.ins().brif(deep, trap, &args, cont, &[]);
-            self.b.switch_to_block(cont);
+            self.enter(cont);
         }
         let mut args: Vec<Value> = (0..10u8).map(|r| self.reg(r)).collect();
         let fp = self.reg(REG_FP);
@@ -584,9 +656,9 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.set_cold_block(out);
         let cont = self.b.create_block();
         self.b.ins().brif(word, out, &[], cont, &[]);
-        self.b.switch_to_block(out);
+        self.enter(out);
         self.emit_return(results[0], word);
-        self.b.switch_to_block(cont);
+        self.enter(cont);
         for (r, v) in results.into_iter().take(6).enumerate() {
             self.set(r as u8, v);
         }
@@ -651,22 +723,20 @@ impl<'a, 'f> Lower<'a, 'f> {
         let stop = self.ret_zero_block();
         let cont = self.b.create_block();
         self.b.ins().brif(ok, cont, &[], stop, &[]);
-        self.b.switch_to_block(cont);
+        self.enter(cont);
     }
 
     /// Big-endian load of `size` bytes at `base + off` (already bounds-checked), zero-extended.
     fn load_packet(&mut self, base: Value, off: i32, size: usize) -> Value {
         match size {
             1 => self.ins().uload8(I64, checked(), base, off),
-            2 => {
-                let v = self.ins().load(types::I16, checked(), base, off);
-                let v = self.ins().bswap(v);
-                self.ins().uextend(I64, v)
-            }
-            4 => {
-                let v = self.ins().load(I32, checked(), base, off);
-                let v = self.ins().bswap(v);
-                self.ins().uextend(I64, v)
+            2 | 4 => {
+                let ty = if size == 2 { types::I16 } else { I32 };
+                let raw = self.ins().load(ty, checked(), base, off);
+                let v = self.ins().bswap(raw);
+                let v = self.ins().uextend(I64, v);
+                self.unswapped.insert(v, raw);
+                v
             }
             _ => {
                 let v = self.ins().load(I64, checked(), base, off);
@@ -776,7 +846,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let low = self.b.ins().band_imm_s(addr, size as i64 - 1);
         self.b.ins().brif(low, unaligned, &[], aligned, &[]);
 
-        self.b.switch_to_block(aligned);
+        self.enter(aligned);
         let flags = MemFlagsData::trusted();
         let prev = match (op, expected) {
             (Some(op), _) => self.b.ins().atomic_rmw(ty, flags, op, addr, src),
@@ -785,7 +855,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         };
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
-        self.b.switch_to_block(unaligned);
+        self.enter(unaligned);
         let prev = self.b.ins().load(ty, checked(), addr, 0);
         let new = match (op, expected) {
             (Some(Op::Add), _) => self.b.ins().iadd(prev, src),
@@ -802,7 +872,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         self.b.ins().store(checked(), new, addr, 0);
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
-        self.b.switch_to_block(join);
+        self.enter(join);
         let old = widen(self, old);
         if op.is_none() {
             self.set(0, old);
@@ -834,7 +904,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         let cont = self.b.create_block();
         let other = self.b.create_block();
         self.b.ins().brif(in_packet, cont, &[], other, &[]);
-        self.b.switch_to_block(other);
+        self.enter(other);
         let trap = self.trap_block();
         let args = self.trap_args(word, addr);
         if self.env.layout.stack != StackReach::None {
@@ -844,7 +914,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         } else {
             self.b.ins().jump(trap, &args);
         }
-        self.b.switch_to_block(cont);
+        self.enter(cont);
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Each [`JitProgram`] owns the `JITModule` holding its code and frees that memory when dropped,
 //! so filters can be swapped indefinitely. The program entry is one native function
-//! ([`EntryFn`]); bpf-to-bpf callees are further functions of the same module.
+//! (`EntryFn`); bpf-to-bpf callees are further functions of the same module.
 //!
 //! Memory safety does not depend on the program: every load, store and atomic is checked at
 //! run time against the data region and the stack area, except where `analyze` proved the
@@ -53,7 +53,7 @@ pub enum JitError {
     },
 }
 
-/// What ended a native run early, as written into the trap record.
+/// What ended a native run early (bits 0-7 of the status word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 enum TrapKind {
@@ -205,14 +205,6 @@ impl JitProgram {
     /// Bytes of machine code (all functions).
     pub fn code_size(&self) -> usize {
         self.code_size
-    }
-
-    /// The entry function's machine code, for disassembly in tests.
-    #[cfg(test)]
-    fn code_bytes(&self) -> &[u8] {
-        // SAFETY: the entry function is the module's first, `code_size` counts it, and the
-        // module (alive for `&self`) keeps the code mapped readable.
-        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_size) }
     }
 
     #[inline(always)]

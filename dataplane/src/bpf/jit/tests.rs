@@ -115,6 +115,24 @@ const EDGES: [u64; 10] = [
 const ALU_OPS: [u8; 13] =
     [ALU_ADD, ALU_SUB, ALU_MUL, ALU_DIV, ALU_OR, ALU_AND, ALU_LSH, ALU_RSH, ALU_MOD, ALU_XOR, ALU_MOV, ALU_ARSH, ALU_NEG];
 
+/// Runs `op` on r0 = a, r1 = b for every pair of edge values in one program that stores each
+/// result into memory, so `both` compares every result separately.
+fn alu_table(op: Insn) {
+    let mut p = vec![mov64_reg(9, 1)];
+    for (i, &a) in EDGES.iter().enumerate() {
+        for (j, &b) in EDGES.iter().enumerate() {
+            p.extend(load(0, a));
+            p.extend(load(1, b));
+            let op = if op.source() == SRC_K && op.code() != ALU_NEG { Insn { imm: b as i32, ..op } } else { op };
+            p.push(op);
+            p.push(stx(SIZE_DW, 9, 0, ((i * EDGES.len() + j) * 8) as i16));
+        }
+    }
+    p.push(exit());
+    let mut mem = vec![0u8; EDGES.len() * EDGES.len() * 8];
+    raw(&p, &mut mem).expect("no fault");
+}
+
 #[test]
 fn alu64_and_alu32_agree_with_the_interpreter_on_edge_values() {
     for class in [CLASS_ALU64, CLASS_ALU] {
@@ -123,18 +141,11 @@ fn alu64_and_alu32_agree_with_the_interpreter_on_edge_values() {
                 if signed == 1 && !matches!(code, ALU_DIV | ALU_MOD) {
                     continue;
                 }
-                for &a in &EDGES {
-                    for &b in &EDGES {
-                        let reg = if code == ALU_NEG {
-                            Insn::new(class | code, 0, 0, 0, 0)
-                        } else {
-                            Insn::new(class | SRC_X | code, 0, 1, signed, 0)
-                        };
-                        alu(reg, a, b);
-                        if code != ALU_NEG {
-                            alu(Insn::new(class | code, 0, 0, signed, b as i32), a, 0);
-                        }
-                    }
+                if code == ALU_NEG {
+                    alu_table(Insn::new(class | code, 0, 0, 0, 0));
+                } else {
+                    alu_table(Insn::new(class | SRC_X | code, 0, 1, signed, 0));
+                    alu_table(Insn::new(class | code, 0, 0, signed, 0));
                 }
             }
         }
@@ -195,16 +206,27 @@ fn jumps_agree_with_the_interpreter_on_edge_values() {
     let conds = [JMP_JEQ, JMP_JGT, JMP_JGE, JMP_JSET, JMP_JNE, JMP_JSGT, JMP_JSGE, JMP_JLT, JMP_JLE, JMP_JSLT, JMP_JSLE];
     for class in [CLASS_JMP, CLASS_JMP32] {
         for code in conds {
-            for &a in &EDGES {
-                for &b in &EDGES {
-                    let [a0, a1] = load(1, a);
-                    let [b0, b1] = load(2, b);
-                    for j in [Insn::new(class | SRC_X | code, 1, 2, 2, 0), Insn::new(class | code, 1, 0, 2, b as i32)] {
-                        let p = [a0, a1, b0, b1, j, mov64_imm(0, 1), exit(), mov64_imm(0, 2), exit()];
-                        let r = raw(&p, &mut []).expect("no fault");
-                        assert!(r == 1 || r == 2);
+            for from_reg in [true, false] {
+                // Each pair stores 1 (not taken) or 2 (taken) into its own memory slot.
+                let mut p = vec![mov64_reg(9, 1)];
+                for (i, &a) in EDGES.iter().enumerate() {
+                    for (j, &b) in EDGES.iter().enumerate() {
+                        p.extend(load(1, a));
+                        p.extend(load(2, b));
+                        p.push(mov64_imm(3, 2));
+                        p.push(if from_reg {
+                            Insn::new(class | SRC_X | code, 1, 2, 1, 0)
+                        } else {
+                            Insn::new(class | code, 1, 0, 1, b as i32)
+                        });
+                        p.push(mov64_imm(3, 1));
+                        p.push(stx(SIZE_B, 9, 3, (i * EDGES.len() + j) as i16));
                     }
                 }
+                p.push(exit());
+                let mut mem = vec![0u8; EDGES.len() * EDGES.len()];
+                raw(&p, &mut mem).expect("no fault");
+                assert!(mem.iter().all(|&m| m == 1 || m == 2));
             }
         }
     }
@@ -247,6 +269,39 @@ fn packet_loads_are_big_endian_and_return_zero_out_of_range() {
     assert_eq!(xdp(&ind(14, 0, SIZE_W), &mut pkt), Ok(0));
     assert_eq!(xdp(&ind(12, 0, SIZE_W), &mut pkt), Ok(0x0c0d_0e0f));
     assert_eq!(xdp(&[ld_abs(SIZE_B, 0), exit()], &mut []), Ok(0), "empty packet");
+}
+
+#[test]
+fn tests_on_packet_loads_match_the_interpreter() {
+    // Such tests compare the unswapped bytes with a swapped constant: cover the constants the
+    // loaded value can and cannot equal, in both jump widths.
+    let pkt: Vec<u8> = vec![0x08, 0x00, 0x86, 0xdd, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x01];
+    let consts = [0i32, 1, 0x800, 0x86dd, 0x0008, 0xffff, 0x1_0000, 0x0800_86dd, -1, 0x1fff, i32::MIN];
+    for (size, offs) in [(SIZE_H, [0, 2, 4, 8]), (SIZE_W, [0, 4, 8, 6])] {
+        for off in offs {
+            for class in [CLASS_JMP, CLASS_JMP32] {
+                for code in [JMP_JEQ, JMP_JNE, JMP_JSET] {
+                    for k in consts {
+                        let p = [
+                            ld_abs(size, off),
+                            Insn::new(class | code, 0, 0, 2, k),
+                            mov64_imm(0, 1),
+                            exit(),
+                            mov64_imm(0, 2),
+                            exit(),
+                        ];
+                        let r = xdp(&p, &mut pkt.clone()).unwrap();
+                        assert!(r == 1 || r == 2);
+                    }
+                }
+            }
+        }
+    }
+    let p = [ld_abs(SIZE_H, 2), jmp32_imm(JMP_JEQ, 0, 0x86dd, 1), exit(), mov64_imm(0, 7), exit()];
+    assert_eq!(xdp(&p, &mut pkt.clone()), Ok(7));
+    // The swapped value stays available after the test.
+    let p = [ld_abs(SIZE_H, 2), jmp32_imm(JMP_JEQ, 0, 0x86dd, 0), exit()];
+    assert_eq!(xdp(&p, &mut pkt.clone()), Ok(0x86dd));
 }
 
 #[test]
@@ -522,7 +577,7 @@ fn packet_checks_are_elided_once_proven() {
     let n = notes(&udp_dst_port_53());
     let checks: Vec<(usize, u64)> =
         n.iter().enumerate().filter_map(|(pc, n)| if let Note::PacketCheck(k) = n { Some((pc, *k)) } else { None }).collect();
-    assert_eq!(checks, [(0, 24), (18, 58)]);
+    assert_eq!(checks, [(0, 24), (4, 58)]);
     // A `data + 14 > data_end` test proves the packet loads behind it.
     let p = [
         ldx(SIZE_W, 2, 1, xdp_md::DATA),
@@ -552,7 +607,7 @@ fn elided_checks_keep_the_interpreters_results_on_short_packets() {
         let mut pkt = full[..len].to_vec();
         xdp(&p, &mut pkt).unwrap();
     }
-    let mut ip6 = vec![0u8; 64];
+    let mut ip6 = [0u8; 64];
     ip6[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
     ip6[20] = 17;
     ip6[56..58].copy_from_slice(&53u16.to_be_bytes());
@@ -583,50 +638,42 @@ fn compiled_programs_are_shareable_and_report_their_size() {
     }
 }
 
-/// `udp dst port 53` as libpcap emits it (IPv6 and IPv4 branches), translated to eBPF the way
-/// the kernel converts classic BPF: A = r0, X = r7, a temporary in r9.
+/// `udp dst port 53` as libpcap compiles it (IPv6 and IPv4 branches), in the eBPF the classic
+/// translator emits for it: A = r0, X = r7, 32-bit compares, returns copied to each exit.
 fn udp_dst_port_53() -> Vec<Insn> {
-    let ret_match = 23;
-    let ret_zero = 25;
+    // Slots of classic instructions 14 (`ret #262144`) and 15 (`ret #0`).
+    let (ret_match, ret_zero) = (19, 21);
     let mut v = vec![
-        ld_abs(SIZE_H, 12),                       // 0
-        jmp_imm(JMP_JEQ, 0, 0x86dd, 0),           // 1 -> ip6 (patched)
-        jmp_imm(JMP_JNE, 0, 0x800, 0),            // 2 -> ret0
-        ld_abs(SIZE_B, 23),                       // 3
-        jmp_imm(JMP_JNE, 0, 17, 0),               // 4 -> ret0
-        ld_abs(SIZE_H, 20),                       // 5
-        jmp_imm(JMP_JSET, 0, 0x1fff, 0),          // 6 -> ret0
-        mov64_reg(9, 0),                          // 7
-        ld_abs(SIZE_B, 14),                       // 8
-        alu32_imm(ALU_AND, 0, 0xf),               // 9
-        alu32_imm(ALU_LSH, 0, 2),                 // 10
-        mov64_reg(7, 0),                          // 11
-        mov64_reg(0, 9),                          // 12
-        ld_ind(SIZE_H, 7, 16),                    // 13
-        jmp_imm(JMP_JNE, 0, 53, 0),               // 14 -> ret0
-        ja(0),                                    // 15 -> match
-        // ip6 (16)
-        ld_abs(SIZE_B, 20),                       // 16
-        jmp_imm(JMP_JNE, 0, 17, 0),               // 17 -> ret0
-        ld_abs(SIZE_H, 56),                       // 18
-        jmp_imm(JMP_JNE, 0, 53, 0),               // 19 -> ret0
-        ja(0),                                    // 20 -> match
-        ja(0),                                    // 21 (unreachable filler)
-        ja(0),                                    // 22 (unreachable filler)
-        mov64_imm(0, 262144),                     // 23
-        exit(),                                   // 24
-        mov64_imm(0, 0),                          // 25
-        exit(),                                   // 26
+        ld_abs(SIZE_H, 12),                 // 0  (000) ldh [12]
+        jmp32_imm(JMP_JNE, 0, 0x86dd, 0),   // 1  (001) jeq #0x86dd jt 2 jf 6
+        ld_abs(SIZE_B, 20),                 // 2  (002) ldb [20]
+        jmp32_imm(JMP_JNE, 0, 17, 0),       // 3  (003) jeq #0x11 jt 4 jf 15
+        ld_abs(SIZE_H, 56),                 // 4  (004) ldh [56]
+        jmp32_imm(JMP_JEQ, 0, 53, 0),       // 5  (005) jeq #0x35 jt 14 jf 15
+        mov32_imm(0, 0),                    // 6
+        exit(),                             // 7
+        jmp32_imm(JMP_JNE, 0, 0x800, 0),    // 8  (006) jeq #0x800 jt 7 jf 15
+        ld_abs(SIZE_B, 23),                 // 9  (007) ldb [23]
+        jmp32_imm(JMP_JNE, 0, 17, 0),       // 10 (008) jeq #0x11 jt 9 jf 15
+        ld_abs(SIZE_H, 20),                 // 11 (009) ldh [20]
+        jmp32_imm(JMP_JSET, 0, 0x1fff, 0),  // 12 (010) jset #0x1fff jt 15 jf 11
+        ld_abs(SIZE_B, 14),                 // 13 (011) ldxb 4*([14]&0xf)
+        alu32_imm(ALU_AND, 0, 0xf),         // 14
+        alu32_imm(ALU_LSH, 0, 2),           // 15
+        mov32_reg(7, 0),                    // 16
+        ld_ind(SIZE_H, 7, 16),              // 17 (012) ldh [x + 16]
+        jmp32_imm(JMP_JNE, 0, 53, 0),       // 18 (013) jeq #0x35 jt 14 jf 15
+        mov32_imm(0, 262144),               // 19 (014) ret #262144
+        exit(),                             // 20
+        mov32_imm(0, 0),                    // 21 (015) ret #0
+        exit(),                             // 22
     ];
     let mut to = |at: usize, target: usize| v[at].off = (target as i64 - at as i64 - 1) as i16;
-    to(1, 16);
-    for at in [2, 4, 6, 14, 17, 19] {
+    to(1, 8);
+    to(5, ret_match);
+    for at in [3, 8, 10, 12, 18] {
         to(at, ret_zero);
     }
-    for at in [15, 20] {
-        to(at, ret_match);
-    }
-    v.truncate(27);
     v
 }
 
@@ -676,6 +723,6 @@ fn perf_udp_dst_port_53() {
     let empty = JitProgram::compile(&prog(ProgKind::Xdp, &[mov64_imm(0, 0), exit()])).expect("compile");
     let floor = time_per_packet(&empty, &mut pkt);
     let best = time_per_packet(&j, &mut pkt);
-    std::fs::write("/tmp/jitscratch/udp53.bin", j.code_bytes()).ok();
     eprintln!("udp dst port 53, 64-byte packet: {best:.2} ns/packet (empty program {floor:.2}), code {} bytes", j.code_size());
 }
+

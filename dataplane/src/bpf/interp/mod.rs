@@ -5,6 +5,10 @@
 //! filters are made of fused into single ops), so a run is a `match` per op with no
 //! allocation and no re-parsing.
 //!
+//! Xdp programs made only of what classic filters translate to also get an accumulator form (`accum`): a
+//! second loop with r0 in a host register, no context, stack area or faults, which
+//! [`Exec::run_xdp`] prefers. The general loop stays the reference; the tests hold the two equal.
+//!
 //! Execution model, shared with the JIT:
 //! - Registers start at zero except r1 (memory pointer, or context pointer for `run_xdp`),
 //!   r2 (memory length; 0 for `run_xdp`) and r10.
@@ -27,7 +31,9 @@ use std::cell::RefCell;
 
 use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach};
 use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
-use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, Program, XdpContext};
+use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, ProgKind, Program, XdpContext};
+
+mod accum;
 
 /// Bytes of the stack area.
 pub const STACK_AREA: usize = MAX_CALL_DEPTH * STACK_SIZE;
@@ -127,10 +133,19 @@ pub struct Interpreter {
     /// The whole table, for `callx`.
     helpers: Helpers,
     reach: StackReach,
+    /// The accumulator form, for the Xdp programs it can run.
+    acc: Option<accum::AccProgram>,
 }
 
 impl Interpreter {
     pub fn new(prog: &Program) -> Self {
+        let acc = if prog.kind() == ProgKind::Xdp { accum::AccProgram::build(prog.insns()) } else { None };
+        Interpreter { acc, ..Self::general(prog) }
+    }
+
+    /// An interpreter that always runs the general loop, the reference semantics (tests compare
+    /// it with the accumulator loop [`new`](Self::new) may pick).
+    pub fn general(prog: &Program) -> Self {
         let insns = prog.insns();
         let mut called: Vec<Helper> = Vec::new();
         let mut code = Vec::with_capacity(insns.len());
@@ -162,6 +177,7 @@ impl Interpreter {
             called: called.into(),
             helpers: prog.helpers().clone(),
             reach: check::stack_reach(insns),
+            acc: None,
         }
     }
 }
@@ -905,6 +921,20 @@ impl Exec for Interpreter {
     }
 
     fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
+        if let Some(acc) = &self.acc
+            && u32::try_from(packet.len()).is_ok()
+        {
+            return Ok(acc.run(packet, ingress_ifindex, rx_queue_index));
+        }
+        self.run_xdp_general(packet, ingress_ifindex, rx_queue_index)
+    }
+}
+
+impl Interpreter {
+    /// The general loop for `run_xdp`, out of line so the accumulator path does not pay for
+    /// its frame.
+    #[inline(never)]
+    fn run_xdp_general(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
         let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);
         self.execute(packet, &ctx as *const XdpContext as u64, 0, &ctx)
     }

@@ -12,7 +12,7 @@ use sluice::bpf::classic::{self, ClassicError, ClassicInsn, Reject};
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::JitProgram;
 use sluice::bpf::tcpdump::{self, LibpcapFilter, TcpdumpError};
-use sluice::testbed::corpus::{self, Frame};
+use sluice::testbed::corpus::{self, Frame, Rng};
 use std::ffi::{CStr, c_char, c_int, c_uint};
 
 mod libpcap {
@@ -242,7 +242,7 @@ fn raw_programs_agree_with_libpcap_on_every_frame() {
 #[test]
 fn random_programs_agree_with_libpcap() {
     let frames: Vec<Frame> = corpus().into_iter().step_by(3).collect();
-    let mut rng = Rng(0xd1ff);
+    let mut rng = Rng::new(0xd1ff);
     let count = 500;
     for n in 0..count {
         let prog = random_program(&mut rng);
@@ -420,23 +420,6 @@ fn random_program(rng: &mut Rng) -> Vec<ClassicInsn> {
     }
     prog.push(ClassicInsn::new(0x16, 0, 0, 0));
     prog
-}
-
-/// SplitMix64, so failures reproduce from the printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

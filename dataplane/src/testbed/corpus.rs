@@ -624,15 +624,16 @@ fn random_frames(rng: &mut Rng, count: usize) -> Vec<Frame> {
         .collect()
 }
 
-/// SplitMix64: tiny, seedable and stable across releases (unlike `rand`'s algorithms).
-struct Rng(u64);
+/// SplitMix64: tiny, seedable and stable across releases (unlike `rand`'s algorithms), so a
+/// failure reproduces from its printed seed.
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -640,11 +641,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
         items[self.below(items.len() as u64) as usize]
     }
 

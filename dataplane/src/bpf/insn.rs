@@ -238,7 +238,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Insn>, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    if bytes.len() % Insn::SIZE != 0 {
+    if !bytes.len().is_multiple_of(Insn::SIZE) {
         return Err(DecodeError::Truncated(bytes.len()));
     }
     Ok(bytes

@@ -72,6 +72,8 @@ enum Code {
     JeqX, JgtX, JgeX, JsetX, JneX, JsgtX, JsgeX, JltX, JleX, JsltX, JsleX,
     /// `if <dst> CONDS[aux & SELECTOR] <src> goto t`, operands as for `AluAny`.
     JmpAny,
+    /// `if a is one of sets[k] goto t else goto off`: a run of `jeq` with one target.
+    JeqSet,
     /// `return k` (`r0 = k; exit`, 2 slots).
     Ret,
     /// `return a`.
@@ -91,7 +93,7 @@ struct Op {
     /// Selector and operand flags of the `Any` ops; `RET_*` flags of the jumps.
     aux: u8,
     k: u32,
-    /// Packet offset.
+    /// Packet offset, or the fall-through slot of a `JeqSet`.
     off: u32,
     /// Jump target slot.
     t: u32,
@@ -164,11 +166,15 @@ const SCRATCH_WORDS: usize = 16;
 const MAX_ENTRIES: usize = 32;
 /// Entries of the small array most filters fit in (it is zeroed on every run).
 const SMALL_ENTRIES: usize = 4;
+/// Constants one `JeqSet` compares with.
+const SET_SIZE: usize = 4;
 
 /// A program in the accumulator loop's form.
 #[derive(Debug, Clone)]
 pub(super) struct AccProgram {
     code: Box<[Op]>,
+    /// The constants of the `JeqSet` ops (short runs repeat their first constant).
+    sets: Box<[[u32; SET_SIZE]]>,
     /// Whether the program names more than [`SMALL_ENTRIES`] registers and scratch words.
     large: bool,
 }
@@ -401,14 +407,43 @@ impl AccProgram {
             code[pc] = d.op;
             pc += 1;
         }
-        fuse(insns, &forms, &mut code);
-        fold_returns(&mut code);
-        Some(AccProgram { code: code.into(), large: entries.used as usize > SMALL_ENTRIES })
+        let sets = fuse(insns, &forms, &mut code);
+        thread_jumps(&mut code);
+        Some(AccProgram { code: code.into(), sets: sets.into(), large: entries.used as usize > SMALL_ENTRIES })
     }
 }
 
-/// Replaces the first op of the hot sequences with one fused op (see the module notes).
-fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) {
+/// `(constant, target)` of a `jeq` on `a` against an immediate at `pc`.
+fn jeq_a(code: &[Op], pc: usize) -> Option<(u32, u32)> {
+    code.get(pc).filter(|o| o.code == JeqK).map(|o| (o.k, o.t))
+}
+
+/// The `jeq`/`jne` run starting at `pc` that one `JeqSet` can replace: its constants, the
+/// target when one matches and the target when none does. Runs of fewer than two are not
+/// worth it.
+fn jeq_run(code: &[Op], pc: usize) -> Option<(Vec<u32>, u32, u32)> {
+    let (first, t) = jeq_a(code, pc)?;
+    let mut ks = vec![first];
+    while ks.len() < SET_SIZE {
+        let at = pc + ks.len();
+        match (jeq_a(code, at), code.get(at)) {
+            (Some((k, to)), _) if to == t => ks.push(k),
+            // `jne k → f` ending a run whose target is right after it: a match falls through.
+            (None, Some(o)) if o.code == JneK && t as usize == at + 1 => {
+                ks.push(o.k);
+                return Some((ks, t, o.t));
+            }
+            _ => break,
+        }
+    }
+    let fall = (pc + ks.len()) as u32;
+    (ks.len() >= 2).then_some((ks, t, fall))
+}
+
+/// Replaces the first op of the hot sequences with one fused op (see the module notes);
+/// returns the constants of the `JeqSet` ops.
+fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) -> Vec<[u32; SET_SIZE]> {
+    let mut sets = Vec::new();
     let at = |pc: usize| insns.get(pc).copied().unwrap_or_default();
     let mov_reg = |pc: usize| matches!(forms.get(pc), Some(Form::Alu { op: AluOp::Mov, src: Operand::Reg, .. }));
     // `w0 &= 0xf; w0 <<= 2; w<x> = w0` after a byte load at `pc`: the slot of the move.
@@ -423,7 +458,11 @@ fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) {
     for pc in 0..insns.len() {
         let first = code[pc];
         let next = at(pc + 1);
-        if let Some(li) = index_of(&LOADS, first.code)
+        if let Some((ks, t, f)) = jeq_run(code, pc) {
+            code[pc] = Op { k: sets.len() as u32, t, off: f, ..op(JeqSet) };
+            sets.push(std::array::from_fn(|i| ks.get(i).copied().unwrap_or(ks[0])));
+        } else if let Some(li) = index_of(&LOADS, first.code)
+            && jeq_run(code, pc + 1).is_none()
             && let Some(Form::Jump { wide, cond, src: Operand::Imm }) = forms.get(pc + 1)
             && next.dst == 0
             && let Some(c) = clean_cond(*wide, *cond, Operand::Imm, next.imm)
@@ -450,31 +489,48 @@ fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) {
             code[pc] = Op { code: Ret, ..first };
         }
     }
+    sets
 }
 
-/// Lets jumps whose successor is a `Ret` return themselves, and turns a `Ja` to a `Ret` into
-/// that `Ret`: one dispatch fewer at the end of nearly every run.
-fn fold_returns(code: &mut [Op]) {
+/// Points jumps past the `Ja`s they land on, turns a `Ja` to a `Ret` into that `Ret`, and
+/// lets a jump whose successor is a `Ret` return itself: one dispatch fewer at the end of nearly
+/// every run.
+fn thread_jumps(code: &mut [Op]) {
+    // Every edge goes forward, so following `Ja`s ends.
+    let through = |code: &[Op], mut pc: usize| {
+        while let Some(o) = code.get(pc).filter(|o| o.code == Ja) {
+            pc = o.t as usize;
+        }
+        pc
+    };
     let is_ret = |code: &[Op], pc: usize| code.get(pc).is_some_and(|o| o.code == Ret);
     for pc in 0..code.len() {
         let o = code[pc];
+        let explicit_fall = o.code == JeqSet;
         let fall = match o.code {
-            c if LOAD_TESTS.iter().flatten().any(|&t| t == c) => pc + 2,
+            c if LOAD_TESTS.iter().flatten().any(|&l| l == c) => pc + 2,
             c if JUMPS_K.contains(&c) || JUMPS_X.contains(&c) => pc + 1,
-            Ja if is_ret(code, o.t as usize) => {
-                code[pc] = code[o.t as usize];
+            _ if explicit_fall => through(code, o.off as usize),
+            Ja | JmpAny => {
+                let t = through(code, o.t as usize);
+                code[pc] = if o.code == Ja && is_ret(code, t) { code[t] } else { Op { t: t as u32, ..o } };
                 continue;
             }
             _ => continue,
         };
+        let t = through(code, o.t as usize);
         let mut aux = 0;
-        if is_ret(code, o.t as usize) {
+        if is_ret(code, t) {
             aux |= RET_T;
         }
         if is_ret(code, fall) {
             aux |= RET_F;
         }
+        code[pc].t = t as u32;
         code[pc].aux = aux;
+        if explicit_fall {
+            code[pc].off = fall as u32;
+        }
     }
 }
 
@@ -529,16 +585,22 @@ impl AccProgram {
     #[inline]
     pub(super) fn run(&self, packet: &[u8], ingress_ifindex: u32, rx_queue_index: u32) -> u64 {
         if self.large {
-            run::<MAX_ENTRIES>(&self.code, packet, ingress_ifindex, rx_queue_index)
+            run::<MAX_ENTRIES>(&self.code, &self.sets, packet, ingress_ifindex, rx_queue_index)
         } else {
-            run::<SMALL_ENTRIES>(&self.code, packet, ingress_ifindex, rx_queue_index)
+            run::<SMALL_ENTRIES>(&self.code, &self.sets, packet, ingress_ifindex, rx_queue_index)
         }
     }
 }
 
 /// The loop, with `N` array entries (a power of two, so `i & (N - 1)` indexes unchecked).
 #[inline(always)]
-fn run<const N: usize>(code: &[Op], packet: &[u8], ingress_ifindex: u32, rx_queue_index: u32) -> u64 {
+fn run<const N: usize>(
+    code: &[Op],
+    sets: &[[u32; SET_SIZE]],
+    packet: &[u8],
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+) -> u64 {
     let mut a = 0u32;
     let mut v = [0u32; N];
     let mut pc = 0usize;
@@ -564,21 +626,30 @@ fn run<const N: usize>(code: &[Op], packet: &[u8], ingress_ifindex: u32, rx_queu
                 pc += 1;
             }};
         }
-        // Go to `t` when `$taken`, else `$len` slots on; a successor that is a `Ret` returns here.
+        // Go to `t` when `$taken`, else to `$fall`; a successor that is a `Ret` returns here.
+        // The two sides stay apart so that the compiler emits a branch, which the CPU predicts,
+        // rather than a select, which would chain every op's address to the previous test.
         macro_rules! branch {
-            ($taken:expr, $len:literal) => {{
-                let (next, ret) = if $taken { (op.t as usize, RET_T) } else { (pc + $len, RET_F) };
-                if op.aux & ret != 0 {
-                    return code[next].k as u64;
+            ($taken:expr, $fall:expr) => {{
+                if $taken {
+                    if op.aux & RET_T != 0 {
+                        return code[op.t as usize].k as u64;
+                    }
+                    pc = op.t as usize;
+                } else {
+                    let fall = $fall;
+                    if op.aux & RET_F != 0 {
+                        return code[fall].k as u64;
+                    }
+                    pc = fall;
                 }
-                pc = next;
             }};
         }
         macro_rules! ld_test {
             ($n:literal, $mode:ident, $c:ident) => {{
                 let Some(x) = load!($n, $mode) else { return 0 };
                 a = x;
-                branch!(test32(Cond::$c, x, op.k), 2);
+                branch!(test32(Cond::$c, x, op.k), pc + 2);
             }};
         }
         macro_rules! alu {
@@ -589,7 +660,7 @@ fn run<const N: usize>(code: &[Op], packet: &[u8], ingress_ifindex: u32, rx_queu
         }
         macro_rules! jump {
             ($c:ident, $y:expr) => {
-                branch!(test32(Cond::$c, a, $y), 1)
+                branch!(test32(Cond::$c, a, $y), pc + 1)
             };
         }
         // Operands of the `Any` ops.
@@ -766,6 +837,10 @@ fn run<const N: usize>(code: &[Op], packet: &[u8], ingress_ifindex: u32, rx_queu
             JmpAny => {
                 let c = CONDS[(op.aux & SELECTOR) as usize % CONDS.len()];
                 pc = if test32(c, dst!(), src!()) { op.t as usize } else { pc + 1 };
+            }
+            JeqSet => {
+                let s = &sets[op.k as usize];
+                branch!((a == s[0]) | (a == s[1]) | (a == s[2]) | (a == s[3]), op.off as usize);
             }
             Ret => return op.k as u64,
             Exit => return a as u64,

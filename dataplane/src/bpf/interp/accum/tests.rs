@@ -301,3 +301,39 @@ fn random_programs_of_the_subset_agree_with_the_general_loop() {
     // Most valid programs must take the accumulator loop, or this test would prove little.
     assert!(valid > 3000 && fast * 2 > valid, "{fast} of {valid} valid programs accepted");
 }
+
+fn has(prog: &crate::bpf::Program, code: super::Code) -> bool {
+    Interpreter::new(prog).acc.is_some_and(|a| a.code.iter().any(|o| o.code == code))
+}
+
+#[test]
+fn runs_of_jeq_with_one_target_become_set_tests() {
+    // `if w0 == k goto T` × n, the last maybe `if w0 != k goto F` with T right after it, else
+    // followed by `goto F`; entered at every slot, over every value of the loaded byte.
+    for n in 2..=9usize {
+        for jne_last in [false, true] {
+            let t = 2 + n + !jne_last as usize;
+            let f = t + 2;
+            for entry in 0..n {
+                let mut p = vec![ld_abs(SIZE_B, 0), ja(entry as i16)];
+                for j in 0..n {
+                    let (slot, k) = (2 + j, 3 * j as i32 + 1);
+                    let to = |x: usize| (x - slot - 1) as i16;
+                    p.push(match j {
+                        _ if jne_last && j == n - 1 => jmp32_imm(JMP_JNE, 0, k, to(f)),
+                        _ if j % 2 == 0 => jmp32_imm(JMP_JEQ, 0, k, to(t)),
+                        _ => jmp_imm(JMP_JEQ, 0, k, to(t)),
+                    });
+                }
+                if !jne_last {
+                    p.push(ja((f - (2 + n) - 1) as i16));
+                }
+                p.extend([mov32_imm(0, 1), exit(), mov32_imm(0, 2), exit()]);
+                let prog = xdp(&p);
+                assert!(has(&prog, super::Code::JeqSet), "{}", disasm::program(prog.insns()));
+                let hits = (0..=255u8).filter(|&b| both(&prog, &[b]) == 1).count();
+                assert_eq!(hits, n - entry, "{}", disasm::program(prog.insns()));
+            }
+        }
+    }
+}

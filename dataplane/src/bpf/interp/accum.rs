@@ -48,6 +48,11 @@ enum Code {
     IndBEq, IndBNe, IndBGt, IndBGe, IndBLt, IndBLe, IndBSet,
     IndHEq, IndHNe, IndHGt, IndHGe, IndHLt, IndHLe, IndHSet,
     IndWEq, IndWNe, IndWGt, IndWGe, IndWLt, IndWLe, IndWSet,
+    /// The same with `a &= m` between the load and the test (3 slots).
+    AbsBMEq, AbsBMNe, AbsHMEq, AbsHMNe, AbsWMEq, AbsWMNe,
+    IndBMEq, IndBMNe, IndHMEq, IndHMNe, IndWMEq, IndWMNe,
+    /// A packet load into `a` fused with the `JeqSet` that follows it.
+    AbsBIn, AbsHIn, AbsWIn, IndBIn, IndHIn, IndWIn,
     /// `a = v[r] = 4 * (packet[off] & 0xf)`: classic `ldxb 4*([k]&0xf)` (4 slots).
     Msh,
     /// The same with A saved around it: `v[x] = a; v[r] = 4 * (packet[off] & 0xf)` (6 slots).
@@ -72,7 +77,7 @@ enum Code {
     JeqX, JgtX, JgeX, JsetX, JneX, JsgtX, JsgeX, JltX, JleX, JsltX, JsleX,
     /// `if <dst> CONDS[aux & SELECTOR] <src> goto t`, operands as for `AluAny`.
     JmpAny,
-    /// `if a is one of sets[k] goto t else goto off`: a run of `jeq` with one target.
+    /// `if a is one of sets[k] goto t else goto m`: a run of `jeq` with one target.
     JeqSet,
     /// `return k` (`r0 = k; exit`, 2 slots).
     Ret,
@@ -82,7 +87,7 @@ enum Code {
 
 use Code::*;
 
-/// One slot: 16 bytes.
+/// One slot: 20 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Op {
     code: Code,
@@ -93,14 +98,16 @@ struct Op {
     /// Selector and operand flags of the `Any` ops; `RET_*` flags of the jumps.
     aux: u8,
     k: u32,
-    /// Packet offset, or the fall-through slot of a `JeqSet`.
+    /// Packet offset.
     off: u32,
     /// Jump target slot.
     t: u32,
+    /// Mask of the masked load-tests; fall-through slot of the set tests.
+    m: u32,
 }
 
 const fn op(code: Code) -> Op {
-    Op { code, r: 0, x: 0, aux: 0, k: 0, off: 0, t: 0 }
+    Op { code, r: 0, x: 0, aux: 0, k: 0, off: 0, t: 0, m: 0 }
 }
 
 // `aux` of the `Any` ops: the selector and where the operands are.
@@ -131,6 +138,13 @@ const LOAD_TESTS: [[Code; 7]; 6] = [
     [IndWEq, IndWNe, IndWGt, IndWGe, IndWLt, IndWLe, IndWSet],
 ];
 const LOADS: [Code; 6] = [AbsB, AbsH, AbsW, IndB, IndH, IndW];
+/// The masked load-tests, for `Eq` and `Ne`.
+#[rustfmt::skip]
+const LOAD_MASK_TESTS: [[Code; 2]; 6] = [
+    [AbsBMEq, AbsBMNe], [AbsHMEq, AbsHMNe], [AbsWMEq, AbsWMNe],
+    [IndBMEq, IndBMNe], [IndHMEq, IndHMNe], [IndWMEq, IndWMNe],
+];
+const LOAD_SETS: [Code; 6] = [AbsBIn, AbsHIn, AbsWIn, IndBIn, IndHIn, IndWIn];
 
 /// The ALU operations in the order of `AluAny`'s selector, and their accumulator forms.
 const ALU_OPS: [AluOp; 14] = [
@@ -455,20 +469,39 @@ fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) -> Vec<[u32; SET_SIZE]>
         (at(pc + 1) == and && at(pc + 2) == lsh && mov_x_a).then_some(pc + 3)
     };
     let is_abs_b = |pc: usize| forms.get(pc) == Some(&Form::LdPacket { size: 1, indirect: false });
+    // The condition of a jump on r0 against an immediate at `pc`, as a 32-bit one.
+    let test_a = |pc: usize| match forms.get(pc) {
+        Some(&Form::Jump { wide, cond, src: Operand::Imm }) if at(pc).dst == 0 => {
+            clean_cond(wide, cond, Operand::Imm, at(pc).imm)
+        }
+        _ => None,
+    };
+    let is_and_a = |pc: usize| {
+        forms.get(pc) == Some(&Form::Alu { wide: false, op: AluOp::And, src: Operand::Imm }) && at(pc).dst == 0
+    };
+    let mut set_of = |ks: Vec<u32>| {
+        sets.push(std::array::from_fn(|i| ks.get(i).copied().unwrap_or(ks[0])));
+        sets.len() as u32 - 1
+    };
     for pc in 0..insns.len() {
         let first = code[pc];
-        let next = at(pc + 1);
+        let load = index_of(&LOADS, first.code);
         if let Some((ks, t, f)) = jeq_run(code, pc) {
-            code[pc] = Op { k: sets.len() as u32, t, off: f, ..op(JeqSet) };
-            sets.push(std::array::from_fn(|i| ks.get(i).copied().unwrap_or(ks[0])));
-        } else if let Some(li) = index_of(&LOADS, first.code)
-            && jeq_run(code, pc + 1).is_none()
-            && let Some(Form::Jump { wide, cond, src: Operand::Imm }) = forms.get(pc + 1)
-            && next.dst == 0
-            && let Some(c) = clean_cond(*wide, *cond, Operand::Imm, next.imm)
-            && let Some(ci) = index_of(&FUSED_CONDS, c)
+            code[pc] = Op { k: set_of(ks), t, m: f, ..op(JeqSet) };
+        } else if let Some(li) = load
+            && let Some((ks, t, f)) = jeq_run(code, pc + 1)
         {
-            code[pc] = Op { code: LOAD_TESTS[li][ci], k: next.imm as u32, t: code[pc + 1].t, ..first };
+            code[pc] = Op { code: LOAD_SETS[li], k: set_of(ks), t, m: f, ..first };
+        } else if let Some(li) = load
+            && is_and_a(pc + 1)
+            && let Some(ci) = test_a(pc + 2).and_then(|c| index_of(&[Cond::Eq, Cond::Ne], c))
+        {
+            let (mask, jump) = (at(pc + 1).imm as u32, code[pc + 2]);
+            code[pc] = Op { code: LOAD_MASK_TESTS[li][ci], k: jump.k, t: jump.t, m: mask, ..first };
+        } else if let Some(li) = load
+            && let Some(ci) = test_a(pc + 1).and_then(|c| index_of(&FUSED_CONDS, c))
+        {
+            code[pc] = Op { code: LOAD_TESTS[li][ci], k: at(pc + 1).imm as u32, t: code[pc + 1].t, ..first };
         } else if is_abs_b(pc)
             && let Some(mov) = msh_tail(pc)
         {
@@ -485,7 +518,7 @@ fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) -> Vec<[u32; SET_SIZE]>
         {
             // r<s> = a; msh into r<x>; a = r<s>
             code[pc] = Op { r: code[mov].r, x: first.r, off: code[pc + 1].off, ..op(MshKeep) };
-        } else if first.code == MovAK && next.is_exit() {
+        } else if first.code == MovAK && at(pc + 1).is_exit() {
             code[pc] = Op { code: Ret, ..first };
         }
     }
@@ -506,11 +539,12 @@ fn thread_jumps(code: &mut [Op]) {
     let is_ret = |code: &[Op], pc: usize| code.get(pc).is_some_and(|o| o.code == Ret);
     for pc in 0..code.len() {
         let o = code[pc];
-        let explicit_fall = o.code == JeqSet;
+        let explicit_fall = o.code == JeqSet || LOAD_SETS.contains(&o.code);
         let fall = match o.code {
             c if LOAD_TESTS.iter().flatten().any(|&l| l == c) => pc + 2,
+            c if LOAD_MASK_TESTS.iter().flatten().any(|&l| l == c) => pc + 3,
             c if JUMPS_K.contains(&c) || JUMPS_X.contains(&c) => pc + 1,
-            _ if explicit_fall => through(code, o.off as usize),
+            _ if explicit_fall => through(code, o.m as usize),
             Ja | JmpAny => {
                 let t = through(code, o.t as usize);
                 code[pc] = if o.code == Ja && is_ret(code, t) { code[t] } else { Op { t: t as u32, ..o } };
@@ -529,7 +563,7 @@ fn thread_jumps(code: &mut [Op]) {
         code[pc].t = t as u32;
         code[pc].aux = aux;
         if explicit_fall {
-            code[pc].off = fall as u32;
+            code[pc].m = fall as u32;
         }
     }
 }
@@ -651,6 +685,22 @@ fn run<const N: usize>(
                 a = x;
                 branch!(test32(Cond::$c, x, op.k), pc + 2);
             }};
+            ($n:literal, $mode:ident, mask $c:ident) => {{
+                let Some(x) = load!($n, $mode) else { return 0 };
+                a = x & op.m;
+                branch!(test32(Cond::$c, a, op.k), pc + 3);
+            }};
+        }
+        macro_rules! in_set {
+            () => {{
+                let s = &sets[op.k as usize];
+                branch!((a == s[0]) | (a == s[1]) | (a == s[2]) | (a == s[3]), op.m as usize);
+            }};
+            ($n:literal, $mode:ident) => {{
+                let Some(x) = load!($n, $mode) else { return 0 };
+                a = x;
+                in_set!();
+            }};
         }
         macro_rules! alu {
             ($a:ident, $y:expr) => {{
@@ -729,6 +779,24 @@ fn run<const N: usize>(
             IndWLt => ld_test!(4, ind, Lt),
             IndWLe => ld_test!(4, ind, Le),
             IndWSet => ld_test!(4, ind, Set),
+            AbsBMEq => ld_test!(1, abs, mask Eq),
+            AbsBMNe => ld_test!(1, abs, mask Ne),
+            AbsHMEq => ld_test!(2, abs, mask Eq),
+            AbsHMNe => ld_test!(2, abs, mask Ne),
+            AbsWMEq => ld_test!(4, abs, mask Eq),
+            AbsWMNe => ld_test!(4, abs, mask Ne),
+            IndBMEq => ld_test!(1, ind, mask Eq),
+            IndBMNe => ld_test!(1, ind, mask Ne),
+            IndHMEq => ld_test!(2, ind, mask Eq),
+            IndHMNe => ld_test!(2, ind, mask Ne),
+            IndWMEq => ld_test!(4, ind, mask Eq),
+            IndWMNe => ld_test!(4, ind, mask Ne),
+            AbsBIn => in_set!(1, abs),
+            AbsHIn => in_set!(2, abs),
+            AbsWIn => in_set!(4, abs),
+            IndBIn => in_set!(1, ind),
+            IndHIn => in_set!(2, ind),
+            IndWIn => in_set!(4, ind),
             Msh => {
                 let Some(b) = load!(1, abs) else { return 0 };
                 a = (b & 0xf) << 2;
@@ -838,10 +906,7 @@ fn run<const N: usize>(
                 let c = CONDS[(op.aux & SELECTOR) as usize % CONDS.len()];
                 pc = if test32(c, dst!(), src!()) { op.t as usize } else { pc + 1 };
             }
-            JeqSet => {
-                let s = &sets[op.k as usize];
-                branch!((a == s[0]) | (a == s[1]) | (a == s[2]) | (a == s[3]), op.off as usize);
-            }
+            JeqSet => in_set!(),
             Ret => return op.k as u64,
             Exit => return a as u64,
         }

@@ -337,3 +337,49 @@ fn runs_of_jeq_with_one_target_become_set_tests() {
         }
     }
 }
+
+#[test]
+fn loads_fuse_with_a_mask_and_test_or_a_set_test() {
+    let loads = [ld_abs(SIZE_B, 3), ld_abs(SIZE_H, 2), ld_abs(SIZE_W, 1), ld_ind(SIZE_B, 2, 1), ld_ind(SIZE_H, 2, 3)];
+    let mut rng = StdRng::seed_from_u64(7);
+    let packets: Vec<Vec<u8>> = (0..64).map(|i| (0..i % 9).map(|_| rng.gen_range(0..4u8) * 0x40).collect()).collect();
+    for load in loads {
+        for entry in 0..3i16 {
+            for (mask, k) in [(0xc0, 0x40), (0xc0c0, 0x4000), (0xffff_0000u32 as i32, 0x4080_0000), (0, 0)] {
+                for jump in [jmp32_imm(JMP_JEQ, 0, k, 2), jmp_imm(JMP_JNE, 0, k, 2)] {
+                    // r2 = 1; goto +entry; load; w0 &= mask; jump → `r0 = 9; exit`; r0 += 1; exit
+                    let p = [
+                        mov32_imm(2, 1),
+                        ja(entry),
+                        load,
+                        alu32_imm(ALU_AND, 0, mask),
+                        jump,
+                        alu32_imm(ALU_ADD, 0, 1),
+                        exit(),
+                        mov32_imm(0, 9),
+                        exit(),
+                    ];
+                    let prog = xdp(&p);
+                    let fused = super::LOAD_MASK_TESTS.iter().flatten().any(|&c| has(&prog, c));
+                    assert!(fused, "{}", disasm::program(prog.insns()));
+                    packets.iter().for_each(|pk| _ = both(&prog, pk));
+                }
+            }
+            // load; w0 == 0 / 0x40 / 0x4000 → `r0 = 9; exit`, else fall through.
+            let p = [
+                mov32_imm(2, 1),
+                ja(entry),
+                load,
+                jmp32_imm(JMP_JEQ, 0, 0, 3),
+                jmp32_imm(JMP_JEQ, 0, 0x40, 2),
+                jmp_imm(JMP_JEQ, 0, 0x4000, 1),
+                exit(),
+                mov32_imm(0, 9),
+                exit(),
+            ];
+            let prog = xdp(&p);
+            assert!(super::LOAD_SETS.iter().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
+            packets.iter().for_each(|pk| _ = both(&prog, pk));
+        }
+    }
+}

@@ -55,6 +55,9 @@ enum Code {
     AbsBIn, AbsHIn, AbsWIn, IndBIn, IndHIn, IndWIn,
     /// `a = v[r] = 4 * (packet[off] & 0xf)`: classic `ldxb 4*([k]&0xf)` (4 slots).
     Msh,
+    /// `Msh` into `v[r]` from `packet[m]`, then `a = packet[v[r] + off..]` (5 slots), and
+    /// maybe the jump on `a` against `k` after it (6 slots): the TCP/UDP port load.
+    MshIndB, MshIndH, MshIndW, MshIndBEq, MshIndBNe, MshIndHEq, MshIndHNe, MshIndWEq, MshIndWNe,
     /// The same with A saved around it: `v[x] = a; v[r] = 4 * (packet[off] & 0xf)` (6 slots).
     MshKeep,
     /// `v[r] = packet length` (the 3-slot length prologue).
@@ -145,6 +148,9 @@ const LOAD_MASK_TESTS: [[Code; 2]; 6] = [
     [IndBMEq, IndBMNe], [IndHMEq, IndHMNe], [IndWMEq, IndWMNe],
 ];
 const LOAD_SETS: [Code; 6] = [AbsBIn, AbsHIn, AbsWIn, IndBIn, IndHIn, IndWIn];
+/// `Msh` then an indexed load of 1, 2, 4 bytes: alone, or with the `Eq` or `Ne` test after it.
+const MSH_LOADS: [[Code; 3]; 3] =
+    [[MshIndB, MshIndBEq, MshIndBNe], [MshIndH, MshIndHEq, MshIndHNe], [MshIndW, MshIndWEq, MshIndWNe]];
 
 /// The ALU operations in the order of `AluAny`'s selector, and their accumulator forms.
 const ALU_OPS: [AluOp; 14] = [
@@ -505,7 +511,23 @@ fn fuse(insns: &[Insn], forms: &[Form], code: &mut [Op]) -> Vec<[u32; SET_SIZE]>
         } else if is_abs_b(pc)
             && let Some(mov) = msh_tail(pc)
         {
-            code[pc] = Op { code: Msh, r: code[mov].r, ..first };
+            let (x, ind) = (at(mov).dst, pc + 4);
+            let ind_size = match forms.get(ind) {
+                Some(&Form::LdPacket { size, indirect: true }) if at(ind).src == x => Some(size),
+                _ => None,
+            };
+            code[pc] = match ind_size {
+                Some(size) => {
+                    let row = &MSH_LOADS[(size.trailing_zeros() as usize).min(2)];
+                    let test = test_a(ind + 1).and_then(|c| index_of(&[Cond::Eq, Cond::Ne], c));
+                    let (fused, k, t) = match test {
+                        Some(ci) => (row[1 + ci], at(ind + 1).imm as u32, code[ind + 1].t),
+                        None => (row[0], 0, 0),
+                    };
+                    Op { r: code[mov].r, off: code[ind].off, m: first.off, k, t, ..op(fused) }
+                }
+                None => Op { code: Msh, r: code[mov].r, ..first },
+            };
         } else if mov_reg(pc)
             && at(pc).src == 0
             && at(pc).dst != 0
@@ -543,6 +565,7 @@ fn thread_jumps(code: &mut [Op]) {
         let fall = match o.code {
             c if LOAD_TESTS.iter().flatten().any(|&l| l == c) => pc + 2,
             c if LOAD_MASK_TESTS.iter().flatten().any(|&l| l == c) => pc + 3,
+            c if MSH_LOADS.iter().any(|row| row[1..].contains(&c)) => pc + 6,
             c if JUMPS_K.contains(&c) || JUMPS_X.contains(&c) => pc + 1,
             _ if explicit_fall => through(code, o.m as usize),
             Ja | JmpAny => {
@@ -691,6 +714,15 @@ fn run<const N: usize>(
                 branch!(test32(Cond::$c, a, op.k), pc + 3);
             }};
         }
+        macro_rules! msh_ind {
+            ($n:literal) => {{
+                let Some(b) = be::<1>(packet, op.m as u64) else { return 0 };
+                let x = (b & 0xf) << 2;
+                e!(op.r) = x;
+                let Some(y) = be::<$n>(packet, op.off as u64 + x as u64) else { return 0 };
+                a = y;
+            }};
+        }
         macro_rules! in_set {
             () => {{
                 let s = &sets[op.k as usize];
@@ -802,6 +834,42 @@ fn run<const N: usize>(
                 a = (b & 0xf) << 2;
                 e!(op.r) = a;
                 pc += 4;
+            }
+            MshIndB => {
+                msh_ind!(1);
+                pc += 5;
+            }
+            MshIndH => {
+                msh_ind!(2);
+                pc += 5;
+            }
+            MshIndW => {
+                msh_ind!(4);
+                pc += 5;
+            }
+            MshIndBEq => {
+                msh_ind!(1);
+                branch!(a == op.k, pc + 6);
+            }
+            MshIndBNe => {
+                msh_ind!(1);
+                branch!(a != op.k, pc + 6);
+            }
+            MshIndHEq => {
+                msh_ind!(2);
+                branch!(a == op.k, pc + 6);
+            }
+            MshIndHNe => {
+                msh_ind!(2);
+                branch!(a != op.k, pc + 6);
+            }
+            MshIndWEq => {
+                msh_ind!(4);
+                branch!(a == op.k, pc + 6);
+            }
+            MshIndWNe => {
+                msh_ind!(4);
+                branch!(a != op.k, pc + 6);
             }
             MshKeep => {
                 let Some(b) = load!(1, abs) else { return 0 };

@@ -383,3 +383,31 @@ fn loads_fuse_with_a_mask_and_test_or_a_set_test() {
         }
     }
 }
+
+#[test]
+fn msh_fuses_with_the_indexed_load_and_test_after_it() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let packets: Vec<Vec<u8>> = (0..200)
+        .map(|i| (0..i % 40).map(|j| if j == 0 { rng.r#gen() } else { rng.gen_range(0..3u8) }).collect())
+        .collect();
+    for size in [SIZE_B, SIZE_H, SIZE_W] {
+        for jump in [Some(jmp32_imm(JMP_JEQ, 0, 1, 2)), Some(jmp_imm(JMP_JNE, 0, 0, 2)), None] {
+            for entry in 0..6i16 {
+                let mut p = vec![
+                    ja(entry),
+                    ld_abs(SIZE_B, 0),
+                    alu32_imm(ALU_AND, 0, 0xf),
+                    alu32_imm(ALU_LSH, 0, 2),
+                    mov32_reg(7, 0),
+                    ld_ind(size, 7, 1),
+                ];
+                // Without a test, the sixth slot is a plain add the entry may land on.
+                p.push(jump.unwrap_or(alu32_imm(ALU_ADD, 0, 0x100)));
+                p.extend([alu32_reg(ALU_ADD, 0, 7), exit(), mov32_imm(0, 9), exit()]);
+                let prog = xdp(&p);
+                assert!(super::MSH_LOADS.iter().flatten().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
+                packets.iter().for_each(|pk| _ = both(&prog, pk));
+            }
+        }
+    }
+}

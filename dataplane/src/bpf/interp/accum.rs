@@ -51,6 +51,10 @@ enum Code {
     /// The same with `a &= m` between the load and the test (3 slots).
     AbsBMEq, AbsBMNe, AbsHMEq, AbsHMNe, AbsWMEq, AbsWMNe,
     IndBMEq, IndBMNe, IndHMEq, IndHMNe, IndWMEq, IndWMNe,
+    /// A 2-way demultiplexer: `AbsBNe`... whose target tests `a` against another constant:
+    /// `a = packet[off..]; if a == k goto pc + 2; if a == sets[m][0] goto sets[m][1] else goto
+    /// sets[m][2]` (IPv6 first, then IPv4, as libpcap orders `ip6 or ip` tests).
+    AbsBSw, AbsHSw, AbsWSw,
     /// A packet load into `a` fused with the `JeqSet` that follows it.
     AbsBIn, AbsHIn, AbsWIn, IndBIn, IndHIn, IndWIn,
     /// `a = v[r] = 4 * (packet[off] & 0xf)`: classic `ldxb 4*([k]&0xf)` (4 slots).
@@ -122,6 +126,8 @@ const DST_A: u8 = 0x20;
 // themselves instead of dispatching it.
 const RET_T: u8 = 0x01;
 const RET_F: u8 = 0x02;
+/// `aux` of the `*Sw` ops: `sets[m][2]` is a `Ret` (`RET_T` is for `sets[m][1]`).
+const RET_X: u8 = 0x04;
 
 /// The conditions in the order of `JeqK..JsleK`, `JeqX..JsleX` and `JmpAny`'s selector.
 const CONDS: [Cond; 11] =
@@ -427,8 +433,9 @@ impl AccProgram {
             code[pc] = d.op;
             pc += 1;
         }
-        let sets = fuse(insns, &forms, &mut code);
+        let mut sets = fuse(insns, &forms, &mut code);
         thread_jumps(&mut code);
+        demultiplex(&mut code, &mut sets);
         Some(AccProgram { code: code.into(), sets: sets.into(), large: entries.used as usize > SMALL_ENTRIES })
     }
 }
@@ -591,6 +598,36 @@ fn thread_jumps(code: &mut [Op]) {
     }
 }
 
+/// Turns a load-and-`jne` whose target tests `a` against another constant into a `*Sw` op, so
+/// the second test of an ethertype (or protocol) demultiplexer costs no dispatch.
+fn demultiplex(code: &mut [Op], sets: &mut Vec<[u32; SET_SIZE]>) {
+    let is_ret = |code: &[Op], pc: usize| code.get(pc).is_some_and(|o| o.code == Ret);
+    for pc in 0..code.len() {
+        let o = code[pc];
+        let Some(sw) = [(AbsBNe, AbsBSw), (AbsHNe, AbsHSw), (AbsWNe, AbsWSw)].iter().find(|c| c.0 == o.code) else {
+            continue;
+        };
+        let y = o.t as usize;
+        let Some(second) = code.get(y).copied().filter(|s| matches!(s.code, JeqK | JneK)) else { continue };
+        // Where the second test goes when `a` equals its constant, and when not.
+        let mut after = y + 1;
+        while let Some(j) = code.get(after).filter(|j| j.code == Ja) {
+            after = j.t as usize;
+        }
+        let after = after as u32;
+        let (on_eq, on_ne) = if second.code == JeqK { (second.t, after) } else { (after, second.t) };
+        let mut aux = o.aux & RET_F;
+        if is_ret(code, on_eq as usize) {
+            aux |= RET_T;
+        }
+        if is_ret(code, on_ne as usize) {
+            aux |= RET_X;
+        }
+        sets.push([second.k, on_eq, on_ne, 0]);
+        code[pc] = Op { code: sw.1, aux, m: sets.len() as u32 - 1, ..o };
+    }
+}
+
 /// Big-endian packet bytes at `off`, as a number; `None` when outside the packet.
 #[inline(always)]
 fn be<const N: usize>(packet: &[u8], off: u64) -> Option<u32> {
@@ -723,6 +760,31 @@ fn run<const N: usize>(
                 a = y;
             }};
         }
+        macro_rules! switch {
+            ($n:literal) => {{
+                let Some(x) = load!($n, abs) else { return 0 };
+                a = x;
+                if a == op.k {
+                    if op.aux & RET_F != 0 {
+                        return code[pc + 2].k as u64;
+                    }
+                    pc += 2;
+                } else {
+                    let s = &sets[op.m as usize];
+                    if a == s[0] {
+                        if op.aux & RET_T != 0 {
+                            return code[s[1] as usize].k as u64;
+                        }
+                        pc = s[1] as usize;
+                    } else {
+                        if op.aux & RET_X != 0 {
+                            return code[s[2] as usize].k as u64;
+                        }
+                        pc = s[2] as usize;
+                    }
+                }
+            }};
+        }
         macro_rules! in_set {
             () => {{
                 let s = &sets[op.k as usize];
@@ -823,6 +885,9 @@ fn run<const N: usize>(
             IndHMNe => ld_test!(2, ind, mask Ne),
             IndWMEq => ld_test!(4, ind, mask Eq),
             IndWMNe => ld_test!(4, ind, mask Ne),
+            AbsBSw => switch!(1),
+            AbsHSw => switch!(2),
+            AbsWSw => switch!(4),
             AbsBIn => in_set!(1, abs),
             AbsHIn => in_set!(2, abs),
             AbsWIn => in_set!(4, abs),

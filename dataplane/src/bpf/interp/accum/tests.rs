@@ -411,3 +411,34 @@ fn msh_fuses_with_the_indexed_load_and_test_after_it() {
         }
     }
 }
+
+#[test]
+fn a_jne_to_a_second_test_is_a_two_way_demultiplexer() {
+    // ld [0]; if != 0x86dd goto Y; r0 = 1; exit; ...; Y: if (== / !=) 0x800 goto ...
+    for second in [JMP_JEQ, JMP_JNE] {
+        for (size, k1, k2) in [(SIZE_H, 0x86dd, 0x800), (SIZE_B, 6, 17), (SIZE_W, 1, 2)] {
+            for after in [mov32_imm(0, 3), ja(1)] {
+                let p = [
+                    ld_abs(size, 0),
+                    jmp32_imm(JMP_JNE, 0, k1, 2),
+                    mov32_imm(0, 1),
+                    exit(),
+                    jmp32_imm(second, 0, k2, 3), // Y
+                    after,
+                    exit(),
+                    mov32_imm(0, 4),
+                    mov32_imm(0, 5),
+                    exit(),
+                ];
+                let prog = xdp(&p);
+                assert!([super::Code::AbsBSw, super::Code::AbsHSw, super::Code::AbsWSw].iter().any(|&c| has(&prog, c)));
+                for v in [k1 as u32, k2 as u32, 0, 0x8000_0000] {
+                    let bytes = v.to_be_bytes();
+                    let packet = &bytes[4 - size_bytes(size)..];
+                    both(&prog, packet);
+                    both(&prog, &packet[1..]);
+                }
+            }
+        }
+    }
+}

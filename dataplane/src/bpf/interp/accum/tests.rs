@@ -360,7 +360,7 @@ fn loads_fuse_with_a_mask_and_test_or_a_set_test() {
                         exit(),
                     ];
                     let prog = xdp(&p);
-                    let fused = super::LOAD_MASK_TESTS.iter().flatten().any(|&c| has(&prog, c));
+                    let fused = super::build::LOAD_MASK_TESTS.iter().flatten().any(|&c| has(&prog, c));
                     assert!(fused, "{}", disasm::program(prog.insns()));
                     packets.iter().for_each(|pk| _ = both(&prog, pk));
                 }
@@ -378,7 +378,7 @@ fn loads_fuse_with_a_mask_and_test_or_a_set_test() {
                 exit(),
             ];
             let prog = xdp(&p);
-            assert!(super::LOAD_SETS.iter().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
+            assert!(super::build::LOAD_SETS.iter().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
             packets.iter().for_each(|pk| _ = both(&prog, pk));
         }
     }
@@ -405,7 +405,11 @@ fn msh_fuses_with_the_indexed_load_and_test_after_it() {
                 p.push(jump.unwrap_or(alu32_imm(ALU_ADD, 0, 0x100)));
                 p.extend([alu32_reg(ALU_ADD, 0, 7), exit(), mov32_imm(0, 9), exit()]);
                 let prog = xdp(&p);
-                assert!(super::MSH_LOADS.iter().flatten().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
+                assert!(
+                    super::build::MSH_LOADS.iter().flatten().any(|&c| has(&prog, c)),
+                    "{}",
+                    disasm::program(prog.insns())
+                );
                 packets.iter().for_each(|pk| _ = both(&prog, pk));
             }
         }

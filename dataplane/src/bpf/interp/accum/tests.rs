@@ -301,3 +301,148 @@ fn random_programs_of_the_subset_agree_with_the_general_loop() {
     // Most valid programs must take the accumulator loop, or this test would prove little.
     assert!(valid > 3000 && fast * 2 > valid, "{fast} of {valid} valid programs accepted");
 }
+
+fn has(prog: &crate::bpf::Program, code: super::Code) -> bool {
+    Interpreter::new(prog).acc.is_some_and(|a| a.code.iter().any(|o| o.code == code))
+}
+
+#[test]
+fn runs_of_jeq_with_one_target_become_set_tests() {
+    // `if w0 == k goto T` × n, the last maybe `if w0 != k goto F` with T right after it, else
+    // followed by `goto F`; entered at every slot, over every value of the loaded byte.
+    for n in 2..=9usize {
+        for jne_last in [false, true] {
+            let t = 2 + n + !jne_last as usize;
+            let f = t + 2;
+            for entry in 0..n {
+                let mut p = vec![ld_abs(SIZE_B, 0), ja(entry as i16)];
+                for j in 0..n {
+                    let (slot, k) = (2 + j, 3 * j as i32 + 1);
+                    let to = |x: usize| (x - slot - 1) as i16;
+                    p.push(match j {
+                        _ if jne_last && j == n - 1 => jmp32_imm(JMP_JNE, 0, k, to(f)),
+                        _ if j % 2 == 0 => jmp32_imm(JMP_JEQ, 0, k, to(t)),
+                        _ => jmp_imm(JMP_JEQ, 0, k, to(t)),
+                    });
+                }
+                if !jne_last {
+                    p.push(ja((f - (2 + n) - 1) as i16));
+                }
+                p.extend([mov32_imm(0, 1), exit(), mov32_imm(0, 2), exit()]);
+                let prog = xdp(&p);
+                assert!(has(&prog, super::Code::JeqSet), "{}", disasm::program(prog.insns()));
+                let hits = (0..=255u8).filter(|&b| both(&prog, &[b]) == 1).count();
+                assert_eq!(hits, n - entry, "{}", disasm::program(prog.insns()));
+            }
+        }
+    }
+}
+
+#[test]
+fn loads_fuse_with_a_mask_and_test_or_a_set_test() {
+    let loads = [ld_abs(SIZE_B, 3), ld_abs(SIZE_H, 2), ld_abs(SIZE_W, 1), ld_ind(SIZE_B, 2, 1), ld_ind(SIZE_H, 2, 3)];
+    let mut rng = StdRng::seed_from_u64(7);
+    let packets: Vec<Vec<u8>> = (0..64).map(|i| (0..i % 9).map(|_| rng.gen_range(0..4u8) * 0x40).collect()).collect();
+    for load in loads {
+        for entry in 0..3i16 {
+            for (mask, k) in [(0xc0, 0x40), (0xc0c0, 0x4000), (0xffff_0000u32 as i32, 0x4080_0000), (0, 0)] {
+                for jump in [jmp32_imm(JMP_JEQ, 0, k, 2), jmp_imm(JMP_JNE, 0, k, 2)] {
+                    // r2 = 1; goto +entry; load; w0 &= mask; jump → `r0 = 9; exit`; r0 += 1; exit
+                    let p = [
+                        mov32_imm(2, 1),
+                        ja(entry),
+                        load,
+                        alu32_imm(ALU_AND, 0, mask),
+                        jump,
+                        alu32_imm(ALU_ADD, 0, 1),
+                        exit(),
+                        mov32_imm(0, 9),
+                        exit(),
+                    ];
+                    let prog = xdp(&p);
+                    let fused = super::build::LOAD_MASK_TESTS.iter().flatten().any(|&c| has(&prog, c));
+                    assert!(fused, "{}", disasm::program(prog.insns()));
+                    packets.iter().for_each(|pk| _ = both(&prog, pk));
+                }
+            }
+            // load; w0 == 0 / 0x40 / 0x4000 → `r0 = 9; exit`, else fall through.
+            let p = [
+                mov32_imm(2, 1),
+                ja(entry),
+                load,
+                jmp32_imm(JMP_JEQ, 0, 0, 3),
+                jmp32_imm(JMP_JEQ, 0, 0x40, 2),
+                jmp_imm(JMP_JEQ, 0, 0x4000, 1),
+                exit(),
+                mov32_imm(0, 9),
+                exit(),
+            ];
+            let prog = xdp(&p);
+            assert!(super::build::LOAD_SETS.iter().any(|&c| has(&prog, c)), "{}", disasm::program(prog.insns()));
+            packets.iter().for_each(|pk| _ = both(&prog, pk));
+        }
+    }
+}
+
+#[test]
+fn msh_fuses_with_the_indexed_load_and_test_after_it() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let packets: Vec<Vec<u8>> = (0..200)
+        .map(|i| (0..i % 40).map(|j| if j == 0 { rng.r#gen() } else { rng.gen_range(0..3u8) }).collect())
+        .collect();
+    for size in [SIZE_B, SIZE_H, SIZE_W] {
+        for jump in [Some(jmp32_imm(JMP_JEQ, 0, 1, 2)), Some(jmp_imm(JMP_JNE, 0, 0, 2)), None] {
+            for entry in 0..6i16 {
+                let mut p = vec![
+                    ja(entry),
+                    ld_abs(SIZE_B, 0),
+                    alu32_imm(ALU_AND, 0, 0xf),
+                    alu32_imm(ALU_LSH, 0, 2),
+                    mov32_reg(7, 0),
+                    ld_ind(size, 7, 1),
+                ];
+                // Without a test, the sixth slot is a plain add the entry may land on.
+                p.push(jump.unwrap_or(alu32_imm(ALU_ADD, 0, 0x100)));
+                p.extend([alu32_reg(ALU_ADD, 0, 7), exit(), mov32_imm(0, 9), exit()]);
+                let prog = xdp(&p);
+                assert!(
+                    super::build::MSH_LOADS.iter().flatten().any(|&c| has(&prog, c)),
+                    "{}",
+                    disasm::program(prog.insns())
+                );
+                packets.iter().for_each(|pk| _ = both(&prog, pk));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_jne_to_a_second_test_is_a_two_way_demultiplexer() {
+    // ld [0]; if != 0x86dd goto Y; r0 = 1; exit; ...; Y: if (== / !=) 0x800 goto ...
+    for second in [JMP_JEQ, JMP_JNE] {
+        for (size, k1, k2) in [(SIZE_H, 0x86dd, 0x800), (SIZE_B, 6, 17), (SIZE_W, 1, 2)] {
+            for after in [mov32_imm(0, 3), ja(1)] {
+                let p = [
+                    ld_abs(size, 0),
+                    jmp32_imm(JMP_JNE, 0, k1, 2),
+                    mov32_imm(0, 1),
+                    exit(),
+                    jmp32_imm(second, 0, k2, 3), // Y
+                    after,
+                    exit(),
+                    mov32_imm(0, 4),
+                    mov32_imm(0, 5),
+                    exit(),
+                ];
+                let prog = xdp(&p);
+                assert!([super::Code::AbsBSw, super::Code::AbsHSw, super::Code::AbsWSw].iter().any(|&c| has(&prog, c)));
+                for v in [k1 as u32, k2 as u32, 0, 0x8000_0000] {
+                    let bytes = v.to_be_bytes();
+                    let packet = &bytes[4 - size_bytes(size)..];
+                    both(&prog, packet);
+                    both(&prog, &packet[1..]);
+                }
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 pub mod bpf;
 pub mod config;
 pub mod loadgen;
+pub mod pipeline;
 pub mod runtime;
 pub mod stats;
 pub mod steer;

@@ -45,6 +45,19 @@ pub enum PipelineError {
     NoWorkers { port: String },
 }
 
+impl PipelineError {
+    /// The stage the error is about, if it is about one.
+    pub fn stage_id(&self) -> Option<&str> {
+        match self {
+            PipelineError::Spec { id, .. }
+            | PipelineError::Read { id, .. }
+            | PipelineError::Filter { id, .. }
+            | PipelineError::Jit { id, .. } => Some(id),
+            PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } => None,
+        }
+    }
+}
+
 /// What happens to the packet after the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -151,7 +164,7 @@ fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
             None => {
                 return Err(SpecError {
                     key: "to",
-                    reason: format!("port {} has no forwarding peer (set forward_to on both ports)", env.port),
+                    reason: format!("port {} has no forwarding peer (give both ports action = \"forward\" and forward_to)", env.port),
                 });
             }
         },
@@ -159,40 +172,56 @@ fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
     })
 }
 
+/// Front ends and action resolution for every stage, and the default action's decision.
+fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)>, Decision), PipelineError> {
+    if env.workers == 0 {
+        return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
+    }
+    spec.check_ids().map_err(PipelineError::Ids)?;
+    let default = resolve(&spec.default.as_action(), env).map_err(PipelineError::Default)?;
+    let mut stages = Vec::with_capacity(spec.stages.len());
+    for s in &spec.stages {
+        let id = || s.id.clone();
+        let source = load_filter(&s.id, &s.filter)?;
+        let act = match &s.action {
+            ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
+            ActionSpec::Sample => StageAct::Sample,
+            ActionSpec::Verdict if source.is_classic() => {
+                return Err(PipelineError::Spec {
+                    id: id(),
+                    source: SpecError {
+                        key: "action",
+                        reason: format!("a {} returns match/no match, not an XDP verdict: give it an action", source.format),
+                    },
+                });
+            }
+            ActionSpec::Verdict => StageAct::Verdict { redirect: env.peer.map(|_| Decision::Peer) },
+            terminal => StageAct::Stop(resolve(terminal, env).map_err(|source| PipelineError::Spec { id: id(), source })?),
+        };
+        stages.push((act, source));
+    }
+    Ok((stages, default))
+}
+
 impl Pipeline {
     /// Compiles `spec` for the port described by `env`. Nothing is shared with a running
     /// pipeline: the result is published, or dropped with its error.
     pub fn compile(spec: &PipelineSpec, env: &PortEnv) -> Result<Pipeline, PipelineError> {
         let t0 = Instant::now();
-        if env.workers == 0 {
-            return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
-        }
-        spec.check_ids().map_err(PipelineError::Ids)?;
-        let default = resolve(&spec.default.as_action(), env).map_err(PipelineError::Default)?;
-        let mut stages = Vec::with_capacity(spec.stages.len());
-        for s in &spec.stages {
-            let id = || s.id.clone();
-            let source = load_filter(&s.id, &s.filter)?;
-            let act = match &s.action {
-                ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
-                ActionSpec::Sample => StageAct::Sample,
-                ActionSpec::Verdict if source.is_classic() => {
-                    return Err(PipelineError::Spec {
-                        id: id(),
-                        source: SpecError {
-                            key: "action",
-                            reason: format!("a {} returns match/no match, not an XDP verdict: give it an action", source.format),
-                        },
-                    });
-                }
-                ActionSpec::Verdict => StageAct::Verdict { redirect: env.peer.map(|_| Decision::Peer) },
-                terminal => StageAct::Stop(resolve(terminal, env).map_err(|source| PipelineError::Spec { id: id(), source })?),
-            };
-            let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: id(), source })?;
+        let (checked, default) = check(spec, env)?;
+        let mut stages = Vec::with_capacity(checked.len());
+        for (s, (act, source)) in spec.stages.iter().zip(checked) {
+            let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source })?;
             stages.push(StageCode { id: s.id.clone(), act, source, jit });
         }
         let counters = Counters::new(env.workers, stages.len() + 1);
         Ok(Pipeline { spec: spec.clone(), stages: stages.into(), default, counters, compile_time: t0.elapsed() })
+    }
+
+    /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
+    /// (host problems): front ends, validation, actions. For config validation.
+    pub fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(), PipelineError> {
+        check(spec, env).map(|_| ())
     }
 
     pub fn spec(&self) -> &PipelineSpec {

@@ -6,10 +6,12 @@
 //! - [`compile`]: spec → [`Pipeline`] (front ends, validation, JIT) and the per-packet run.
 //! - [`counters`]: per-worker, per-stage counter slots.
 //! - [`swap`]: publishing a new pipeline and the grace period before the old one is freed.
+//! - [`capture`]: the ring carrying `sample` matches from a worker to the capture writer.
 //!
 //! No I/O beyond reading filter files at compile time: frames in, [`Outcome`]s out, so all of
 //! it is tested without root.
 
+pub mod capture;
 pub mod compile;
 pub mod counters;
 pub mod spec;

@@ -8,7 +8,7 @@
 //! when the reader falls behind, the worker finds no empty buffer and the sample is skipped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::SystemTime;
 
@@ -30,6 +30,8 @@ pub struct Sample {
 #[derive(Debug)]
 pub struct CaptureTap {
     active: Arc<AtomicBool>,
+    /// Samples skipped for want of a buffer; written by this worker only.
+    missed: Arc<AtomicU64>,
     empty: Receiver<Vec<u8>>,
     full: SyncSender<Sample>,
 }
@@ -38,6 +40,7 @@ pub struct CaptureTap {
 #[derive(Debug)]
 pub struct CaptureSink {
     active: Arc<AtomicBool>,
+    missed: Arc<AtomicU64>,
     empty: SyncSender<Vec<u8>>,
     full: Receiver<Sample>,
 }
@@ -52,9 +55,10 @@ pub fn capture_link(buffers: usize, snaplen: usize) -> (CaptureTap, CaptureSink)
         let _ = empty_tx.try_send(Vec::with_capacity(snaplen));
     }
     let active = Arc::new(AtomicBool::new(false));
+    let missed = Arc::new(AtomicU64::new(0));
     (
-        CaptureTap { active: Arc::clone(&active), empty: empty_rx, full: full_tx },
-        CaptureSink { active, empty: empty_tx, full: full_rx },
+        CaptureTap { active: Arc::clone(&active), missed: Arc::clone(&missed), empty: empty_rx, full: full_tx },
+        CaptureSink { active, missed, empty: empty_tx, full: full_rx },
     )
 }
 
@@ -74,7 +78,11 @@ impl CaptureTap {
         }
         let mut data = match self.empty.try_recv() {
             Ok(buf) => buf,
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                // Single writer: a plain load and store, as for the stage counters.
+                self.missed.store(self.missed.load(Relaxed) + 1, Relaxed);
+                return false;
+            }
         };
         let n = packet.len().min(data.capacity());
         data.clear();
@@ -88,6 +96,11 @@ impl CaptureTap {
 impl CaptureSink {
     pub fn set_active(&self, on: bool) {
         self.active.store(on, Relaxed);
+    }
+
+    /// Samples the worker skipped because every buffer was in use, since the link was made.
+    pub fn missed(&self) -> u64 {
+        self.missed.load(Relaxed)
     }
 
     /// Hands every queued sample to `f`, then returns its buffer to the worker.
@@ -115,6 +128,7 @@ mod tests {
         assert!(tap.take(1, 2, 3, &[7; 40]));
         assert!(tap.take(1, 2, 3, &[8; 4]));
         assert!(!tap.take(1, 2, 3, &[9; 4]), "both buffers are out");
+        assert_eq!(sink.missed(), 1);
         let mut seen = Vec::new();
         assert_eq!(sink.drain(|s| seen.push((s.port, s.queue, s.stage, s.orig_len, s.data.clone()))), 2);
         assert_eq!(seen[0], (1, 2, 3, 40, vec![7; 16]));

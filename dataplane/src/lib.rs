@@ -7,7 +7,9 @@
 
 pub mod bpf;
 pub mod config;
+pub mod control;
 pub mod loadgen;
+pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod stats;

@@ -3,7 +3,7 @@
 //! config. Every change compiles first and publishes only a pipeline that compiled; changes
 //! are serialized by one lock that workers never touch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,6 +14,7 @@ use hdrhistogram::Histogram;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{Pipeline, PipelineError, PipelineSpec, PortEnv, Published, Retired, StageTotals};
 use crate::stats::{self, HistCollector, QueueSnapshot, QueueStats};
+use crate::steer::{SteerCounters, Steering};
 
 use super::capture::Captures;
 
@@ -126,6 +127,8 @@ pub(super) struct Shared {
     hist: Mutex<(Vec<HistCollector>, Histogram<u64>)>,
     pub captures: Captures,
     swaps: AtomicU64,
+    /// Taken out (and so detached) at shutdown.
+    steering: Mutex<Option<BTreeMap<String, Steering>>>,
 }
 
 /// Drives a running dataplane; clone freely, use from any (non-worker) thread.
@@ -167,6 +170,7 @@ pub(super) struct SharedParts {
     pub workers: usize,
     pub hist: Vec<HistCollector>,
     pub captures: Captures,
+    pub steering: BTreeMap<String, Steering>,
 }
 
 impl RuntimeHandle {
@@ -193,6 +197,7 @@ impl RuntimeHandle {
                 hist: Mutex::new((parts.hist, stats::batch_histogram())),
                 captures: parts.captures,
                 swaps: AtomicU64::new(0),
+                steering: Mutex::new(Some(parts.steering)),
             }),
         }
     }
@@ -349,6 +354,32 @@ impl RuntimeHandle {
         }
         control.config = new;
         Ok(lines)
+    }
+
+    /// Runs `f` on the attached steering programs (`None` after shutdown).
+    pub fn with_steering<T>(&self, f: impl FnOnce(Option<&BTreeMap<String, Steering>>) -> T) -> T {
+        f(lock(&self.shared.steering).as_ref())
+    }
+
+    /// The steering programs' counters by interface (empty after shutdown). An interface
+    /// whose counters cannot be read is logged and left out.
+    pub fn steering_counters(&self) -> Vec<(String, SteerCounters)> {
+        let steering = lock(&self.shared.steering);
+        let Some(map) = steering.as_ref() else { return Vec::new() };
+        map.iter()
+            .filter_map(|(ifname, s)| match s.counters() {
+                Ok(c) => Some((ifname.clone(), c)),
+                Err(e) => {
+                    tracing::warn!(interface = %ifname, error = %e, "read steering counters");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Detaches every steering program; returns them for their last counters.
+    pub(super) fn take_steering(&self) -> Option<BTreeMap<String, Steering>> {
+        lock(&self.shared.steering).take()
     }
 
     pub fn captures(&self) -> &Captures {

@@ -5,6 +5,7 @@
 //! `Drop` undoes it (steering links, sockets, threads joined on every exit path), so an error
 //! half-way through start-up leaves no XDP program attached and no socket open.
 
+mod backend;
 mod capture;
 mod handle;
 mod plan;
@@ -52,9 +53,13 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let dataplane = Dataplane::start(config.clone(), Some(opts.config.clone()))?;
     let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
-    reporter.started(&config, &dataplane.steering, &dataplane.plans);
-
     let handle = dataplane.handle();
+    handle.with_steering(|s| {
+        if let Some(s) = s {
+            reporter.started(&config, s, &dataplane.plans);
+        }
+    });
+
     let started = Instant::now();
     let mut next = started + opts.stats_interval;
     while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() {
@@ -83,8 +88,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 /// (Self::shutdown) does the same in order and reports.
 pub struct Dataplane {
     handle: RuntimeHandle,
-    steering: BTreeMap<String, Steering>,
-    running: Running,
+    /// Taken by `shutdown`.
+    running: Option<Running>,
     plans: Vec<WorkerPlan>,
     labels: Vec<QueueLabel>,
 }
@@ -133,8 +138,9 @@ impl Dataplane {
             workers: plans.len(),
             hist: hists,
             captures: Captures::new(sinks),
+            steering,
         });
-        Ok(Dataplane { handle, steering, running, plans, labels })
+        Ok(Dataplane { handle, running: Some(running), plans, labels })
     }
 
     pub fn handle(&self) -> RuntimeHandle {
@@ -147,19 +153,20 @@ impl Dataplane {
 
     /// Whether a worker stopped on its own (an error).
     pub fn any_finished(&self) -> bool {
-        self.running.any_finished()
+        self.running.as_ref().is_none_or(Running::any_finished)
     }
 
     /// Every socket's counters, in plan order.
     pub fn stats(&self) -> Vec<QueueSnapshot> {
-        self.running.stats()
+        self.running.as_ref().map(Running::stats).unwrap_or_default()
     }
 
     /// Stops accepting (steering detached, so nothing new reaches the rings), lets the
     /// workers finish what is in them and wait for their transmissions, joins them.
-    pub fn shutdown(self) -> Result<Shutdown> {
-        let Dataplane { handle, steering, running, .. } = self;
-        let _ = handle.captures().stop();
+    pub fn shutdown(mut self) -> Result<Shutdown> {
+        let running = self.running.take().ok_or_else(|| anyhow!("dataplane already stopped"))?;
+        let _ = self.handle.captures().stop();
+        let steering = self.handle.take_steering().unwrap_or_default();
         let steer_totals = steering
             .iter()
             .map(|(ifname, s)| s.counters().map(|c| (ifname.clone(), c)).with_context(|| format!("read steering counters of {ifname}")))
@@ -169,6 +176,15 @@ impl Dataplane {
         let stats = running.stats();
         let accounts = running.join()?;
         Ok(Shutdown { stats, steering: steer_totals, accounts })
+    }
+}
+
+impl Drop for Dataplane {
+    /// Handles may outlive the dataplane (a control server's): the steering programs go now,
+    /// not with the last handle.
+    fn drop(&mut self) {
+        drop(self.handle.take_steering());
+        drop(self.running.take());
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::config::{Config, ConfigError};
+use crate::pipeline::compile::CodeCache;
 use crate::pipeline::{Ledger, Pipeline, PipelineError, PipelineSpec, PortEnv, Published, Retired, StageTotals};
 use crate::stats::{self, HistCollector, QueueSnapshot, QueueStats};
 use crate::steer::{SteerCounters, Steering};
@@ -75,11 +76,15 @@ pub struct QueueRef {
     pub stats: Arc<QueueStats>,
 }
 
+/// Recent pipelines' code kept per port, so a rollback or a swap back is instant.
+const CODE_CACHE: usize = 4;
+
 /// A port's change history.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PortControl {
     generation: u64,
     ledger: Ledger,
+    cache: CodeCache,
 }
 
 struct ControlState {
@@ -153,7 +158,7 @@ impl RuntimeHandle {
             .map(|p| PortInfo { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), peer: p.peer().map(str::to_owned) })
             .collect::<Vec<_>>();
         let control = ControlState {
-            ports: ports.iter().map(|_| PortControl { generation: 1, ..PortControl::default() }).collect(),
+            ports: ports.iter().map(|_| PortControl { generation: 1, ledger: Ledger::new(), cache: CodeCache::new(CODE_CACHE) }).collect(),
             config: parts.config,
         };
         RuntimeHandle {
@@ -228,7 +233,8 @@ impl RuntimeHandle {
 
     fn swap_locked(&self, control: &mut ControlState, port: usize, spec: PipelineSpec) -> Result<SwapOutcome, ControlError> {
         let info = self.shared.ports.get(port).ok_or_else(|| ControlError::NoPort(port.to_string()))?;
-        let new = Pipeline::compile(&spec, &info.env()).map_err(|source| ControlError::Rejected { port: info.name.clone(), source })?;
+        let new = Pipeline::compile_cached(&spec, &info.env(), &mut control.ports[port].cache)
+            .map_err(|source| ControlError::Rejected { port: info.name.clone(), source })?;
         let compile = new.compile_time();
         let stages = new.stages().len();
         let t0 = Instant::now();

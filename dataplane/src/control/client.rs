@@ -59,7 +59,7 @@ impl Client {
         }
         let response: Response = serde_json::from_str(reply.trim_end()).map_err(|e| ClientError::BadReply(e.to_string()))?;
         // Errors the server sends before reading a request (busy, permission) carry no id.
-        if !response.id.is_null() && response.id != Value::from(id) {
+        if !response.id.is_null() && response.id != id {
             return Err(ClientError::BadReply(format!("reply to request {} while waiting for {id}", response.id)));
         }
         response.into_result().map_err(ClientError::Server)

@@ -631,3 +631,97 @@ fn prometheus_metrics_over_http() {
     // The control socket keeps working next to it.
     h.client().call(Command::Status).unwrap();
 }
+
+fn sluice(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().expect("run sluice")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn sluice_ctl_prints_summaries_json_and_errors() {
+    let h = Harness::start();
+    let sock = h.path.to_str().unwrap();
+    let out = sluice(&["ctl", "--socket", sock, "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("sluice test (pid 42), up 1.5s, config /etc/sluice.toml"), "{stdout}");
+    assert!(stdout.contains("port a") && stdout.contains("default drop"), "{stdout}");
+
+    let out = sluice(&["ctl", "-s", sock, "--json", "stats"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["queues"][0]["counters"]["rx"], 10);
+
+    let out = sluice(&["ctl", "-s", sock, "pipeline"]);
+    assert!(text(&out.stdout).contains("port a (generation 1), default drop"), "{}", text(&out.stdout));
+    let out = sluice(&["ctl", "-s", sock, "add", "-p", "a", "--id", "web", "--filter", "tcp port 80", "--action", "drop", "--position", "0"]);
+    assert!(text(&out.stdout).contains("port a: generation 2 running"), "{}", text(&out.stderr));
+    let out = sluice(&["ctl", "-s", sock, "action", "-p", "a", "forward:b"]);
+    assert!(out.status.success());
+    let out = sluice(&["ctl", "-s", sock, "histogram"]);
+    assert!(text(&out.stdout).contains("batch processing time: 2 batches"), "{}", text(&out.stdout));
+
+    let pipeline = h.dir.join("p.toml");
+    std::fs::write(&pipeline, "[[stage]]\nid='x'\nfilter='ip'\naction='count'\n").unwrap();
+    let out = sluice(&["ctl", "-s", sock, "replace", "-p", "a", pipeline.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = sluice(&["ctl", "-s", sock, "remove", "-p", "a", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("error: not_found: port `a` has no stage `nope`"), "{}", text(&out.stderr));
+    let out = sluice(&["ctl", "-s", sock, "action", "-p", "a", "count"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a port action"), "{}", text(&out.stderr));
+
+    let out = sluice(&["ctl", "-s", "/nonexistent/ctl.sock", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("connect to /nonexistent/ctl.sock"), "{}", text(&out.stderr));
+    assert_eq!(
+        h.backend.calls(),
+        ["status", "pipelines None", "add a web drop Tcpdump Some(0)", "action a forward:b", "replace a x default=None", "remove a nope"]
+    );
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+#[test]
+fn sluice_check_validates_without_touching_interfaces() {
+    let dir = std::env::temp_dir().join(format!("sluice-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = "[[port]]\nname='a'\ninterface='no-such-if0'\naction='drop'\n";
+    let good = write_config(&dir, "good.toml", &format!("user='nobody'\n[control]\nsocket='/run/sluice/control.sock'\n[metrics]\nlisten='9100'\n{port}"));
+    let out = sluice(&["check", "--config", good.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("good.toml: valid"), "{stdout}");
+    assert!(stdout.contains("control socket: /run/sluice/control.sock"), "{stdout}");
+    assert!(stdout.contains("metrics: http://127.0.0.1:9100/metrics"), "{stdout}");
+    assert!(stdout.contains("runs as: nobody (uid 65534"), "{stdout}");
+
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/appliance.toml");
+    assert!(sluice(&["check", "--config", shipped.to_str().unwrap()]).status.success());
+
+    let cases = [
+        ("syntax.toml", "[[port]\n".to_string(), "syntax.toml: line 1"),
+        ("key.toml", format!("[metrics]\nlisten='nowhere'\n{port}"), "metrics.listen: `nowhere` is not PORT"),
+        ("user.toml", format!("user='no-such-user-zz'\n{port}"), "user: user `no-such-user-zz` does not exist"),
+        ("group.toml", format!("user='nobody'\ngroup='no-such-group-zz'\n{port}"), "group: group `no-such-group-zz` does not exist"),
+        ("ports.toml", String::new(), "at least one [[port]]"),
+    ];
+    for (name, body, want) in cases {
+        let path = write_config(&dir, name, &body);
+        let out = sluice(&["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(want), "{name}: {}", text(&out.stderr));
+    }
+    let out = sluice(&["check", "--config", dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

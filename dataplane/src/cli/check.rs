@@ -1,0 +1,51 @@
+//! `sluice check --config FILE`: validates a config and every filter in it, and resolves its
+//! `user`/`group`, without touching any interface. Bad input exits with status 2, like `run`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use sluice::config::{Config, ConfigError};
+use sluice::privdrop;
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Appliance configuration (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+pub fn run(args: &CheckArgs) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let d = &config.daemon;
+    let identity = match &d.user {
+        None => None,
+        Some(user) => match privdrop::resolve(user, d.group.as_deref()) {
+            Ok(id) => Some(id),
+            Err(e) if e.is_config() => {
+                let key = if matches!(e, privdrop::PrivError::NoGroup(_)) { "group" } else { "user" };
+                return Err(ConfigError::Invalid { file: args.config.clone(), key: key.into(), reason: e.to_string() }.into());
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+
+    println!("{}: valid", args.config.display());
+    for p in &config.ports {
+        let queues: Vec<String> = p.queues.iter().map(u32::to_string).collect();
+        println!("port {} on {} queues {}: {:?}", p.name, p.interface, queues.join(","), p.action);
+    }
+    match &d.control_socket {
+        Some(s) => println!("control socket: {}", s.display()),
+        None => println!("control socket: none ([control] socket not set)"),
+    }
+    match &d.metrics_listen {
+        Some(a) => println!("metrics: http://{a}/metrics"),
+        None => println!("metrics: off ([metrics] listen not set)"),
+    }
+    if let Some(id) = identity {
+        println!("runs as: {id} after setup");
+    }
+    Ok(())
+}

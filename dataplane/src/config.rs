@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::pipeline::{DefaultAction, Pipeline, PipelineSpec, PortEnv, StageSpec};
+
 /// Linux caps interface names at IFNAMSIZ - 1 bytes.
 const IFNAMSIZ_MAX: usize = 15;
 /// Ring sizes and frame counts beyond this waste memory for no gain on any NIC we know.
@@ -139,7 +141,36 @@ pub struct Port {
     pub name: String,
     pub interface: String,
     pub queues: Vec<u32>,
+    /// The default action: what packets no terminal stage took get.
     pub action: PortAction,
+    /// `[[port.stage]]`, in order; filter files already resolved against the config's
+    /// directory and checked by their front ends.
+    pub stages: Vec<StageSpec>,
+}
+
+impl Port {
+    /// The forwarding peer, the only port a stage may forward to.
+    pub fn peer(&self) -> Option<&str> {
+        match &self.action {
+            PortAction::Forward(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The port's pipeline: its stages, then its action.
+    pub fn pipeline(&self) -> PipelineSpec {
+        let default = match &self.action {
+            PortAction::Drop => DefaultAction::Drop,
+            PortAction::Reflect => DefaultAction::Reflect,
+            PortAction::Forward(p) => DefaultAction::Forward(p.clone()),
+        };
+        PipelineSpec { stages: self.stages.clone(), default }
+    }
+
+    /// What the pipeline compiler needs to know about this port.
+    pub fn env(&self) -> PortEnv<'_> {
+        PortEnv { port: &self.name, peer: self.peer(), workers: self.queues.len() }
+    }
 }
 
 /// A validated configuration.
@@ -249,6 +280,8 @@ struct RawPort {
     queues: Vec<u32>,
     action: String,
     forward_to: Option<String>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<StageSpec>,
 }
 
 fn default_queues() -> Vec<u32> {
@@ -346,7 +379,28 @@ impl RawConfig {
                     return Err(bad(key("action"), format!("unknown action `{other}` (expected drop, reflect or forward)")));
                 }
             };
-            ports.push(Port { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), action });
+            let base = file.parent().unwrap_or(Path::new("."));
+            let stages: Vec<StageSpec> = p
+                .stages
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.resolve_paths(base);
+                    s
+                })
+                .collect();
+            let port = Port { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), action, stages };
+            // Front ends and actions now, so a bad filter is a config error naming the stage;
+            // the JIT runs when the dataplane starts (or `sluice check` compiles it).
+            if let Err(e) = Pipeline::check(&port.pipeline(), &port.env()) {
+                let at = e.stage_id().and_then(|id| port.stages.iter().position(|s| s.id == id));
+                let key = match at {
+                    Some(j) => format!("port[{i}].stage[{j}]"),
+                    None => format!("port[{i}].stage"),
+                };
+                return Err(bad(key, e.to_string()));
+            }
+            ports.push(port);
         }
 
         Ok(Config {
@@ -567,6 +621,36 @@ mod tests {
         }
         let long = format!("[control]\nsocket = '/{}'\n{base}", "s".repeat(90));
         assert!(err(&long).contains("at most 80 bytes"));
+    }
+
+    #[test]
+    fn stages_parse_in_order_with_their_errors_located() {
+        let base = "[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='b'\n";
+        let peer = "[[port]]\nname='b'\ninterface='y'\naction='forward'\nforward_to='a'\n";
+        let c = parse(&format!(
+            "{base}[[port.stage]]\nid='dns'\nfilter='udp dst port 53'\naction='reflect'\n\
+             [[port.stage]]\nid='rest'\nfile='f.bpf'\nformat='asm'\naction='verdict'\n{peer}"
+        ));
+        // The file does not exist: the error names the port, the stage and the file.
+        let e = c.unwrap_err().to_string();
+        assert!(e.contains("t.toml: port[0].stage[1]: stage `rest`: read filter file f.bpf"), "{e}");
+
+        let c = parse(&format!("{base}[[port.stage]]\nid='dns'\nfilter='udp dst port 53'\naction='forward'\nto='b'\n{peer}")).unwrap();
+        let p = c.ports[0].pipeline();
+        assert_eq!(p.stages.len(), 1);
+        assert_eq!(p.default, DefaultAction::Forward("b".into()));
+        assert_eq!(c.ports[1].pipeline().stages, vec![]);
+
+        let cases = [
+            ("[[port.stage]]\nid='x'\nfilter='udp port'\naction='drop'\n", "port[0].stage[0]: stage `x`: tcpdump expression"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='forward'\nto='c'\n", "port[0].stage[0]: stage `x`: to: port a can only forward to its peer `b`"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='drop'\n[[port.stage]]\nid='x'\nfilter='tcp'\naction='drop'\n", "port[0].stage: id: stage id `x` is used twice"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='jump'\n", "unknown action `jump`"),
+        ];
+        for (stage, want) in cases {
+            let e = err(&format!("{base}{stage}{peer}"));
+            assert!(e.contains(want), "{stage:?}: got {e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod loadgen;
 pub mod metrics;
+pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;
 pub mod stats;

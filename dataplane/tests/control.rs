@@ -704,6 +704,17 @@ fn sluice_check_validates_without_touching_interfaces() {
     assert!(stdout.contains("metrics: http://127.0.0.1:9100/metrics"), "{stdout}");
     assert!(stdout.contains("runs as: nobody (uid 65534"), "{stdout}");
 
+    let staged = write_config(
+        &dir,
+        "staged.toml",
+        &format!("{port}[[port.stage]]\nid='dns'\nfilter='udp dst port 53'\naction='count'\n[[port.stage]]\nid='ssh'\nfilter='tcp port 22'\naction='drop'\n"),
+    );
+    let out = sluice(&["check", "--config", staged.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("port a on no-such-if0 queues 0: 2 stage(s), default drop,"), "{stdout}");
+    assert!(!stdout.contains(" 0 bytes of native code"), "the stages were compiled: {stdout}");
+
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/appliance.toml");
     assert!(sluice(&["check", "--config", shipped.to_str().unwrap()]).status.success());
 
@@ -713,6 +724,8 @@ fn sluice_check_validates_without_touching_interfaces() {
         ("user.toml", format!("user='no-such-user-zz'\n{port}"), "user: user `no-such-user-zz` does not exist"),
         ("group.toml", format!("user='nobody'\ngroup='no-such-group-zz'\n{port}"), "group: group `no-such-group-zz` does not exist"),
         ("ports.toml", String::new(), "at least one [[port]]"),
+        ("filter.toml", format!("{port}[[port.stage]]\nid='x'\nfilter='ip'\naction='count'\n[[port.stage]]\nid='bad'\nfilter='udp port'\naction='drop'\n"), "port[0].stage[1]: stage `bad`: tcpdump expression"),
+        ("file.toml", format!("{port}[[port.stage]]\nid='f'\nfile='nope.bpf'\nformat='asm'\naction='verdict'\n"), "port[0].stage[0]: stage `f`: read filter file"),
     ];
     for (name, body, want) in cases {
         let path = write_config(&dir, name, &body);

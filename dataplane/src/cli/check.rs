@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use sluice::config::{Config, ConfigError};
+use sluice::config::{Config, ConfigError, PortAction};
+use sluice::pipeline::Pipeline;
 use sluice::privdrop;
 
 #[derive(Args)]
@@ -31,10 +32,31 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         },
     };
 
-    println!("{}: valid", args.config.display());
-    for p in &config.ports {
+    // Loading ran every filter's front end and verifier; the JIT is what `run` adds, so it
+    // runs here too: a config that passes `check` starts.
+    let mut lines = Vec::new();
+    for (i, p) in config.ports.iter().enumerate() {
+        let pipeline = Pipeline::compile(&p.pipeline(), &p.env()).map_err(|e| {
+            let key = match e.stage_id().and_then(|id| p.stages.iter().position(|s| s.id == id)) {
+                Some(j) => format!("port[{i}].stage[{j}]"),
+                None => format!("port[{i}].stage"),
+            };
+            ConfigError::Invalid { file: args.config.clone(), key, reason: e.to_string() }
+        })?;
         let queues: Vec<String> = p.queues.iter().map(u32::to_string).collect();
-        println!("port {} on {} queues {}: {:?}", p.name, p.interface, queues.join(","), p.action);
+        lines.push(format!(
+            "port {} on {} queues {}: {} stage(s), default {}, {} bytes of native code",
+            p.name,
+            p.interface,
+            queues.join(","),
+            p.stages.len(),
+            action_name(&p.action),
+            pipeline.code_size()
+        ));
+    }
+    println!("{}: valid", args.config.display());
+    for l in &lines {
+        println!("{l}");
     }
     match &d.control_socket {
         Some(s) => println!("control socket: {}", s.display()),
@@ -48,4 +70,12 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         println!("runs as: {id} after setup");
     }
     Ok(())
+}
+
+fn action_name(a: &PortAction) -> String {
+    match a {
+        PortAction::Drop => "drop".into(),
+        PortAction::Reflect => "reflect".into(),
+        PortAction::Forward(to) => format!("forward:{to}"),
+    }
 }

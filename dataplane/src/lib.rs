@@ -11,6 +11,7 @@ pub mod control;
 pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
+pub mod privdrop;
 pub mod runtime;
 pub mod stats;
 pub mod steer;

@@ -3,6 +3,10 @@
 //! `sluice ctl` uses, and the [`Backend`] trait through which the dataplane is driven.
 
 pub mod backend;
+pub mod client;
 pub mod proto;
+pub mod server;
+mod sys;
 
 pub use backend::{Backend, BackendError, BackendErrorKind, BackendResult, MetricsSnapshot};
+pub use server::{ControlError, Server, ServerOptions};

@@ -55,6 +55,8 @@ pub enum ErrorCode {
     Unsupported,
     /// The server is at its connection limit; sent once, then the connection is closed.
     Busy,
+    /// The peer is neither root nor the daemon's user; sent once, then the connection is closed.
+    PermissionDenied,
     /// Something failed inside the dataplane; the message says what.
     Internal,
 }
@@ -71,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Rejected => "rejected",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Busy => "busy",
+            ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::Internal => "internal",
         }
     }
@@ -471,7 +474,10 @@ fn parse_command(cmd: &str, mut a: Args) -> Result<Command, ProtoError> {
             let source = match (stages, file) {
                 (Some(stages), None) => {
                     let stages = a.stage_list("stages", stages)?;
-                    PipelineSource::Inline(PipelineSpec { stages, default })
+                    let spec = PipelineSpec { stages, default };
+                    // Stage lists are named `stages` here and `stage` in files.
+                    spec.validate().map_err(|e| ProtoError::arg(format!("field `{}", e.replacen("stage[", "stages[", 1))))?;
+                    PipelineSource::Inline(spec)
                 }
                 (None, Some(file)) if default.is_none() => PipelineSource::File(PathBuf::from(file)),
                 (None, Some(_)) => return Err(ProtoError::arg("field `default`: give it inside the file, not beside `file`")),
@@ -499,6 +505,9 @@ fn parse_command(cmd: &str, mut a: Args) -> Result<Command, ProtoError> {
         "port_action" => {
             let port = a.str("port")?;
             let action = a.opt_action("action")?.ok_or_else(|| ProtoError::arg("field `action` is missing"))?;
+            if !action.is_terminal() {
+                return Err(ProtoError::arg(format!("field `action`: `{action}` is not a port action (expected drop, reflect or forward:PORT)")));
+            }
             Command::PortAction { port, action }
         }
         "reload" => Command::Reload,
@@ -532,23 +541,49 @@ fn stage_spec(v: Value, path: &str) -> Result<StageSpec, ProtoError> {
     };
     let mut a = Args::new(obj, path);
     let id = a.str("id")?;
-    if id.is_empty() || id.len() > MAX_STAGE_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(ProtoError::arg(format!(
-            "field `{path}.id`: `{id}` must be 1-{MAX_STAGE_ID} letters, digits, '-', '_' or '.'"
-        )));
-    }
     let filter = a.str("filter")?;
     let format = match a.opt_str("format")? {
         None => FilterFormat::default(),
         Some(f) => f.parse().map_err(|e| ProtoError::arg(format!("field `{path}.format`: {e}")))?,
     };
     let section = a.opt_str("section")?;
-    if section.is_some() && format != FilterFormat::File {
-        return Err(ProtoError::arg(format!("field `{path}.section`: only valid with format `file`")));
-    }
     let action = a.opt_action("action")?.ok_or_else(|| ProtoError::arg(format!("field `{path}.action` is missing")))?;
     a.finish(&format!("`{path}`"))?;
-    Ok(StageSpec { id, filter, format, section, action })
+    let spec = StageSpec { id, filter, format, section, action };
+    spec.validate().map_err(|e| ProtoError::arg(format!("field `{path}.{e}")))?;
+    Ok(spec)
+}
+
+impl StageSpec {
+    /// The rules a derived `Deserialize` cannot express (stage files are read that way). The
+    /// error starts with the offending field's name and a backquote.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = &self.id;
+        if id.is_empty() || id.len() > MAX_STAGE_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            return Err(format!("id`: `{id}` must be 1-{MAX_STAGE_ID} letters, digits, '-', '_' or '.'"));
+        }
+        if self.section.is_some() && self.format != FilterFormat::File {
+            return Err("section`: only valid with format `file`".into());
+        }
+        Ok(())
+    }
+}
+
+impl PipelineSpec {
+    /// Every stage valid, ids unique, the default (if any) a terminal action.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            s.validate().map_err(|e| format!("stage[{i}].{e}"))?;
+            if !seen.insert(s.id.as_str()) {
+                return Err(format!("stage[{i}].id`: `{}` is used twice", s.id));
+            }
+        }
+        match &self.default {
+            Some(a) if !a.is_terminal() => Err(format!("default`: `{a}` does not end a packet's walk (expected drop, reflect or forward:PORT)")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Typed access to an object's members that names the field in every error and notices the
@@ -870,6 +905,8 @@ mod tests {
             (r#"{"v":1,"cmd":"stage_add","port":"a","stage":{"id":"a b","filter":"ip","action":"drop"}}"#, ErrorCode::InvalidArgument, "field `stage.id`"),
             (r#"{"v":1,"cmd":"stage_add","port":"a","stage":{"id":"a","filter":"ip","action":"drop","format":"pcap"}}"#, ErrorCode::InvalidArgument, "unknown filter format `pcap`"),
             (r#"{"v":1,"cmd":"stage_add","port":"a","stage":{"id":"a","filter":"ip","action":"drop","section":"xdp"}}"#, ErrorCode::InvalidArgument, "only valid with format `file`"),
+            (r#"{"v":1,"cmd":"pipeline_replace","port":"a","stages":[{"id":"x","filter":"ip","action":"drop"},{"id":"x","filter":"ip","action":"drop"}]}"#, ErrorCode::InvalidArgument, "field `stages[1].id`: `x` is used twice"),
+            (r#"{"v":1,"cmd":"pipeline_replace","port":"a","stages":[],"default":"count"}"#, ErrorCode::InvalidArgument, "field `default`: `count` does not end"),
             (r#"{"v":1,"cmd":"capture_start","path":"/tmp/x","snaplen":0}"#, ErrorCode::InvalidArgument, "field `snaplen`: 0 is not from 1"),
             (r#"{"v":1,"cmd":"status","id":[1]}"#, ErrorCode::InvalidArgument, "field `id`: expected a number or a string"),
         ];

@@ -186,3 +186,126 @@ fn swap_storm_loses_nothing_and_never_mixes_versions() {
         a.check().unwrap_or_else(|e| panic!("worker {wi}: {e}"));
     }
 }
+
+/// A `sluice run` child, SIGKILLed on Drop if still running (before the namespaces go).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A file removed on Drop.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn sigterm_under_load_exits_cleanly_with_frames_accounted() {
+    use std::io::{BufRead, BufReader};
+    use sluice::loadgen::{LiveSender, SinkAction, XdpSink};
+
+    if !privileged("sigterm_under_load_exits_cleanly_with_frames_accounted") {
+        return;
+    }
+    let topo = Topology::new(TopologyOpts { tag: "term".into(), ..Default::default() }).expect("build topology");
+    let _sink = topo.server.run_in(|| XdpSink::attach("srv0", SinkAction::Drop)).expect("enter server").expect("sink");
+    let config = TempFile(std::env::temp_dir().join(format!("sluice-term-{}.toml", std::process::id())));
+    let stages = "[[port.stage]]\nid = \"udp\"\nfilter = \"udp\"\naction = \"count\"\n";
+    let text = CONFIG.replace("forward_to = \"b\"\n", &format!("forward_to = \"b\"\n{stages}"));
+    std::fs::write(&config.0, text).expect("write config");
+    let mut child = Child(
+        topo.dut
+            .exec([env!("CARGO_BIN_EXE_sluice"), "run", "--json", "--stats-interval-ms", "100", "--config"])
+            .arg(&config.0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn sluice"),
+    );
+    let (tx, events) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.0.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let wait = |name: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Ok(v) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if v["event"] == name && pred(&v) {
+                return Some(v);
+            }
+        }
+        None
+    };
+    assert!(wait("started", &|_| true).is_some(), "sluice did not start");
+
+    let frame = UdpFrame {
+        src_mac: CLIENT_MAC,
+        dst_mac: SERVER_MAC,
+        src: SocketAddrV4::new(topo.client_if.addr.expect("client addr"), 9000),
+        dst: SocketAddrV4::new(topo.server_if.addr.expect("server addr"), 9001),
+    }
+    .build(&[0x5a; 18])
+    .expect("frame");
+    let sender = topo.client.run_in(|| LiveSender::new("cli0", &frame)).expect("enter client").expect("sender");
+    let flooding = AtomicBool::new(true);
+    let totals = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            topo.client
+                .run_in(|| {
+                    while flooding.load(Ordering::Relaxed) {
+                        sender.send(100_000).expect("send burst");
+                    }
+                })
+                .expect("enter client")
+        });
+        // Under load: the workers are busy when the signal arrives.
+        let rx = |t: &serde_json::Value| {
+            t.get("rx").and_then(serde_json::Value::as_u64).unwrap_or_else(|| {
+                t["queues"].as_array().map_or(0, |qs| qs.iter().filter_map(|q| q["rx"].as_u64()).sum())
+            })
+        };
+        let busy = wait("tick", &|t| rx(t) > 10_000);
+        assert!(busy.is_some(), "no traffic reached sluice");
+        let status = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Ok(Some(s)) = child.0.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        flooding.store(false, Ordering::Relaxed);
+        flood.join().expect("flood thread");
+        let exit = exit.expect("sluice did not exit within 20 s of SIGTERM");
+        assert!(exit.success(), "sluice exit: {exit}");
+        wait("totals", &|_| true).expect("totals event")
+    });
+    let frames = totals["frames"].as_array().expect("frame accounting in totals");
+    assert!(!frames.is_empty(), "{totals}");
+    for w in frames {
+        assert_eq!(w["leaked"].as_u64(), Some(0), "worker leaked frames: {w}");
+    }
+    assert!(totals["rx"].as_u64().unwrap_or(0) > 10_000, "{totals}");
+    for ifname in ["dut-a0", "dut-b0"] {
+        let link = topo.dut.ip(&["-d", "link", "show", "dev", ifname]).expect("ip link");
+        assert!(!link.contains("prog/xdp"), "{ifname}: XDP program left attached: {link}");
+    }
+}

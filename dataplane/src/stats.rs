@@ -7,7 +7,7 @@
 //! and compute rates from the difference of two snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -225,10 +225,7 @@ impl HistCollector {
 
     /// Waits until `deadline` for the answer to [`request`](Self::request).
     pub fn receive(&self, deadline: Instant) -> Option<Histogram<u64>> {
-        match self.full.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(h) => Some(h),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.full.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
     }
 }
 

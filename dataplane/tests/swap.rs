@@ -78,7 +78,9 @@ fn swap_storm_loses_nothing_and_never_mixes_versions() {
     let server = SocketAddrV4::new(topo.server_if.addr.expect("server addr"), SERVER_PORT);
     let sock = topo.server.run_in(move || UdpSocket::bind(server)).expect("enter server").expect("bind");
     sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
-    let got: Arc<Mutex<HashMap<u32, Vec<(u8, u8)>>>> = Arc::default();
+    // Sequence number → the (head, tail) tags of every copy that arrived.
+    type Arrivals = HashMap<u32, Vec<(u8, u8)>>;
+    let got: Arc<Mutex<Arrivals>> = Arc::default();
     let received = Arc::new(AtomicU32::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let receiver = {

@@ -36,9 +36,9 @@ pub enum PipelineError {
     #[error("stage `{id}`: read filter file {}: {source}", path.display())]
     Read { id: String, path: PathBuf, source: std::io::Error },
     #[error("stage `{id}`: {source}")]
-    Filter { id: String, source: SourceError },
+    Filter { id: String, source: Box<SourceError> },
     #[error("stage `{id}`: jit: {source}")]
-    Jit { id: String, source: JitError },
+    Jit { id: String, source: Box<JitError> },
     #[error("default action: {0}")]
     Default(SpecError),
     #[error("{0}")]
@@ -183,7 +183,7 @@ pub fn load_filter(id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineEr
             }
         }
     };
-    result.map_err(|source| PipelineError::Filter { id: id.to_owned(), source })
+    result.map_err(|source| PipelineError::Filter { id: id.to_owned(), source: Box::new(source) })
 }
 
 fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
@@ -260,7 +260,7 @@ impl Pipeline {
                 let (checked, default) = check(spec, env)?;
                 let mut stages = Vec::with_capacity(checked.len());
                 for (s, (act, source)) in spec.stages.iter().zip(checked) {
-                    let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source })?;
+                    let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source: Box::new(source) })?;
                     stages.push(StageCode { id: s.id.clone(), act, source, jit });
                 }
                 let code = Arc::new(PipelineCode { stages: stages.into(), default });

@@ -7,6 +7,7 @@
 
 mod backend;
 mod capture;
+mod control;
 mod handle;
 mod plan;
 mod report;
@@ -51,7 +52,10 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("install SIGHUP handler")?;
 
+    let identity = control::identity(&config, &opts.config)?;
     let dataplane = Dataplane::start(config.clone(), Some(opts.config.clone()))?;
+    let controller = control::ControlThread::start(&config, dataplane.handle(), identity.as_ref())?;
+    control::drop_privileges(identity.as_ref())?;
     let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
     let handle = dataplane.handle();
     handle.with_steering(|s| {
@@ -62,7 +66,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
 
     let started = Instant::now();
     let mut next = started + opts.stats_interval;
-    while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() {
+    while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() && !controller.as_ref().is_some_and(|c| c.finished()) {
         std::thread::sleep(Duration::from_millis(20).min(opts.stats_interval));
         if hup.swap(false, Ordering::Relaxed) {
             match handle.reload() {
@@ -75,12 +79,14 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             next += opts.stats_interval;
         }
     }
+    // The control server goes first: no command may land on a dataplane being taken down.
+    let control_result = controller.map_or(Ok(()), control::ControlThread::stop);
     let done = dataplane.shutdown()?;
     reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts);
     for (wi, a) in done.accounts.iter().enumerate() {
         a.check().with_context(|| format!("worker {wi}"))?;
     }
-    Ok(())
+    control_result
 }
 
 /// A started dataplane: steering attached, sockets bound, workers running their pipelines.

@@ -315,6 +315,11 @@ fn clear_stale(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             std::fs::remove_file(path).map_err(|e| format!("remove stale socket: {e}"))
         }
+        // Left by a daemon that dropped privileges and so could not unlink it, while we lack
+        // CAP_DAC_OVERRIDE to probe it: say so rather than guess whether it is live.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(format!(
+            "probe existing socket: {e}; if no sluice is running, remove it (a daemon that dropped privileges cannot)"
+        )),
         Err(e) => Err(format!("probe existing socket: {e}")),
     }
 }

@@ -56,6 +56,8 @@ const MAX_HTTP_REQUEST: usize = 8 * 1024;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the loop looks at the stop flag when nothing happens.
 const TICK: Duration = Duration::from_millis(50);
+/// Descriptors kept free beside the control clients: sockets, maps, listeners, scrapes.
+const NOFILE_RESERVE: u64 = 1024;
 /// After EMFILE/ENFILE, accepting is retried after this pause instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -115,6 +117,14 @@ impl Server {
     /// any thread starts. A stale socket file left by a killed daemon is replaced; a live one
     /// (another daemon answers) is an error.
     pub fn bind(opts: ServerOptions) -> Result<Server, ControlError> {
+        // Each client is a descriptor; the usual soft limit of 1,024 would not fit the clients
+        // next to the dataplane's own sockets and maps.
+        let wanted = opts.max_clients as u64 + NOFILE_RESERVE;
+        match sys::raise_nofile(wanted) {
+            Ok(n) if n < wanted => tracing::warn!(limit = n, wanted, "open-file limit is low for the control client limit"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+        }
         let poll = Poll::new().map_err(ControlError::Poll)?;
         let (listener, socket) = match &opts.socket {
             None => (None, None),

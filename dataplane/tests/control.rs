@@ -860,7 +860,7 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
     let mut err = String::new();
     let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
     assert!(status.success(), "exit {status}: {err}");
-    assert!(err.contains("privileges dropped"), "{err}");
+    assert!(err.contains("dropped privileges"), "{err}");
     assert!(err.contains("config reloaded") && !err.contains("reload refused"), "SIGHUP reload as nobody: {err}");
     for ifname in ["dut-a0", "dut-b0"] {
         let link = topo.dut.ip(&["-d", "link", "show", "dev", ifname]).unwrap();

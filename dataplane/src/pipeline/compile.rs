@@ -7,7 +7,9 @@
 //! first terminal action ends the trip, otherwise the default action does. Faults and unknown
 //! verdicts drop the packet and count as `aborted` on the stage.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bpf::jit::{JitError, JitProgram};
@@ -116,14 +118,49 @@ impl std::fmt::Debug for StageCode {
     }
 }
 
+/// A pipeline's code: shareable between pipeline instances of the same spec (each instance
+/// has its own counters), so swapping back to a recent pipeline needs no compile.
+#[derive(Debug)]
+pub struct PipelineCode {
+    stages: Box<[StageCode]>,
+    default: Decision,
+}
+
 /// A compiled pipeline. Immutable once built; workers share it through `Arc`.
 #[derive(Debug)]
 pub struct Pipeline {
     spec: PipelineSpec,
-    stages: Box<[StageCode]>,
-    default: Decision,
+    code: Arc<PipelineCode>,
     counters: Counters,
     compile_time: Duration,
+}
+
+/// The code of the last few pipelines compiled for one port, by spec. Only specs whose filters
+/// are all inline text are kept: a file may change between two compiles.
+#[derive(Debug)]
+pub struct CodeCache {
+    entries: VecDeque<(PipelineSpec, Option<String>, Arc<PipelineCode>)>,
+    capacity: usize,
+}
+
+impl CodeCache {
+    pub fn new(capacity: usize) -> CodeCache {
+        CodeCache { entries: VecDeque::with_capacity(capacity), capacity }
+    }
+
+    fn get(&self, spec: &PipelineSpec, peer: Option<&str>) -> Option<Arc<PipelineCode>> {
+        self.entries.iter().find(|(s, p, _)| s == spec && p.as_deref() == peer).map(|(_, _, c)| Arc::clone(c))
+    }
+
+    fn put(&mut self, spec: &PipelineSpec, peer: Option<&str>, code: &Arc<PipelineCode>) {
+        if self.capacity == 0 || spec.stages.iter().any(|s| !matches!(s.filter, FilterSpec::Text { .. })) {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((spec.clone(), peer.map(str::to_owned), Arc::clone(code)));
+    }
 }
 
 /// Compiles one filter with its front end (reading the file first, for file filters).
@@ -207,15 +244,32 @@ impl Pipeline {
     /// Compiles `spec` for the port described by `env`. Nothing is shared with a running
     /// pipeline: the result is published, or dropped with its error.
     pub fn compile(spec: &PipelineSpec, env: &PortEnv) -> Result<Pipeline, PipelineError> {
+        Pipeline::compile_cached(spec, env, &mut CodeCache::new(0))
+    }
+
+    /// [`compile`](Self::compile), reusing the code of an identical recent spec from `cache`
+    /// (and remembering this one's).
+    pub fn compile_cached(spec: &PipelineSpec, env: &PortEnv, cache: &mut CodeCache) -> Result<Pipeline, PipelineError> {
         let t0 = Instant::now();
-        let (checked, default) = check(spec, env)?;
-        let mut stages = Vec::with_capacity(checked.len());
-        for (s, (act, source)) in spec.stages.iter().zip(checked) {
-            let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source })?;
-            stages.push(StageCode { id: s.id.clone(), act, source, jit });
+        if env.workers == 0 {
+            return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
         }
-        let counters = Counters::new(env.workers, stages.len() + 1);
-        Ok(Pipeline { spec: spec.clone(), stages: stages.into(), default, counters, compile_time: t0.elapsed() })
+        let code = match cache.get(spec, env.peer) {
+            Some(code) => code,
+            None => {
+                let (checked, default) = check(spec, env)?;
+                let mut stages = Vec::with_capacity(checked.len());
+                for (s, (act, source)) in spec.stages.iter().zip(checked) {
+                    let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source })?;
+                    stages.push(StageCode { id: s.id.clone(), act, source, jit });
+                }
+                let code = Arc::new(PipelineCode { stages: stages.into(), default });
+                cache.put(spec, env.peer, &code);
+                code
+            }
+        };
+        let counters = Counters::new(env.workers, code.stages.len() + 1);
+        Ok(Pipeline { spec: spec.clone(), code, counters, compile_time: t0.elapsed() })
     }
 
     /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
@@ -229,25 +283,25 @@ impl Pipeline {
     }
 
     pub fn stages(&self) -> &[StageCode] {
-        &self.stages
+        &self.code.stages
     }
 
     pub fn default_decision(&self) -> Decision {
-        self.default
+        self.code.default
     }
 
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
 
-    /// Wall time `compile` took (front ends, validation, JIT).
+    /// Wall time `compile` took (front ends, validation, JIT; near zero from the cache).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
 
     /// Machine code bytes over all stages.
     pub fn code_size(&self) -> usize {
-        self.stages.iter().map(|s| s.jit.code_size()).sum()
+        self.code.stages.iter().map(|s| s.jit.code_size()).sum()
     }
 
     /// Runs the pipeline on one packet as worker `w` (its counter block), counting on the way.
@@ -256,7 +310,8 @@ impl Pipeline {
         let slots = self.counters.block(w);
         let len = packet.len();
         let mut sample = None;
-        for (i, s) in self.stages.iter().enumerate() {
+        let code = &*self.code;
+        for (i, s) in code.stages.iter().enumerate() {
             let slot = &slots[i];
             let Ok(r0) = s.jit.run_xdp(packet, ifindex, queue) else {
                 slot.abort();
@@ -288,8 +343,8 @@ impl Pipeline {
             slot.hit(len);
             return Outcome { decision, sample };
         }
-        slots[self.stages.len()].hit(len);
-        Outcome { decision: self.default, sample }
+        slots[code.stages.len()].hit(len);
+        Outcome { decision: code.default, sample }
     }
 
     /// Records that worker `w` copied a packet for stage `stage`'s sample.
@@ -302,8 +357,8 @@ impl Pipeline {
 
     /// Counters of every stage by id, then the default action's under `None`.
     pub fn totals(&self) -> impl Iterator<Item = (Option<&str>, super::StageTotals)> + '_ {
-        let stages = self.stages.iter().enumerate().map(|(i, s)| (Some(s.id.as_str()), self.counters.totals(i)));
-        stages.chain(std::iter::once((None, self.counters.totals(self.stages.len()))))
+        let stages = self.code.stages.iter().enumerate().map(|(i, s)| (Some(s.id.as_str()), self.counters.totals(i)));
+        stages.chain(std::iter::once((None, self.counters.totals(self.code.stages.len()))))
     }
 }
 
@@ -378,6 +433,26 @@ mod tests {
         assert_eq!(out, Outcome { decision: Decision::Reflect, sample: Some(1) });
         p.note_sampled(0, 1);
         assert_eq!(p.counters().totals(1).sampled, 1);
+    }
+
+    #[test]
+    fn the_cache_shares_code_but_not_counters() {
+        let spec = PipelineSpec { stages: vec![stage("u", "udp", ActionSpec::Count)], default: DefaultAction::Drop };
+        let mut cache = CodeCache::new(2);
+        let a = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        let b = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&a.code, &b.code));
+        a.run(0, &mut corpus::udp_64(1), 0, 0);
+        assert_eq!((a.counters().totals(0).packets, b.counters().totals(0).packets), (1, 0));
+        let other = PortEnv { peer: None, ..ENV };
+        let c = Pipeline::compile_cached(&spec, &other, &mut cache).unwrap();
+        assert!(!Arc::ptr_eq(&a.code, &c.code), "a different peer is a different pipeline");
+        for text in ["tcp", "arp"] {
+            let s = PipelineSpec { stages: vec![stage("u", text, ActionSpec::Count)], default: DefaultAction::Drop };
+            Pipeline::compile_cached(&s, &ENV, &mut cache).unwrap();
+        }
+        let d = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        assert!(!Arc::ptr_eq(&a.code, &d.code), "evicted after two newer specs");
     }
 
     #[test]

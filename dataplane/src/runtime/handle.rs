@@ -3,7 +3,7 @@
 //! config. Every change compiles first and publishes only a pipeline that compiled; changes
 //! are serialized by one lock that workers never touch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::config::{Config, ConfigError};
-use crate::pipeline::{Pipeline, PipelineError, PipelineSpec, PortEnv, Published, Retired, StageTotals};
+use crate::pipeline::compile::CodeCache;
+use crate::pipeline::{Ledger, Pipeline, PipelineError, PipelineSpec, PortEnv, Published, Retired, StageTotals};
 use crate::stats::{self, HistCollector, QueueSnapshot, QueueStats};
 use crate::steer::{SteerCounters, Steering};
 
@@ -75,40 +76,15 @@ pub struct QueueRef {
     pub stats: Arc<QueueStats>,
 }
 
-/// Counters a port's stages carried over from pipelines that were swapped out.
-#[derive(Debug, Default)]
+/// Recent pipelines' code kept per port, so a rollback or a swap back is instant.
+const CODE_CACHE: usize = 4;
+
+/// A port's change history.
+#[derive(Debug)]
 struct PortControl {
     generation: u64,
-    /// By stage id: counts of retired pipelines, for ids the current pipeline still has.
-    retired: HashMap<String, StageTotals>,
-    default_retired: StageTotals,
-    /// Swapped-out pipelines a worker held past the grace timeout (normally empty).
-    lingering: Vec<Arc<Pipeline>>,
-}
-
-impl PortControl {
-    fn fold(&mut self, old: &Pipeline) {
-        for (id, t) in old.totals() {
-            match id {
-                Some(id) => {
-                    let e = self.retired.entry(id.to_owned()).or_default();
-                    *e = e.add(&t);
-                }
-                None => self.default_retired = self.default_retired.add(&t),
-            }
-        }
-    }
-
-    /// Folds lingering pipelines that are now free, then forgets ids `current` lacks.
-    fn settle(&mut self, current: &PipelineSpec) {
-        for old in std::mem::take(&mut self.lingering) {
-            match Retired::Lingering(old).settle() {
-                Retired::Done(p) => self.fold(&p),
-                Retired::Lingering(p) => self.lingering.push(p),
-            }
-        }
-        self.retired.retain(|id, _| current.position(id).is_some());
-    }
+    ledger: Ledger,
+    cache: CodeCache,
 }
 
 struct ControlState {
@@ -182,7 +158,7 @@ impl RuntimeHandle {
             .map(|p| PortInfo { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), peer: p.peer().map(str::to_owned) })
             .collect::<Vec<_>>();
         let control = ControlState {
-            ports: ports.iter().map(|_| PortControl { generation: 1, ..PortControl::default() }).collect(),
+            ports: ports.iter().map(|_| PortControl { generation: 1, ledger: Ledger::new(), cache: CodeCache::new(CODE_CACHE) }).collect(),
             config: parts.config,
         };
         RuntimeHandle {
@@ -257,21 +233,18 @@ impl RuntimeHandle {
 
     fn swap_locked(&self, control: &mut ControlState, port: usize, spec: PipelineSpec) -> Result<SwapOutcome, ControlError> {
         let info = self.shared.ports.get(port).ok_or_else(|| ControlError::NoPort(port.to_string()))?;
-        let new = Pipeline::compile(&spec, &info.env()).map_err(|source| ControlError::Rejected { port: info.name.clone(), source })?;
+        let new = Pipeline::compile_cached(&spec, &info.env(), &mut control.ports[port].cache)
+            .map_err(|source| ControlError::Rejected { port: info.name.clone(), source })?;
         let compile = new.compile_time();
         let stages = new.stages().len();
         let t0 = Instant::now();
         let retired = self.shared.published.replace(port, Arc::new(new), GRACE_TIMEOUT);
         let grace = t0.elapsed();
         let pc = &mut control.ports[port];
-        match retired {
-            Retired::Done(old) => pc.fold(&old),
-            Retired::Lingering(old) => {
-                tracing::warn!(port = %info.name, "a worker still runs the previous pipeline after {GRACE_TIMEOUT:?}");
-                pc.lingering.push(old);
-            }
+        if let Retired::Lingering(_) = retired {
+            tracing::warn!(port = %info.name, "a worker still runs the previous pipeline after {GRACE_TIMEOUT:?}");
         }
-        pc.settle(&spec);
+        pc.ledger.retire(retired, &spec);
         pc.generation += 1;
         self.shared.swaps.fetch_add(1, Ordering::Relaxed);
         if let Some(p) = control.config.ports.get_mut(port) {
@@ -289,24 +262,7 @@ impl RuntimeHandle {
     /// then the default action's under `None`.
     pub fn stage_totals(&self, port: usize) -> Vec<(Option<String>, StageTotals)> {
         let control = lock(&self.shared.control);
-        let pc = &control.ports[port];
-        let current = self.shared.published.current(port);
-        let lingering = |id: Option<&str>| {
-            pc.lingering
-                .iter()
-                .flat_map(|p| p.totals().filter(|(i, _)| *i == id).map(|(_, t)| t).collect::<Vec<_>>())
-                .fold(StageTotals::default(), |a, t| a.add(&t))
-        };
-        current
-            .totals()
-            .map(|(id, t)| {
-                let carried = match id {
-                    Some(id) => pc.retired.get(id).copied().unwrap_or_default(),
-                    None => pc.default_retired,
-                };
-                (id.map(str::to_owned), t.add(&carried).add(&lingering(id)))
-            })
-            .collect()
+        control.ports[port].ledger.totals(&self.shared.published.current(port))
     }
 
     /// Every socket's counters: (port, queue, counters).

@@ -7,7 +7,6 @@
 
 mod backend;
 mod capture;
-mod control;
 mod handle;
 mod plan;
 mod report;
@@ -26,6 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::config::{self, Config};
+use crate::control::Backend;
+use crate::control::server::{Server, ServerOptions};
+use crate::privdrop;
 use crate::pipeline::Published;
 use crate::pipeline::capture::{CaptureSink, capture_link};
 use crate::stats::{HistCollector, QueueSnapshot, QueueStats, hist_link};
@@ -42,31 +44,58 @@ pub struct RunOptions {
     pub stats_interval: Duration,
 }
 
-/// Runs the dataplane until SIGINT/SIGTERM; SIGHUP reloads the config file.
+/// Runs the dataplane until SIGINT/SIGTERM; SIGHUP reloads the config file. With a control
+/// socket configured, a controller thread serves it (and the metrics listener); with `user`
+/// set, privileges are dropped once everything privileged is set up.
 pub fn run(opts: &RunOptions) -> Result<()> {
     let config = Config::load(&opts.config)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    let hup = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("install SIGHUP handler")?;
+    // Resolve the identity before touching anything, so a typo fails fast.
+    let identity = match &config.daemon.user {
+        Some(user) => Some(privdrop::resolve(user, config.daemon.group.as_deref()).context("user")?),
+        None => None,
+    };
 
-    let identity = control::identity(&config, &opts.config)?;
     let dataplane = Dataplane::start(config.clone(), Some(opts.config.clone()))?;
-    let controller = control::ControlThread::start(&config, dataplane.handle(), identity.as_ref())?;
-    control::drop_privileges(identity.as_ref())?;
-    let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
     let handle = dataplane.handle();
+    let server = match &config.daemon.control_socket {
+        Some(socket) => {
+            let mut sopts = ServerOptions::new(socket.clone());
+            sopts.metrics = config.daemon.metrics_listen;
+            sopts.owner = identity.as_ref().map(|id| (id.uid, id.gid));
+            sopts.reload_on_sighup = true;
+            Some(Server::bind(sopts)?)
+        }
+        None => {
+            if config.daemon.metrics_listen.is_some() {
+                tracing::warn!("metrics.listen is served by the control server: set control.socket too");
+            }
+            None
+        }
+    };
+    // Without a control server, SIGHUP is handled here.
+    let hup = Arc::new(AtomicBool::new(false));
+    if server.is_none() {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("install SIGHUP handler")?;
+    }
+    if let Some(id) = &identity {
+        privdrop::drop_to(id, privdrop::KEEP_DEFAULT)?;
+        tracing::info!(user = %id, "dropped privileges");
+    }
+    let controller = Controller::spawn(server, &handle)?;
+
+    let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
     handle.with_steering(|s| {
         if let Some(s) = s {
             reporter.started(&config, s, &dataplane.plans);
         }
     });
-
     let started = Instant::now();
     let mut next = started + opts.stats_interval;
-    while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() && !controller.as_ref().is_some_and(|c| c.finished()) {
+    while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() && !controller.finished() {
         std::thread::sleep(Duration::from_millis(20).min(opts.stats_interval));
         if hup.swap(false, Ordering::Relaxed) {
             match handle.reload() {
@@ -79,14 +108,62 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             next += opts.stats_interval;
         }
     }
-    // The control server goes first: no command may land on a dataplane being taken down.
-    let control_result = controller.map_or(Ok(()), control::ControlThread::stop);
+    // The control plane goes first, so no command races the shutdown.
+    controller.stop()?;
+    drop(handle);
     let done = dataplane.shutdown()?;
     reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts);
     for (wi, a) in done.accounts.iter().enumerate() {
         a.check().with_context(|| format!("worker {wi}"))?;
     }
-    control_result
+    Ok(())
+}
+
+/// The controller thread serving the control socket, if one is configured.
+struct Controller {
+    thread: Option<JoinHandle<Result<(), crate::control::server::ControlError>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Controller {
+    fn spawn(server: Option<Server>, handle: &RuntimeHandle) -> Result<Controller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = match server {
+            None => None,
+            Some(server) => {
+                let backend: Arc<dyn Backend> = Arc::new(handle.clone());
+                let flag = Arc::clone(&stop);
+                Some(
+                    std::thread::Builder::new()
+                        .name("sluice-ctl".into())
+                        .spawn(move || server.run(backend, &flag))
+                        .context("spawn the controller thread")?,
+                )
+            }
+        };
+        Ok(Controller { thread, stop })
+    }
+
+    fn finished(&self) -> bool {
+        self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => Ok(t.join().map_err(|_| anyhow!("the controller thread panicked"))??),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A started dataplane: steering attached, sockets bound, workers running their pipelines.

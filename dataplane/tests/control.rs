@@ -823,6 +823,11 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
         Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::Rejected, "{e}"),
         other => panic!("a bad filter was accepted: {other:?}"),
     }
+    let stats: StatsReply = c.call_as(Command::Stats { reset: true }).unwrap();
+    assert_eq!(stats.queues.len(), 2, "{stats:?}");
+    assert_eq!(stats.steering.len(), 2, "{stats:?}");
+    assert!(stats.stages.iter().any(|s| s.port == "a" && s.id == "dns"), "{stats:?}");
+    let _: HistogramReply = c.call_as(Command::Histogram { reset: false }).unwrap();
     let out = sluice(&["ctl", "-s", sock.to_str().unwrap(), "pipeline", "-p", "a"]);
     let listing = text(&out.stdout);
     assert!(listing.contains("web") && listing.contains("dns"), "{listing}{}", text(&out.stderr));

@@ -738,3 +738,138 @@ fn sluice_check_validates_without_touching_interfaces() {
     assert!(text(&out.stderr).contains("cannot read"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Kills the daemon (if still running) before the namespaces and files go.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(field)).unwrap_or("").trim().to_owned()
+}
+
+/// The whole lifecycle on a real dataplane: started with a control socket, metrics and
+/// `user = "nobody"`; driven with `sluice ctl` and the client; SIGHUP; SIGTERM leaves nothing
+/// attached and exits 0.
+#[test]
+fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
+    use sluice::testbed::netns::{Topology, TopologyOpts, privileged};
+    if !privileged("live_daemon_is_controlled_as_nobody_and_stops_cleanly") {
+        return;
+    }
+    let topo = Topology::new(TopologyOpts { tag: "ctl".into(), ..Default::default() }).expect("topology");
+    let dir = std::env::temp_dir().join(format!("sluice-live-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.join("ctl.sock");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "user = 'nobody'\n[control]\nsocket = '{}'\n[metrics]\nlisten = '9464'\n[dataplane]\ncores = [0]\n\
+             [[port]]\nname = 'a'\ninterface = 'dut-a0'\naction = 'forward'\nforward_to = 'b'\n\
+             [[port.stage]]\nid = 'dns'\nfilter = 'udp dst port 53'\naction = 'count'\n\
+             [[port]]\nname = 'b'\ninterface = 'dut-b0'\naction = 'forward'\nforward_to = 'a'\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let child = topo
+        .dut
+        .exec([env!("CARGO_BIN_EXE_sluice"), "run", "--config", config.to_str().unwrap(), "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let pid = child.id();
+    let mut daemon = Daemon(child);
+    let started = Instant::now();
+    while proc_status_field(pid, "Uid:").split_whitespace().next() != Some("65534") {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            let mut err = String::new();
+            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("sluice exited with {status}: {err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "sluice never dropped privileges");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every id is nobody's and no capability is left on any thread.
+    assert_eq!(proc_status_field(pid, "Uid:"), "65534\t65534\t65534\t65534");
+    assert_eq!(proc_status_field(pid, "Gid:"), "65534\t65534\t65534\t65534");
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_owned();
+        assert_eq!(eff, "0000000000000000", "a thread kept capabilities");
+    }
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::uid(&meta), meta.permissions().mode() & 0o777), (65534, 0o600));
+
+    let mut c = Client::connect(&sock).expect("connect to the daemon");
+    let status: Status = c.call_as(Command::Status).unwrap();
+    assert_eq!(status.ports.len(), 2);
+    assert_eq!(status.pid, pid);
+    let stage = StageSpec { id: "web".into(), filter: "tcp port 80".into(), format: FilterFormat::Tcpdump, section: None, action: Action::Drop };
+    let r: SwapReport = c.call_as(Command::StageAdd { port: "a".into(), stage, position: Some(0) }).unwrap();
+    assert_eq!(r.stages, 2);
+    let bad = StageSpec { id: "bad".into(), filter: "udp port".into(), format: FilterFormat::Tcpdump, section: None, action: Action::Drop };
+    match c.call(Command::StageAdd { port: "a".into(), stage: bad, position: None }) {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, ErrorCode::Rejected, "{e}"),
+        other => panic!("a bad filter was accepted: {other:?}"),
+    }
+    let stats: StatsReply = c.call_as(Command::Stats { reset: true }).unwrap();
+    assert_eq!(stats.queues.len(), 2, "{stats:?}");
+    assert_eq!(stats.steering.len(), 2, "{stats:?}");
+    assert!(stats.stages.iter().any(|s| s.port == "a" && s.id == "dns"), "{stats:?}");
+    let _: HistogramReply = c.call_as(Command::Histogram { reset: false }).unwrap();
+    let out = sluice(&["ctl", "-s", sock.to_str().unwrap(), "pipeline", "-p", "a"]);
+    let listing = text(&out.stdout);
+    assert!(listing.contains("web") && listing.contains("dns"), "{listing}{}", text(&out.stderr));
+
+    let body = topo
+        .dut
+        .run_in(|| {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9464").expect("metrics listener");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("sluice_stage_packets_total{port=\"a\",stage=\"web\"}"), "{body}");
+    assert!(body.contains("sluice_steer_seen_total{interface=\"dut-a0\"}"), "{body}");
+
+    // SIGHUP reloads the (unchanged) file as nobody; the daemon keeps running.
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let _: Status = c.call_as(Command::Status).unwrap();
+    drop(c);
+
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "sluice did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(status.success(), "exit {status}: {err}");
+    assert!(err.contains("dropped privileges"), "{err}");
+    assert!(err.contains("config reloaded") && !err.contains("reload refused"), "SIGHUP reload as nobody: {err}");
+    for ifname in ["dut-a0", "dut-b0"] {
+        let link = topo.dut.ip(&["-d", "link", "show", "dev", ifname]).unwrap();
+        assert!(!link.contains("prog/xdp"), "{ifname} still has an XDP program: {link}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

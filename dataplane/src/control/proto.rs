@@ -925,6 +925,34 @@ mod tests {
     }
 
     #[test]
+    fn every_command_and_error_code_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-protocol.md")).unwrap();
+        for name in COMMANDS {
+            let heading = doc.lines().any(|l| l.starts_with("### ") && l.contains(&format!("`{name}`")));
+            assert!(heading, "docs/control-protocol.md has no section for `{name}`");
+        }
+        let codes = [
+            ErrorCode::InvalidJson,
+            ErrorCode::LineTooLong,
+            ErrorCode::BadVersion,
+            ErrorCode::UnknownCommand,
+            ErrorCode::InvalidArgument,
+            ErrorCode::NotFound,
+            ErrorCode::Rejected,
+            ErrorCode::Unsupported,
+            ErrorCode::Busy,
+            ErrorCode::PermissionDenied,
+            ErrorCode::Internal,
+        ];
+        for code in codes {
+            assert!(doc.contains(&format!("| `{code}` |")), "error code `{code}` is not in the table");
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        assert_eq!(MAX_LINE, 65_536, "the documented line limit");
+        assert!(doc.contains("65,536 bytes"));
+    }
+
+    #[test]
     fn actions_parse_and_print() {
         for s in ["drop", "reflect", "forward:b", "count", "sample", "continue", "verdict"] {
             assert_eq!(s.parse::<Action>().unwrap().to_string(), s);

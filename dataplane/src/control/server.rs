@@ -56,12 +56,15 @@ const MAX_HTTP_REQUEST: usize = 8 * 1024;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the loop looks at the stop flag when nothing happens.
 const TICK: Duration = Duration::from_millis(50);
+/// Descriptors kept free beside the control clients: sockets, maps, listeners, scrapes.
+const NOFILE_RESERVE: u64 = 1024;
 /// After EMFILE/ENFILE, accepting is retried after this pause instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    pub socket: PathBuf,
+    /// The control socket; `None` serves metrics only.
+    pub socket: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
     /// Hand the socket to this uid/gid (the user the daemon drops privileges to).
@@ -75,7 +78,7 @@ pub struct ServerOptions {
 impl ServerOptions {
     pub fn new(socket: impl Into<PathBuf>) -> ServerOptions {
         ServerOptions {
-            socket: socket.into(),
+            socket: Some(socket.into()),
             metrics: None,
             owner: None,
             max_clients: DEFAULT_MAX_CLIENTS,
@@ -101,8 +104,8 @@ pub enum ControlError {
 /// Dropping it removes the socket file (if it is still the one it created).
 pub struct Server {
     poll: Poll,
-    listener: UnixListener,
-    socket: BoundSocket,
+    listener: Option<UnixListener>,
+    socket: Option<BoundSocket>,
     metrics: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
     sighup: Option<(UnixStream, signal_hook::SigId)>,
@@ -114,12 +117,26 @@ impl Server {
     /// any thread starts. A stale socket file left by a killed daemon is replaced; a live one
     /// (another daemon answers) is an error.
     pub fn bind(opts: ServerOptions) -> Result<Server, ControlError> {
+        // Each client is a descriptor; the usual soft limit of 1,024 would not fit the clients
+        // next to the dataplane's own sockets and maps.
+        let wanted = opts.max_clients as u64 + NOFILE_RESERVE;
+        match sys::raise_nofile(wanted) {
+            Ok(n) if n < wanted => tracing::warn!(limit = n, wanted, "open-file limit is low for the control client limit"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+        }
         let poll = Poll::new().map_err(ControlError::Poll)?;
-        let (std_listener, socket) = bind_socket(&opts.socket, opts.owner)?;
-        let sock_err = |e: io::Error| ControlError::Socket { path: opts.socket.clone(), reason: e.to_string() };
-        std_listener.set_nonblocking(true).map_err(sock_err)?;
-        let mut listener = UnixListener::from_std(std_listener);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ControlError::Poll)?;
+        let (listener, socket) = match &opts.socket {
+            None => (None, None),
+            Some(path) => {
+                let (std_listener, socket) = bind_socket(path, opts.owner)?;
+                let sock_err = |e: io::Error| ControlError::Socket { path: path.clone(), reason: e.to_string() };
+                std_listener.set_nonblocking(true).map_err(sock_err)?;
+                let mut listener = UnixListener::from_std(std_listener);
+                poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ControlError::Poll)?;
+                (Some(listener), Some(socket))
+            }
+        };
 
         let (metrics, metrics_addr) = match opts.metrics {
             None => (None, None),
@@ -143,7 +160,7 @@ impl Server {
         } else {
             None
         };
-        tracing::info!(socket = %opts.socket.display(), metrics = ?metrics_addr, "control socket listening");
+        tracing::info!(socket = ?opts.socket, metrics = ?metrics_addr, "control server listening");
         Ok(Server { poll, listener, socket, metrics, metrics_addr, sighup, opts })
     }
 
@@ -152,8 +169,8 @@ impl Server {
         self.metrics_addr
     }
 
-    pub fn socket_path(&self) -> &Path {
-        &self.opts.socket
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.opts.socket.as_deref()
     }
 
     /// Serves until `stop` is set (checked at least every 50 ms).
@@ -180,7 +197,11 @@ impl Server {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => state.accept_control(&self.listener, &self.poll, &self.opts),
+                    LISTENER => {
+                        if let Some(l) = &self.listener {
+                            state.accept_control(l, &self.poll, &self.opts);
+                        }
+                    }
                     METRICS => {
                         if let Some(l) = &self.metrics {
                             state.accept_http(l, &self.poll);
@@ -197,7 +218,9 @@ impl Server {
             let now = Instant::now();
             if state.accept_paused.is_some_and(|t| now >= t) {
                 state.accept_paused = None;
-                state.accept_control(&self.listener, &self.poll, &self.opts);
+                if let Some(l) = &self.listener {
+                    state.accept_control(l, &self.poll, &self.opts);
+                }
             }
             if state.http_paused.is_some_and(|t| now >= t) {
                 state.http_paused = None;
@@ -221,7 +244,9 @@ impl Drop for Server {
         if let Some((_, id)) = self.sighup.take() {
             signal_hook::low_level::unregister(id);
         }
-        self.socket.remove();
+        if let Some(s) = &self.socket {
+            s.remove();
+        }
     }
 }
 
@@ -300,6 +325,11 @@ fn clear_stale(path: &Path) -> Result<(), String> {
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             std::fs::remove_file(path).map_err(|e| format!("remove stale socket: {e}"))
         }
+        // Left by a daemon that dropped privileges and so could not unlink it, while we lack
+        // CAP_DAC_OVERRIDE to probe it: say so rather than guess whether it is live.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(format!(
+            "probe existing socket: {e}; if no sluice is running, remove it (a daemon that dropped privileges cannot)"
+        )),
         Err(e) => Err(format!("probe existing socket: {e}")),
     }
 }

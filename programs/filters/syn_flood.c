@@ -40,15 +40,15 @@ int limit_syns(struct xdp_md *ctx)
 	__u32 saddr = ip->saddr;
 	__u64 now = bpf_ktime_get_ns();
 	struct window *w = bpf_map_lookup_elem(&syn_windows, &saddr);
-	if (!w || now - w->start_ns >= window_ns) {
-		struct window fresh = { .start_ns = now, .syns = 1 };
-		bpf_map_update_elem(&syn_windows, &saddr, &fresh, BPF_ANY);
-		return XDP_PASS;
-	}
-	if (__sync_fetch_and_add(&w->syns, 1) >= syn_limit) {
+	if (w && now - w->start_ns < window_ns) {
+		if (__sync_fetch_and_add(&w->syns, 1) < syn_limit)
+			return XDP_PASS;
 		__sync_fetch_and_add(&dropped_syns, 1);
 		return XDP_DROP;
 	}
+	/* First SYN of a new window. */
+	struct window fresh = { .start_ns = now, .syns = 1 };
+	bpf_map_update_elem(&syn_windows, &saddr, &fresh, BPF_ANY);
 	return XDP_PASS;
 }
 

@@ -38,7 +38,7 @@ use std::cell::RefCell;
 
 use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach};
 use super::helpers::{self, ADJUST_HEAD, ADJUST_TAIL, StackArea};
-use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, SRC_X, STACK_SIZE, lddw_imm};
+use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
 use super::maps::MapTable;
 use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, ProgKind, Program, XdpContext};
 
@@ -170,23 +170,6 @@ impl ArenaRef {
     }
 }
 
-/// The value an `lddw` with a map reference loads: the map's address (`PSEUDO_MAP_FD`, imm =
-/// map index) or the address of a byte of its single value (`PSEUDO_MAP_VALUE`, imm = map
-/// index, second slot's imm = offset). `None` for plain `lddw`. An index the table lacks
-/// loads 0 (the object loader refuses such programs).
-pub(crate) fn map_reference(insns: &[Insn], pc: usize, maps: &MapTable) -> Option<u64> {
-    let i = insns.get(pc).filter(|i| i.is_lddw())?;
-    let map = usize::try_from(i.imm).ok().and_then(|m| maps.get(m));
-    match i.src {
-        PSEUDO_MAP_FD => Some(map.map_or(0, |m| std::sync::Arc::as_ptr(m) as u64)),
-        PSEUDO_MAP_VALUE => {
-            let off = insns.get(pc + 1).map_or(0, |n| n.imm as u32 as u64);
-            Some(map.filter(|m| off < m.arena().len() as u64).map_or(0, |m| m.arena().base() + off))
-        }
-        _ => None,
-    }
-}
-
 impl Interpreter {
     pub fn new(prog: &Program) -> Self {
         let acc = if prog.kind() == ProgKind::Xdp && !prog.helpers().needs_env() {
@@ -204,7 +187,7 @@ impl Interpreter {
         let mut called: Vec<Helper> = Vec::new();
         let mut code = Vec::with_capacity(insns.len());
         for (pc, insn) in insns.iter().enumerate() {
-            if let Some(addr) = map_reference(insns, pc, prog.helpers().maps()) {
+            if let Some(addr) = prog.helpers().maps().lddw_value(insns, pc) {
                 code.push(Op { code: Code::Lddw, dst: insn.dst, src: 0, off: 0, imm: addr });
                 continue;
             }

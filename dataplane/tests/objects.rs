@@ -349,3 +349,60 @@ fn objects_without_xdp_programs_or_with_unsupported_parts_are_refused() {
     let e = obj.select(Some("nope")).unwrap_err().to_string();
     assert_eq!(e, "no program or section named nope (programs: count_sources [xdp])");
 }
+
+/// The same objects load into the kernel as XDP programs (with aya, as `steer` loads its own),
+/// and the kernel's verdicts (BPF_PROG_TEST_RUN) on the crafted packets are sluice's.
+#[test]
+fn kernel_accepts_the_examples_and_agrees_on_verdicts() {
+    use aya::programs::Xdp;
+    use aya::{EbpfLoader, TestRun, TestRunOptions};
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: this test must run as root");
+        println!("skipping kernel_accepts_the_examples_and_agrees_on_verdicts: needs root");
+        return;
+    }
+    let cases: [(&str, Vec<Vec<u8>>); 5] = [
+        ("port_blocklist", vec![udp4(SRC_A, 1000, 53, 10), udp4(SRC_A, 53, 1000, 10), tcp4(SRC_A, 6000, true, false), arp()]),
+        ("src_counter", vec![udp4(SRC_A, 1, 2, 10), arp()]),
+        ("syn_flood", (0..7).map(|_| tcp4(SRC_A, 80, true, false)).chain([tcp4(SRC_A, 80, true, true)]).collect()),
+        (
+            "vlan_ipv6",
+            vec![
+                vlan_udp4(&[13]),
+                vlan_udp4(&[100, 10]),
+                udp6(),
+                ipv6_with_ext(0, [6, 0, 1, 4, 0, 0, 0, 0]),
+                ipv6_with_ext(44, [17, 0, 0, 0, 0, 0, 0, 1]),
+                arp(),
+            ],
+        ),
+        ("sampler", (0..6).map(|i| udp4(SRC_A, 1, 2, i)).collect()),
+    ];
+    for (name, packets) in cases {
+        let bytes = compile(name);
+        let ours = Object::load(&bytes, 1).unwrap();
+        let mut ebpf = EbpfLoader::new()
+            .load(&sluice::bpf::object::kernel_compatible(&bytes).unwrap())
+            .unwrap_or_else(|e| panic!("{name}: kernel load: {e}"));
+        if name == "port_blocklist" {
+            let mut blocked: aya::maps::HashMap<_, u16, u64> =
+                aya::maps::HashMap::try_from(ebpf.map_mut("blocked_ports").unwrap()).unwrap();
+            for port in [53u16, 6000] {
+                blocked.insert(port, 0, 0).unwrap();
+                map(&ours, "blocked_ports").set(&port.to_ne_bytes(), &0u64.to_le_bytes(), ANY).unwrap();
+            }
+        }
+        for p in ours.programs() {
+            let xdp: &mut Xdp = ebpf.program_mut(&p.name).unwrap().try_into().unwrap();
+            xdp.load().unwrap_or_else(|e| panic!("{name}/{}: the kernel refused it: {e:?}", p.name));
+            let interp = Interpreter::new(&p.program);
+            for (i, packet) in packets.iter().enumerate() {
+                let opts = TestRunOptions { data_in: Some(packet), repeat: 1, ..TestRunOptions::default() };
+                let kernel = xdp.test_run(opts).unwrap().return_value as u64;
+                assert_eq!(run(&interp, packet, 0), kernel, "{name}/{}: packet {i}", p.name);
+            }
+        }
+    }
+}

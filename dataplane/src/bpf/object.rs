@@ -151,6 +151,12 @@ impl Object {
     }
 }
 
+/// A copy of `bytes` with program sections the kernel's loaders do not know by name (such as
+/// `SEC("sluice")`) renamed `xdp`, so `aya` or libbpf load the same programs into the kernel.
+pub fn kernel_compatible(bytes: &[u8]) -> Result<Vec<u8>, ObjectError> {
+    rename_program_sections(bytes).map(|(elf, _)| elf)
+}
+
 /// Whether `bytes` looks like an ELF file (the cheap test front ends use).
 pub fn is_elf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\x7fELF")

@@ -190,7 +190,7 @@ fn map_def(name: &str, m: &aya_obj::Map) -> Result<MapDef, ObjectError> {
 /// Checks helper ids and map references, then validates. Until the validator knows map
 /// references, they are validated as plain `lddw`s (the same two-slot form) and restored
 /// afterwards; their indexes and offsets are checked here against the object's maps.
-fn build_program(name: &str, insns: Vec<Insn>, helpers: &Helpers) -> Result<Program, ObjectError> {
+pub(crate) fn build_program(name: &str, insns: Vec<Insn>, helpers: &Helpers) -> Result<Program, ObjectError> {
     let mut masked = insns.clone();
     let mut pc = 0;
     let mut refs = Vec::new();

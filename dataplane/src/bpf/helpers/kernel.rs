@@ -425,3 +425,178 @@ const KERNEL_NAMES: [&str; 210] = [
     "dynptr_data", "tcp_raw_gen_syncookie_ipv4", "tcp_raw_gen_syncookie_ipv6", "tcp_raw_check_syncookie_ipv4",
     "tcp_raw_check_syncookie_ipv6", "ktime_get_tai_ns", "user_ringbuf_drain",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::helpers::{Helpers, RunEnv, StackArea, enter};
+    use crate::bpf::insn::build::*;
+    use crate::bpf::insn::*;
+    use crate::bpf::interp::Interpreter;
+    use crate::bpf::jit::JitProgram;
+    use crate::bpf::maps::{ANY, MapDef, MapTable};
+    use crate::bpf::{Exec, Program};
+
+    fn program(insns: Vec<Insn>, maps: MapTable) -> Program {
+        crate::bpf::object::build_program("test", insns, &Helpers::kernel(maps)).unwrap()
+    }
+
+    /// Runs on both back ends with a fresh environment; returns r0 and the environments.
+    fn both(p: &Program, packet: &[u8]) -> Vec<(u64, RunEnv)> {
+        let backends: [Box<dyn Exec>; 2] = [Box::new(Interpreter::new(p)), Box::new(JitProgram::compile(p).unwrap())];
+        backends
+            .iter()
+            .map(|b| {
+                let env = RunEnv::new(1);
+                let mut pkt = packet.to_vec();
+                let r0 = env.run(|| b.run_xdp(&mut pkt, 5, 0)).unwrap();
+                (r0, env)
+            })
+            .collect()
+    }
+
+    fn map_ref(dst: u8, index: i32) -> [Insn; 2] {
+        let [lo, hi] = lddw(dst, index as u64);
+        [Insn { src: PSEUDO_MAP_FD, ..lo }, hi]
+    }
+
+    #[test]
+    fn redirect_records_the_interface() {
+        let p = program(vec![mov64_imm(1, 7), mov64_imm(2, 0), call_helper(REDIRECT as i32), exit()], MapTable::default());
+        for (r0, env) in both(&p, &[0; 20]) {
+            assert_eq!((r0, env.redirect()), (4, Some(Redirect { ifindex: 7 })));
+        }
+        let p = program(vec![mov64_imm(1, 7), mov64_imm(2, 1), call_helper(REDIRECT as i32), exit()], MapTable::default());
+        assert_eq!(both(&p, &[0; 20])[0].0, 0, "flags make it XDP_ABORTED");
+    }
+
+    #[test]
+    fn redirect_map_uses_the_device_map_or_falls_back() {
+        let maps = MapTable::create(vec![MapDef::new("ports", MapKind::DevMap, 4, 4, 4)], 1).unwrap();
+        maps.get(0).unwrap().set(&1u32.to_le_bytes(), &9u32.to_le_bytes(), ANY).unwrap();
+        let prog = |key| {
+            let mut v = map_ref(1, 0).to_vec();
+            v.extend([mov64_imm(2, key), mov64_imm(3, 2), call_helper(REDIRECT_MAP as i32), exit()]);
+            program(v, maps.clone())
+        };
+        for (r0, env) in both(&prog(1), &[0; 20]) {
+            assert_eq!((r0, env.redirect()), (4, Some(Redirect { ifindex: 9 })));
+        }
+        for (r0, env) in both(&prog(3), &[0; 20]) {
+            assert_eq!((r0, env.redirect()), (2, None), "empty entry: the fallback action in flags");
+        }
+    }
+
+    #[test]
+    fn csum_diff_sums_words_with_end_around_carry() {
+        let p = program(
+            vec![
+                st(SIZE_W, 10, -8, 0x1234_5678),
+                st(SIZE_W, 10, -4, 0x9abc_def0u32 as i32),
+                mov64_imm(1, 0),
+                mov64_imm(2, 0),
+                mov64_reg(3, 10),
+                alu64_imm(ALU_ADD, 3, -8),
+                mov64_imm(4, 8),
+                mov64_imm(5, 0),
+                call_helper(CSUM_DIFF as i32),
+                exit(),
+            ],
+            MapTable::default(),
+        );
+        for (r0, _) in both(&p, &[0; 20]) {
+            assert_eq!(r0, 0xacf1_3568);
+        }
+        // Removing what was added leaves the all-ones zero of one's complement.
+        let p = program(
+            vec![
+                st(SIZE_W, 10, -4, 0x0102_0304),
+                mov64_reg(1, 10),
+                alu64_imm(ALU_ADD, 1, -4),
+                mov64_imm(2, 4),
+                mov64_reg(3, 1),
+                mov64_imm(4, 4),
+                mov64_imm(5, 0),
+                call_helper(CSUM_DIFF as i32),
+                exit(),
+            ],
+            MapTable::default(),
+        );
+        assert_eq!(both(&p, &[0; 20])[1].0, 0xffff_ffff);
+    }
+
+    #[test]
+    fn adjust_head_and_tail_move_the_packet_in_the_interpreter() {
+        // r6 = ctx; adjust_head(ctx, r7); adjust_tail(ctx, -4); r0 = data_end - data, or the error.
+        let prog = |delta: i32| {
+            program(
+                vec![
+                    mov64_reg(6, 1),
+                    mov64_imm(2, delta),
+                    call_helper(ADJUST_HEAD as i32),
+                    jmp_imm(JMP_JNE, 0, 0, 6),
+                    mov64_reg(1, 6),
+                    mov64_imm(2, -4),
+                    call_helper(ADJUST_TAIL as i32),
+                    ldx(SIZE_W, 2, 6, 0),
+                    ldx(SIZE_W, 0, 6, 4),
+                    alu64_reg(ALU_SUB, 0, 2),
+                    exit(),
+                ],
+                MapTable::default(),
+            )
+        };
+        let interp = Interpreter::new(&prog(14));
+        let env = RunEnv::new(0);
+        let mut pkt = [0u8; 60];
+        assert_eq!(env.run(|| interp.run_xdp(&mut pkt, 1, 0)), Ok(42));
+        assert_eq!(env.window(), Some(14..56));
+        // No headroom beyond the slice; never below an Ethernet header.
+        for delta in [-1, 47] {
+            let interp = Interpreter::new(&prog(delta));
+            assert_eq!(env.run(|| interp.run_xdp(&mut pkt, 1, 0)), Ok(-22i64 as u64), "delta {delta}");
+            assert_eq!(env.window(), None);
+        }
+        let e = JitProgram::compile(&prog(14)).unwrap_err().to_string();
+        assert!(e.contains("xdp_adjust_head/tail are not supported by the jit"), "{e}");
+    }
+
+    #[test]
+    fn wild_pointers_reach_no_memory() {
+        let maps = MapTable::create(vec![MapDef::new("h", MapKind::Hash, 4, 8, 4)], 1).unwrap();
+        let mut lookup = map_ref(1, 0).to_vec();
+        lookup.extend(lddw(2, 0x1000));
+        lookup.extend([call_helper(MAP_LOOKUP_ELEM as i32), exit()]);
+        let mut update = map_ref(1, 0).to_vec();
+        update.extend([st(SIZE_W, 10, -4, 1), mov64_reg(2, 10), alu64_imm(ALU_ADD, 2, -4)]);
+        update.extend(lddw(3, 0xdead_0000));
+        update.extend([mov64_imm(4, 0), call_helper(MAP_UPDATE_ELEM as i32), exit()]);
+        for (r0, _) in both(&program(lookup, maps.clone()), &[0; 20]) {
+            assert_eq!(r0, 0);
+        }
+        for (r0, _) in both(&program(update, maps.clone()), &[0; 20]) {
+            assert_eq!(r0, -14i64 as u64, "EFAULT");
+        }
+        assert!(maps.get(0).unwrap().keys().is_empty());
+    }
+
+    #[test]
+    fn printk_formats_like_the_kernel() {
+        let helpers = Helpers::kernel(MapTable::default());
+        let mut out = [0u8; 128];
+        let n = enter(&helpers, 0, 0, StackArea::None, || {
+            with_frame(|f| format_printk(f, b"a=%d b=%u c=%llx d=%x %% %q\0junk", [-5i64 as u64, 7, 0xabc], &mut out))
+        })
+        .unwrap();
+        assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), "a=-5 b=7 c=abc d=0 % %q", "a fourth value reads 0");
+    }
+
+    #[test]
+    fn every_kernel_helper_has_its_kernel_name() {
+        for h in HELPERS {
+            assert_eq!(kernel_helper_name(h.id as i64), Some(h.name), "helper {}", h.id);
+        }
+        assert_eq!(kernel_helper_name(12), Some("tail_call"));
+        assert_eq!(kernel_helper_name(-1), None);
+    }
+}

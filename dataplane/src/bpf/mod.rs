@@ -16,6 +16,7 @@ pub mod helpers;
 pub mod insn;
 pub mod interp;
 pub mod jit;
+pub mod maps;
 pub mod source;
 pub mod tcpdump;
 

@@ -19,6 +19,7 @@ pub mod jit;
 pub mod maps;
 pub mod source;
 pub mod tcpdump;
+pub mod verifier;
 
 pub use ctx::{Verdict, XdpContext};
 pub use helpers::{Helper, HelperFn, Helpers};

@@ -20,6 +20,7 @@ pub mod maps;
 pub mod object;
 pub mod source;
 pub mod tcpdump;
+pub mod verifier;
 
 pub use ctx::{Verdict, XdpContext};
 pub use helpers::{Helper, HelperFn, Helpers};

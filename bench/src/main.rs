@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod filters;
+mod objects;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,14 @@ enum Suite {
     Dataplane(dataplane::Opts),
     /// ns/packet of BPF filters: sluice JIT, sluice interpreter and libpcap's bpf_filter.
     Filters(filters::Opts),
+    /// ns/packet of the example C filters (programs/filters) in sluice's interpreter and JIT.
+    Objects(objects::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
+        Suite::Objects(opts) => objects::run(&opts),
     }
 }

@@ -581,6 +581,43 @@ mod tests {
     }
 
     #[test]
+    fn map_memory_is_bounded_and_rodata_is_read_only() {
+        use crate::bpf::maps::F_RDONLY_PROG;
+        let rodata = MapDef { flags: F_RDONLY_PROG, initial: vec![7, 0, 0, 0], ..MapDef::new(".rodata", MapKind::Array, 4, 4, 1) };
+        let data = MapDef::new(".data", MapKind::Array, 4, 8, 1);
+        let maps = MapTable::create(vec![rodata, data], 1).unwrap();
+        let value = |index: i32, off: i32| {
+            let [lo, hi] = lddw(1, index as u64);
+            [Insn { src: PSEUDO_MAP_VALUE, ..lo }, Insn { imm: off, ..hi }]
+        };
+        // r0 = rodata[0]; data[4..8] = r0 + 1; r0 = data[4..8]
+        let mut ok = value(0, 0).to_vec();
+        ok.extend([ldx(SIZE_W, 0, 1, 0), alu64_imm(ALU_ADD, 0, 1)]);
+        ok.extend(value(1, 4));
+        ok.extend([stx(SIZE_W, 1, 0, 0), ldx(SIZE_W, 0, 1, 0), exit()]);
+        let p = program(ok, maps.clone());
+        for (r0, _) in both(&p, &[0; 20]) {
+            assert_eq!(r0, 8);
+        }
+        let backends = |p: &Program| -> [Box<dyn Exec>; 2] {
+            [Box::new(Interpreter::new(p)), Box::new(JitProgram::compile(p).unwrap())]
+        };
+        // A store into .rodata, and a load past the end of .data's arena, fault.
+        let mut write_ro = value(0, 0).to_vec();
+        write_ro.extend([st(SIZE_W, 1, 0, 1), mov64_imm(0, 2), exit()]);
+        let mut past_end = value(1, 4).to_vec();
+        past_end.extend([ldx(SIZE_DW, 0, 1, 0), exit()]);
+        for (insns, write) in [(write_ro, true), (past_end, false)] {
+            let p = program(insns, maps.clone());
+            for b in backends(&p) {
+                let env = RunEnv::new(0);
+                let r = env.run(|| b.run_xdp(&mut [0; 20], 1, 0));
+                assert!(matches!(r, Err(crate::bpf::Fault::OutOfBounds { pc: 2, write: w, .. }) if w == write), "{r:?}");
+            }
+        }
+    }
+
+    #[test]
     fn printk_formats_like_the_kernel() {
         let helpers = Helpers::kernel(MapTable::default());
         let mut out = [0u8; 128];

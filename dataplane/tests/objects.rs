@@ -468,3 +468,24 @@ fn hammer<E: Exec + Sync>(backend: &str, exec: &E, obj: &Object) {
     let totals = map(obj, "totals").get(&0u32.to_le_bytes()).unwrap().unwrap();
     assert_eq!((u64_at(&totals, 0), u64_at(&totals, 8)), (PER_WORKER, PER_WORKER), "{backend}");
 }
+
+/// `sluice filter compile prog.o [--section NAME]` picks a program and lists the maps.
+#[test]
+fn cli_compiles_an_object_program() {
+    let dir = std::env::temp_dir().join(format!("sluice-objects-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("port_blocklist.o");
+    std::fs::write(&path, compile("port_blocklist")).unwrap();
+    let sluice = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().unwrap();
+    let file = path.to_str().unwrap();
+    let out = sluice(&["filter", "compile", file, "--section", "sluice"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ambiguous = sluice(&["filter", "compile", file]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("(eBPF object)") && text.contains("map: blocked_ports (hash, key 2 B, value 8 B, max_entries 1024)"), "{text}");
+    assert!(text.contains("jit: "), "{text}");
+    assert!(!ambiguous.status.success());
+    let err = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(err.contains("object has 2 programs (block_dst_port [xdp], block_src_port [sluice])"), "{err}");
+}

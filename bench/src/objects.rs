@@ -4,8 +4,8 @@
 //!
 //! Both engines get their own copy of the object's maps and run the same packets (a fixed mix
 //! from the generated corpus); before timing, their verdicts are compared on every packet, so a
-//! fast wrong answer cannot be reported. Verified-versus-checked JIT columns come when the JIT
-//! takes the verifier's facts.
+//! fast wrong answer cannot be reported. The JIT does not take the verifier's facts yet, so
+//! every JIT column is run-time-checked code.
 
 use std::hint::black_box;
 use std::path::Path;

@@ -25,6 +25,21 @@ fn filters_dir() -> PathBuf {
 
 /// Compiles `programs/filters/NAME.c` into a private temp dir and returns the object bytes.
 pub fn compile(name: &str) -> Vec<u8> {
+    build(name, &filters_dir().join(format!("{name}.c")))
+}
+
+/// Compiles C source text (a test's own program) the same way.
+fn compile_text(name: &str, source: &str) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("sluice-objects-src-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.c"));
+    std::fs::write(&path, source).unwrap();
+    let bytes = build(name, &path);
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes
+}
+
+fn build(name: &str, source: &Path) -> Vec<u8> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sluice-filters-{}-{}-{name}",
@@ -35,7 +50,7 @@ pub fn compile(name: &str) -> Vec<u8> {
     let out = dir.join(format!("{name}.o"));
     let status = Command::new("clang-19")
         .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(filters_dir().join(format!("{name}.c")))
+        .arg(source)
         .arg("-o")
         .arg(&out)
         .status()
@@ -488,4 +503,62 @@ fn cli_compiles_an_object_program() {
     assert!(!ambiguous.status.success());
     let err = String::from_utf8_lossy(&ambiguous.stderr);
     assert!(err.contains("object has 2 programs (block_dst_port [xdp], block_src_port [sluice])"), "{err}");
+}
+
+const LEGACY: &str = r#"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct legacy_def { unsigned int type, key_size, value_size, max_entries, map_flags; };
+struct legacy_def SEC("maps") hits = { .type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4 };
+
+static __noinline int slot(struct xdp_md *ctx) { return ctx->ingress_ifindex & 3; }
+
+SEC("xdp/legacy")
+int count_by_ifindex(struct xdp_md *ctx)
+{
+	__u32 k = slot(ctx);
+	__u64 *v = bpf_map_lookup_elem(&hits, &k);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	return XDP_PASS;
+}
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+const TAIL_CALL: &str = r#"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u32); } jumps SEC(".maps");
+SEC("xdp") int jump(struct xdp_md *ctx) { bpf_tail_call(ctx, &jumps, 0); return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+const CALLS_TAIL: &str = r#"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); } a SEC(".maps");
+SEC("xdp") int jump(struct xdp_md *ctx) { bpf_tail_call(ctx, &a, 0); return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"#;
+
+/// Legacy `maps` definitions, a `xdp/NAME` section and a bpf-to-bpf call load and run; map
+/// types and helpers sluice lacks are refused by name at load time.
+#[test]
+fn legacy_maps_load_and_unsupported_parts_are_named() {
+    let bytes = compile_text("legacy", LEGACY);
+    for (_, make) in BACKENDS {
+        let obj = Object::load(&bytes, 1).unwrap();
+        let p = obj.select(Some("xdp/legacy")).unwrap();
+        let exec = make(&p.program);
+        for _ in 0..2 {
+            assert_eq!(run(&*exec, &arp(), 0), PASS);
+        }
+        let v = map(&obj, "hits").get(&(IFINDEX & 3).to_le_bytes()).unwrap().unwrap();
+        assert_eq!(u64_at(&v, 0), 2);
+    }
+    let e = Object::load(&compile_text("tail", TAIL_CALL), 1).unwrap_err().to_string();
+    assert!(e.contains("map jumps: map type 3 is not supported"), "{e}");
+    let e = Object::load(&compile_text("calls_tail", CALLS_TAIL), 1).unwrap_err().to_string();
+    assert!(e.starts_with("program jump: instruction ") && e.ends_with("helper 12 (bpf_tail_call) is not supported by sluice"), "{e}");
 }

@@ -4,6 +4,7 @@
 mod dataplane;
 mod filters;
 mod pipeline;
+mod objects;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Suite {
     Filters(filters::Opts),
     /// Pipeline ns/packet for 1 vs 10 stages, and swap latency of a 100-stage pipeline under load.
     Pipeline(pipeline::Opts),
+    /// ns/packet of the example C filters (programs/filters) in sluice's interpreter and JIT.
+    Objects(objects::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
         Suite::Pipeline(opts) => pipeline::run(&opts),
+        Suite::Objects(opts) => objects::run(&opts),
     }
 }

@@ -69,6 +69,10 @@ enum FilterCommand {
         /// Print the classic and eBPF instructions.
         #[arg(long)]
         dump: bool,
+        /// For an eBPF object (clang -target bpf): the program (function or section name) to
+        /// compile when the object has several.
+        #[arg(long)]
+        section: Option<String>,
     },
 }
 
@@ -79,6 +83,7 @@ enum FormatArg {
     Hex,
     Asm,
     Bytes,
+    Object,
 }
 
 fn init_logging(format: LogFormat) {
@@ -105,7 +110,9 @@ fn main() -> ExitCode {
             verbose,
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
-        Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
+        Command::Filter(FilterCommand::Compile { filter, format, dump, section }) => {
+            filter_compile(&filter, format, dump, section.as_deref())
+        }
         Command::Check(args) => cli::check::run(&args),
         Command::Ctl(args) => cli::ctl::run(&args),
     };
@@ -123,13 +130,16 @@ fn main() -> ExitCode {
 
 /// `sluice filter compile`: a file argument is read and its format detected; anything else is a
 /// tcpdump expression, the way tcpdump itself takes its last argument.
-fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow::Result<()> {
+fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool, section: Option<&str>) -> anyhow::Result<()> {
     use anyhow::Context;
     use sluice::bpf::source::{self, Format};
     use sluice::bpf::{classic, disasm, jit::JitProgram};
 
     let path = std::path::Path::new(filter);
     let compiled = match format {
+        None if section.is_some() => {
+            source::compile_object(&std::fs::read(path).with_context(|| format!("read {filter}"))?, section, 1)?
+        }
         Some(f) => {
             let format = match f {
                 FormatArg::Tcpdump => Format::Tcpdump,
@@ -137,9 +147,13 @@ fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow
                 FormatArg::Hex => Format::Hex,
                 FormatArg::Asm => Format::Asm,
                 FormatArg::Bytes => Format::Bytes,
+                FormatArg::Object => Format::Object,
             };
             if format == Format::Tcpdump {
                 source::compile_text(filter, format)?
+            } else if format == Format::Object {
+                let bytes = std::fs::read(path).with_context(|| format!("read {filter}"))?;
+                source::compile_object(&bytes, section, 1)?
             } else {
                 let text = std::fs::read_to_string(path).with_context(|| format!("read {filter}"))?;
                 source::compile_text(&text, format)?
@@ -156,6 +170,10 @@ fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow
         if dump {
             print!("{}", indent(&classic::disasm(c)));
         }
+    }
+    for m in compiled.program.helpers().maps().iter() {
+        let d = m.def();
+        println!("map: {} ({}, key {} B, value {} B, max_entries {})", d.name, d.kind, d.key_size, d.value_size, d.max_entries);
     }
     let insns = compiled.program.insns();
     println!("ebpf: {} instructions, valid", insns.len());

@@ -27,6 +27,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
+use crate::bpf::helpers::{self, Helpers, StackArea};
 use crate::bpf::{Exec, Fault, Insn, ProgKind, Program, XdpContext};
 
 pub use batch::PacketRef;
@@ -115,6 +116,9 @@ pub struct JitProgram {
     module: Mutex<ManuallyDrop<JITModule>>,
     code_size: usize,
     uses_ctx: bool,
+    /// Kept for programs with kernel helpers: runs go through `helpers::enter`, and the maps
+    /// whose addresses the code holds stay alive as long as the code.
+    helpers: Helpers,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -171,6 +175,7 @@ impl JitProgram {
                     module: Mutex::new(ManuallyDrop::new(module)),
                     code_size,
                     uses_ctx: layout.uses_ctx,
+                    helpers: prog.helpers().clone(),
                 })
             }
             Err(e) => {
@@ -283,6 +288,19 @@ impl Exec for JitProgram {
 
     #[inline]
     fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
+        if self.helpers.needs_env() {
+            let (data, len) = (packet.as_ptr() as u64, packet.len());
+            return helpers::enter(&self.helpers, data, len, StackArea::Native, || {
+                self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index)
+            });
+        }
+        self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index)
+    }
+}
+
+impl JitProgram {
+    #[inline(always)]
+    fn run_xdp_direct(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
         let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         if self.uses_ctx {
             let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);

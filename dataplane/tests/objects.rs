@@ -11,7 +11,7 @@ use etherparse::{PacketBuilder, VlanId};
 use sluice::bpf::Exec;
 use sluice::bpf::helpers::RunEnv;
 use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::JitProgram;
+use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::maps::{ANY, Map, MapKind};
 use sluice::bpf::object::Object;
 
@@ -93,6 +93,17 @@ fn scenario(
         objects.push(obj);
     }
     assert_eq!(snapshot(&objects[0]), snapshot(&objects[1]), "{name}: interpreter and jit maps differ");
+    // The JIT's batch entry, all packets in one call, in order: same verdicts, same maps.
+    let obj = Object::load(&bytes, SLOTS).unwrap_or_else(|e| panic!("{name}: load: {e}"));
+    setup(&obj);
+    let jit = JitProgram::compile(&obj.select(program).unwrap().program).expect("jit compile");
+    let mut copies: Vec<Vec<u8>> = packets.iter().map(|(_, p, _)| p.clone()).collect();
+    let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|p| PacketRef::new(p)).collect();
+    let mut verdicts = vec![u64::MAX; packets.len()];
+    let faults = RunEnv::new(0).run(|| jit.run_batch(&mut refs, IFINDEX, 0, &mut verdicts));
+    let want: Vec<u64> = packets.iter().map(|(_, _, v)| *v).collect();
+    assert_eq!((verdicts, faults), (want, 0), "{name}: jit batch entry");
+    assert_eq!(snapshot(&objects[0]), snapshot(&obj), "{name}: interpreter and jit batch maps differ");
     objects
 }
 

@@ -247,6 +247,20 @@ impl JitProgram {
     pub fn run_batch(&self, packets: &mut [PacketRef<'_>], ingress_ifindex: u32, rx_queue_index: u32, verdicts: &mut [u64]) -> usize {
         let batch = self.batch.expect("run_batch needs an Xdp program");
         assert!(verdicts.len() >= packets.len(), "run_batch: {} verdict slots for {} packets", verdicts.len(), packets.len());
+        if self.helpers.needs_env() {
+            // Kernel helpers read per-run state (the packet window, map slots) that is set
+            // around each run, so such programs take one call per packet.
+            let mut faults = 0;
+            for (p, v) in packets.iter_mut().zip(verdicts.iter_mut()) {
+                // SAFETY: a `PacketRef` holds a live, exclusive borrow of `len` bytes at `data`.
+                let packet = unsafe { std::slice::from_raw_parts_mut(p.data, p.len as usize) };
+                *v = self.run_xdp(packet, ingress_ifindex, rx_queue_index).unwrap_or_else(|_| {
+                    faults += 1;
+                    Fault::VERDICT
+                });
+            }
+            return faults;
+        }
         let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         // SAFETY: `batch` points into code owned by `self.module`, alive for `&self`. For each
         // of the `packets.len()` descriptors it reads, the code touches only that packet's

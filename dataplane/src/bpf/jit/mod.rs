@@ -130,23 +130,48 @@ impl std::fmt::Debug for JitProgram {
 fn host_isa() -> Result<OwnedTargetIsa, JitError> {
     static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
     ISA.get_or_init(|| {
-        let mut flags = settings::builder();
-        let set = |flags: &mut settings::Builder, name: &str, value: &str| {
-            flags.set(name, value).map_err(|e| format!("set {name}={value}: {e}"))
-        };
-        set(&mut flags, "opt_level", "speed")?;
-        set(&mut flags, "is_pic", "false")?;
-        set(&mut flags, "use_colocated_libcalls", "false")?;
-        set(&mut flags, "unwind_info", "false")?;
-        // The 4 KiB stack area must not jump over a guard page.
-        set(&mut flags, "enable_probestack", "true")?;
-        set(&mut flags, "probestack_strategy", "inline")?;
-        set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
         let builder = cranelift_native::builder().map_err(|e| format!("detect host: {e}"))?;
-        builder.finish(settings::Flags::new(flags)).map_err(|e| format!("build isa: {e}"))
+        finish_isa(builder)
     })
     .clone()
     .map_err(JitError::Host)
+}
+
+/// The code generator for `builder`'s target, with sluice's settings.
+fn finish_isa(builder: cranelift_codegen::isa::Builder) -> Result<OwnedTargetIsa, String> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags.set(name, value).map_err(|e| format!("set {name}={value}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "unwind_info", "false")?;
+    // The 4 KiB stack area must not jump over a guard page.
+    set(&mut flags, "enable_probestack", "true")?;
+    set(&mut flags, "probestack_strategy", "inline")?;
+    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    // Local functions return r0..r5 and a status word: seven values, one more than aarch64's
+    // `tail` convention has return registers (x2..x7); the extra one goes through memory.
+    set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
+    builder.finish(settings::Flags::new(flags)).map_err(|e| format!("build isa: {e}"))
+}
+
+/// Compiles `prog` for another architecture (a target triple such as `aarch64-unknown-linux-gnu`,
+/// if this build of Cranelift includes it) and returns the size of the machine code; the code
+/// is generated exactly as for the host, then discarded, never run. This is how the aarch64
+/// back end is tested on an x86-64 machine.
+pub fn cross_compile(prog: &Program, triple: &str) -> Result<usize, JitError> {
+    let builder = cranelift_codegen::isa::lookup_by_name(triple).map_err(|e| JitError::Host(format!("target `{triple}`: {e}")))?;
+    let isa = finish_isa(builder).map_err(JitError::Host)?;
+    let layout = analyze::analyze(prog)?;
+    let call_conv = isa.default_call_conv();
+    let frontend = isa.frontend_config();
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let defined = JitProgram::define(&mut module, prog, &layout, call_conv, frontend, false);
+    // SAFETY: nothing from this module was handed out or ever ran (it was never finalized).
+    unsafe { module.free_memory() };
+    defined.map(|(_, _, size)| size)
 }
 
 impl JitProgram {
@@ -156,7 +181,7 @@ impl JitProgram {
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        match Self::define(&mut module, prog, &layout, call_conv, frontend) {
+        match Self::define(&mut module, prog, &layout, call_conv, frontend, true) {
             Ok((main, batch, code_size)) => {
                 let code = module.get_finalized_function(main);
                 // SAFETY: `code` is the finalized entry function, built with `entry_signature`
@@ -186,13 +211,15 @@ impl JitProgram {
         }
     }
 
-    /// Declares, builds and finalizes every function; returns the entry id and code bytes.
+    /// Declares and builds every function, and finalizes them when asked (not for a foreign
+    /// target); returns the entry ids and the code bytes.
     fn define(
         module: &mut JITModule,
         prog: &Program,
         layout: &analyze::Layout,
         call_conv: cranelift_codegen::isa::CallConv,
         frontend: cranelift_codegen::isa::TargetFrontendConfig,
+        finalize: bool,
     ) -> Result<(FuncId, Option<FuncId>, usize), JitError> {
         let module_err = |stage, entry| move |e| JitError::Module { stage, entry, source: Box::new(e) };
         let mut ids = Vec::with_capacity(layout.funcs.len());
@@ -233,7 +260,9 @@ impl JitProgram {
         } else {
             None
         };
-        module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        if finalize {
+            module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        }
         Ok((ids[0], batch, code_size))
     }
 

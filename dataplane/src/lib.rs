@@ -6,8 +6,10 @@
 //! `testbed` builds network-namespace topologies for tests, benches and the demo.
 
 pub mod bpf;
+pub mod capture;
 pub mod config;
 pub mod loadgen;
+pub mod pcapio;
 pub mod runtime;
 pub mod stats;
 pub mod steer;

@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
 
+mod cli {
+    pub mod capture;
+    pub mod r#gen;
+    pub mod offline;
+}
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "AF_XDP packet-processing dataplane with JIT-compiled BPF filters")]
 struct Cli {
@@ -42,9 +48,20 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
         stats_interval_ms: u64,
     },
-    /// Work with BPF filters without touching any interface.
-    #[command(subcommand)]
-    Filter(FilterCommand),
+    /// Work with BPF filters without touching any interface: compile one, or filter a capture
+    /// file like `tcpdump -r IN -w OUT EXPR`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Filter {
+        #[command(subcommand)]
+        command: Option<FilterCommand>,
+        #[command(flatten)]
+        offline: cli::offline::OfflineArgs,
+    },
+    /// Generate traffic (AF_XDP or kernel live frames) with rate control and measure loss and
+    /// latency, or replay a capture.
+    Gen(Box<cli::r#gen::GenArgs>),
+    /// Capture through AF_XDP into a pcap file, filtered by a tcpdump expression run by the JIT.
+    Capture(cli::capture::CaptureArgs),
 }
 
 #[derive(Subcommand)]
@@ -96,7 +113,12 @@ fn main() -> ExitCode {
             verbose,
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
-        Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
+        Command::Filter { command: Some(FilterCommand::Compile { filter, format, dump }), .. } => {
+            filter_compile(&filter, format, dump)
+        }
+        Command::Filter { command: None, offline } => cli::offline::run(&offline),
+        Command::Gen(args) => cli::r#gen::run(&args),
+        Command::Capture(args) => cli::capture::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

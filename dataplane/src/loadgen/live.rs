@@ -248,6 +248,30 @@ impl LiveSender {
         })
     }
 
+    /// Runs the program once on the template without transmitting (plain BPF_PROG_RUN) and
+    /// returns the frame it produced: what the next live frame looks like. Advances the
+    /// program's sequence number like a sent frame.
+    pub fn preview(&self) -> Result<Vec<u8>, LoadgenError> {
+        let send_err = |source| LoadgenError::Send { ifname: self.ifname.clone(), source };
+        let prog: &Xdp = self
+            .ebpf
+            .program(self.program)
+            .ok_or(LoadgenError::MissingProgram { name: self.program })?
+            .try_into()
+            .map_err(send_err)?;
+        let mut out = vec![0u8; self.frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(&self.frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&self.ctx),
+            repeat: 1,
+            ..TestRunOptions::new()
+        };
+        let result = prog.test_run(opts).map_err(send_err)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(out)
+    }
+
     /// Transmits one call's worth (`count` frames, one BPF_PROG_RUN) — what paced senders use.
     pub fn send_call(&self, count: u32) -> Result<(), LoadgenError> {
         self.check_netns()?;

@@ -3,7 +3,7 @@
 //! times. The live-frames engine cannot replay: it sends copies of one template.
 //!
 //! Timing: packets due at the same moment go out as one batch; the sender sleeps until the
-//! next one is due and spins the last 100 µs (see [`super::pace::wait_until`]). Between loops
+//! next one is due and spins the last 100 µs (see [`super::pace::wait_precise`]). Between loops
 //! the gap is the capture's mean inter-packet gap.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -13,7 +13,7 @@ use crate::pcapio::Packet;
 use crate::xsk::XskGroup;
 
 use super::LoadgenError;
-use super::pace::wait_until;
+use super::pace::wait_precise;
 
 const BATCH: usize = 64;
 const MAX_WAIT: Duration = Duration::from_millis(20);
@@ -83,7 +83,7 @@ pub fn replay(
         let now = start.elapsed();
         let first = due_at(sent);
         if first > now {
-            wait_until(start, first.min(now + MAX_WAIT));
+            wait_precise(start, first.min(now + MAX_WAIT));
             continue;
         }
         max_late = max_late.max(now - first);

@@ -86,6 +86,9 @@ pub struct GenArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
+    /// Run sender and receiver threads with SCHED_FIFO: steadier timing on a busy machine.
+    #[arg(long)]
+    realtime: bool,
     /// Final summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -161,6 +164,7 @@ impl GenArgs {
                 rx_queues: self.rx_queues,
                 linger_ms: self.linger_ms,
                 pin: self.no_pin.then_some(false),
+                realtime: self.realtime.then_some(true),
             },
         }
     }
@@ -274,8 +278,12 @@ fn replay(args: &GenArgs, settings: &Settings, pcap: &std::path::Path) -> Result
     let stop = stop_flag()?;
     let progress = Arc::new(AtomicU64::new(0));
     let total = packets.len() as u64 * u64::from(args.loops);
+    let realtime = settings.run.realtime.unwrap_or(false);
     let result = std::thread::scope(|s| {
-        let worker = s.spawn(|| replay::replay(&mut group, &packets, plan, max_len, &stop, &progress));
+        let worker = s.spawn(|| {
+            sluice::loadgen::sched::prepare_thread(None, realtime);
+            replay::replay(&mut group, &packets, plan, max_len, &stop, &progress)
+        });
         let mut ticker = Ticker::new(Some(total));
         while !worker.is_finished() {
             std::thread::sleep(Duration::from_millis(100));

@@ -62,6 +62,7 @@ pub struct RunSettings {
     pub rx_queues: Option<u32>,
     pub linger_ms: Option<u64>,
     pub pin: Option<bool>,
+    pub realtime: Option<bool>,
 }
 
 /// Both tables.
@@ -93,7 +94,7 @@ impl Settings {
         layer!(t, o, proto, src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, vlan, size, flows);
         let (r, o) = (&mut self.run, &over.run);
         layer!(r, o, interface, engine, senders, zero_copy, rate_pps, rate_bps, ramp_ms, count, duration_s);
-        layer!(r, o, rx_interface, rx_queues, linger_ms, pin);
+        layer!(r, o, rx_interface, rx_queues, linger_ms, pin, realtime);
         self
     }
 
@@ -148,6 +149,7 @@ impl Settings {
             rx: r.rx_interface.clone().map(|i| (i, r.rx_queues.unwrap_or(1).max(1))),
             linger: r.linger_ms.map_or(DEFAULT_LINGER, Duration::from_millis),
             pin: r.pin.unwrap_or(true),
+            realtime: r.realtime.unwrap_or(false),
         };
         Ok((plan, traffic))
     }

@@ -8,6 +8,7 @@
 //! - [`xsk_tx`]: the AF_XDP transmit engine;
 //! - [`rx`]: the AF_XDP receiver and its loss/reorder/latency accounting;
 //! - [`replay`]: sending a pcap's packets with their timing;
+//! - [`sched`]: pinning and real-time priority of the sender and receiver threads;
 //! - [`config`]: `configs/loadtest.toml`;
 //! - [`run`]: one run end to end (threads, progress, stop), and [`report`]: its results.
 //!
@@ -21,6 +22,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod rx;
+pub mod sched;
 pub mod stamp;
 pub mod traffic;
 pub mod xsk_tx;

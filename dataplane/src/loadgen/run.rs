@@ -72,6 +72,8 @@ pub struct GenPlan {
     pub linger: Duration,
     /// Pin threads to cores (senders from the first core on, the receiver on the last).
     pub pin: bool,
+    /// Run sender and receiver threads with SCHED_FIFO (see [`super::sched`]).
+    pub realtime: bool,
 }
 
 /// A progress sample for the caller's display.
@@ -138,11 +140,9 @@ pub fn run(
     if let Some((ifname, queues)) = &plan.rx {
         let mut receiver = Receiver::open(ifname, *queues)?;
         let (stop, count) = (Arc::clone(&rx_stop), Arc::clone(&rx_count));
-        let core = cores.last().copied();
+        let (core, realtime) = (cores.last().copied(), plan.realtime);
         rx_thread = Some(spawn("gen-rx", move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(c);
-            }
+            super::sched::prepare_thread(core, realtime);
             let mut state = RxState::default();
             receiver.run(&mut state, &stop, &count)?;
             Ok(state)
@@ -232,10 +232,9 @@ fn run_senders(
         let rate = pps.map(|p| (p, plan.ramp));
         let (frames, tx_stop, progress) = (Arc::clone(frames), Arc::clone(&tx_stop), Arc::clone(&counters[i]));
         let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+        let realtime = plan.realtime;
         handles.push(spawn(&format!("gen-tx{i}"), move || {
-            if let Some(c) = core {
-                core_affinity::set_for_current(c);
-            }
+            super::sched::prepare_thread(core, realtime);
             match sender {
                 Sender::Xsk(mut group) => {
                     xsk_tx::send(&mut group, &frames, i as u8, rate, limit, &tx_stop, &progress)
@@ -304,7 +303,7 @@ fn linger(max: Duration, sent: u64, received: &AtomicU64) {
         if now != last {
             last = now;
             still_since = Instant::now();
-        } else if still_since.elapsed() > Duration::from_millis(200) {
+        } else if still_since.elapsed() > Duration::from_millis(500) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));

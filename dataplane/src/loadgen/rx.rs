@@ -22,6 +22,8 @@ use super::stamp::{Stamp, mono_ns};
 /// Sequence numbers remembered behind the highest seen, for telling duplicates from late
 /// arrivals. Anything older is counted as reordered.
 const WINDOW: u64 = 1 << 16;
+/// How long the rings must stay empty after a stop request before the receiver ends.
+const QUIET: Duration = Duration::from_millis(20);
 /// Largest latency the histogram records (60 s); longer ones are clamped.
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -207,6 +209,9 @@ impl Receiver {
         }
         let batch = group.max_batch().min(256);
         let mut idle = 0u32;
+        // After a stop request, frames may still be on their way (veth rings, NAPI): stop
+        // only once the rings have stayed empty this long.
+        let mut quiet_since: Option<std::time::Instant> = None;
         loop {
             let mut got = 0;
             for p in 0..ports {
@@ -223,10 +228,14 @@ impl Receiver {
             if got > 0 {
                 progress.store(state.stamped, Relaxed);
                 idle = 0;
+                quiet_since = None;
                 continue;
             }
             if stop.load(Relaxed) {
-                break;
+                let since = *quiet_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= QUIET {
+                    break;
+                }
             }
             idle += 1;
             if idle >= IDLE_SPINS || (0..ports).any(|p| group.fill_needs_wakeup(p)) {

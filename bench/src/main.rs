@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod filters;
+mod r#gen;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,14 @@ enum Suite {
     Dataplane(dataplane::Opts),
     /// ns/packet of BPF filters: sluice JIT, sluice interpreter and libpcap's bpf_filter.
     Filters(filters::Opts),
+    /// Load generator: each transmit engine vs minimal loops, offline filter vs tcpdump.
+    Gen(r#gen::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
+        Suite::Gen(opts) => r#gen::run(&opts),
     }
 }

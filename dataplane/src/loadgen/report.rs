@@ -60,6 +60,8 @@ pub struct RxSummary {
     pub reordered: u64,
     /// Frames without a stamp (other traffic).
     pub other: u64,
+    /// Frames the kernel dropped before the receiver's sockets (ring full, no fill frame).
+    pub kernel_dropped: u64,
     pub latency_ns: Percentiles,
 }
 
@@ -115,8 +117,8 @@ impl GenReport {
         if let Some(rx) = &self.rx {
             let _ = writeln!(
                 s,
-                "received {} lost {} duplicated {} reordered {} (other frames {})",
-                rx.received, rx.lost, rx.duplicated, rx.reordered, rx.other
+                "received {} lost {} duplicated {} reordered {} (other frames {}, dropped by the kernel at the receiver {})",
+                rx.received, rx.lost, rx.duplicated, rx.reordered, rx.other, rx.kernel_dropped
             );
             let l = &rx.latency_ns;
             let us = |ns: u64| ns as f64 / 1e3;

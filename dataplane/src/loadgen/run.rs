@@ -177,6 +177,7 @@ pub fn run(
             duplicated: st.duplicated(),
             reordered: st.reordered(),
             other: st.other,
+            kernel_dropped: st.kernel_dropped,
             latency_ns: Percentiles::of(&st.latency),
         }
     });

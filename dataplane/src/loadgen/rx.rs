@@ -123,6 +123,9 @@ pub struct RxState {
     pub other: u64,
     /// One-way latency in nanoseconds.
     pub latency: Histogram<u64>,
+    /// Frames the kernel could not deliver to the sockets (RX ring full, no fill frame, other
+    /// drops), summed over queues at the end of the run.
+    pub kernel_dropped: u64,
 }
 
 impl Default for RxState {
@@ -133,6 +136,7 @@ impl Default for RxState {
             other: 0,
             // Three significant digits from 1 ns to 60 s: well under 1 MiB.
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("constant histogram bounds are valid"),
+            kernel_dropped: 0,
         }
     }
 }
@@ -244,6 +248,10 @@ impl Receiver {
             }
         }
         group.drain(Duration::from_millis(100));
+        for p in 0..ports {
+            let k = group.kernel_stats(p)?;
+            state.kernel_dropped += k.rx_dropped + k.rx_ring_full + k.rx_fill_ring_empty_descs;
+        }
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use crate::bpf::jit::{JitError, JitProgram};
 use crate::bpf::source::Compiled;
 use crate::bpf::{Exec, Verdict};
 
+use super::raw::{Chunk, RawReader};
 use super::{LINKTYPE_ETHERNET, Packet, PcapIoError, Reader, Writer};
 
 /// Packets filtered per parallel step.
@@ -73,8 +74,68 @@ impl FilterStats {
 }
 
 /// Filters `input` into `output` (pcap, tcpdump's header choices). `progress(done, total)`
-/// is called with file bytes after each chunk.
+/// is called with file bytes after each chunk. pcap files take the chunked fast path
+/// ([`super::raw`]); pcapng files are read packet by packet.
 pub fn filter_file(
+    input: &Path,
+    output: &Path,
+    matcher: &Matcher,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FilterStats, FilterError> {
+    match RawReader::open(input)? {
+        Some(raw) => filter_raw(raw, input, output, matcher, progress),
+        None => filter_packets(input, output, matcher, progress),
+    }
+}
+
+fn filter_raw(
+    mut reader: RawReader,
+    input: &Path,
+    output: &Path,
+    matcher: &Matcher,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FilterStats, FilterError> {
+    let start = Instant::now();
+    if reader.linktype != LINKTYPE_ETHERNET {
+        return Err(FilterError::LinkType { path: input.display().to_string(), linktype: reader.linktype });
+    }
+    let mut writer = Writer::create(output, reader.linktype, reader.snaplen)?;
+    let mut stats = FilterStats { read: 0, matched: 0, elapsed: Duration::ZERO };
+    let (mut current, mut next) = (Chunk::default(), Chunk::default());
+    let mut more = reader.next_chunk(&mut current)?;
+    let mut verdicts = Vec::new();
+    while more {
+        let (read_next, ()) = rayon::join(
+            || reader.next_chunk(&mut next),
+            || {
+                current
+                    .records
+                    .par_iter()
+                    .with_min_len(256)
+                    .map_init(|| Vec::with_capacity(2048), |scratch, r| matcher.matches(current.data(r), scratch))
+                    .collect_into_vec(&mut verdicts)
+            },
+        );
+        for (r, &keep) in current.records.iter().zip(&verdicts) {
+            if keep {
+                // libpcap reads nanosecond files as microseconds, truncating.
+                let usec = if reader.nanos { r.ts_frac / 1000 } else { r.ts_frac };
+                writer.write_raw(r.ts_sec, usec, r.orig_len, current.data(r))?;
+                stats.matched += 1;
+            }
+        }
+        stats.read += current.records.len() as u64;
+        let (done, total) = reader.position();
+        progress(done, total);
+        more = read_next?;
+        std::mem::swap(&mut current, &mut next);
+    }
+    writer.finish()?;
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+fn filter_packets(
     input: &Path,
     output: &Path,
     matcher: &Matcher,

@@ -5,6 +5,7 @@
 //! type for both formats.
 
 pub mod filter;
+pub mod raw;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -308,6 +309,25 @@ impl Writer {
         let ts = Duration::from_micros(ts.as_micros() as u64);
         self.inner
             .write_packet(&PcapPacket::new(ts, orig_len, data))
+            .map_err(|e| PcapIoError::Write { path: self.path.clone(), message: e.to_string() })?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Appends a record given in pcap's own fields (microseconds), for copying records from
+    /// another file without converting them.
+    #[inline]
+    pub fn write_raw(&mut self, ts_sec: u32, ts_usec: u32, orig_len: u32, data: &[u8]) -> Result<(), PcapIoError> {
+        let data = &data[..data.len().min(self.snaplen as usize)];
+        let raw = pcap_file::pcap::RawPcapPacket {
+            ts_sec,
+            ts_frac: ts_usec,
+            incl_len: data.len() as u32,
+            orig_len,
+            data: std::borrow::Cow::Borrowed(data),
+        };
+        self.inner
+            .write_raw_packet(&raw)
             .map_err(|e| PcapIoError::Write { path: self.path.clone(), message: e.to_string() })?;
         self.written += 1;
         Ok(())

@@ -86,7 +86,7 @@ pub struct GenArgs {
     /// Do not pin threads to cores.
     #[arg(long)]
     no_pin: bool,
-    /// Run sender and receiver threads with SCHED_FIFO: steadier timing on a busy machine.
+    /// Run the sender threads with SCHED_FIFO: steadier pacing on a busy machine.
     #[arg(long)]
     realtime: bool,
     /// Final summary as JSON on stdout.
@@ -174,7 +174,8 @@ impl GenArgs {
 pub struct Ticker {
     bar: Option<ProgressBar>,
     start: Instant,
-    last_line: Duration,
+    /// When the last plain line was printed; None before the first update.
+    last_line: Option<Duration>,
 }
 
 impl Ticker {
@@ -194,7 +195,7 @@ impl Ticker {
             }
             bar
         });
-        Ticker { bar, start: Instant::now(), last_line: Duration::ZERO }
+        Ticker { bar, start: Instant::now(), last_line: None }
     }
 
     pub fn update(&mut self, pos: u64, msg: String) {
@@ -204,9 +205,11 @@ impl Ticker {
                 bar.set_message(msg);
             }
             None => {
+                // The first update starts the clock: set-up time is not a second of progress.
                 let now = self.start.elapsed();
-                if now - self.last_line >= Duration::from_secs(1) {
-                    self.last_line = now;
+                let last = *self.last_line.get_or_insert(now);
+                if now - last >= Duration::from_secs(1) {
+                    self.last_line = Some(now);
                     eprintln!("{:7.1}s {msg}", now.as_secs_f64());
                 }
             }

@@ -72,7 +72,7 @@ pub struct GenPlan {
     pub linger: Duration,
     /// Pin threads to cores (senders from the first core on, the receiver on the last).
     pub pin: bool,
-    /// Run sender and receiver threads with SCHED_FIFO (see [`super::sched`]).
+    /// Run the sender threads with SCHED_FIFO (see [`super::sched`]).
     pub realtime: bool,
 }
 
@@ -140,9 +140,12 @@ pub fn run(
     if let Some((ifname, queues)) = &plan.rx {
         let mut receiver = Receiver::open(ifname, *queues)?;
         let (stop, count) = (Arc::clone(&rx_stop), Arc::clone(&rx_count));
-        let (core, realtime) = (cores.last().copied(), plan.realtime);
+        let core = cores.last().copied();
         rx_thread = Some(spawn("gen-rx", move || {
-            super::sched::prepare_thread(core, realtime);
+            // Never real-time: the receiver busy-polls while traffic flows, and a spinning
+            // SCHED_FIFO thread is throttled by the kernel (50 ms of every second) and starves
+            // the softirq work that delivers frames on its core.
+            super::sched::prepare_thread(core, false);
             let mut state = RxState::default();
             receiver.run(&mut state, &stop, &count)?;
             Ok(state)

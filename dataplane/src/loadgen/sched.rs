@@ -1,8 +1,9 @@
 //! Scheduling of the generator's threads: pinning to a core and, when asked, a real-time
-//! priority. On a loaded machine a normal thread is routinely descheduled for milliseconds,
-//! which shows up as gaps and bursts on the wire; SCHED_FIFO wakes it as soon as its timer
-//! fires. The threads sleep between batches, and the kernel's RT throttling (95 % of each
-//! second by default) bounds what a runaway one could take.
+//! priority for senders. On a loaded machine a normal thread is routinely descheduled for
+//! milliseconds, which shows up as gaps and bursts on the wire; SCHED_FIFO wakes it as soon as
+//! its timer fires. Only threads that sleep between batches may have it: a spinning SCHED_FIFO
+//! thread is throttled by the kernel (by default 50 ms of every second) and starves
+//! `ksoftirqd` on its core.
 
 /// The SCHED_FIFO priority used: low, above every normal thread, below kernel RT threads.
 pub const RT_PRIORITY: i32 = 10;

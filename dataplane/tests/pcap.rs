@@ -1,7 +1,8 @@
 //! Offline filtering against tcpdump itself: the testbed corpus (every header layout filters
-//! look at, truncations, runts, random frames) is written as pcap and as pcapng, then filtered
-//! by `sluice filter` (library and binary) and by `tcpdump -r IN -w OUT EXPR` for each
-//! expression; the output files must be identical byte for byte (header and every record).
+//! look at, truncations, runts, random frames) is written as pcap, as pcapng and as a
+//! big-endian nanosecond pcap, then filtered by `sluice filter` (library and binary) and by
+//! `tcpdump -r IN -w OUT EXPR` for each expression; the output files must be identical byte
+//! for byte (header and every record).
 //! Skipped with a message if tcpdump is not installed, except under `CI=true`.
 
 use std::path::{Path, PathBuf};
@@ -94,6 +95,26 @@ fn write_pcap(path: &Path, packets: &[(Duration, Vec<u8>)]) {
     w.finish().expect("flush pcap");
 }
 
+/// pcap with nanosecond timestamps, big-endian headers (what a capture from another host
+/// may look like): tcpdump reads it as microseconds and writes its own byte order.
+fn write_pcap_nanos_be(path: &Path, packets: &[(Duration, Vec<u8>)]) {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let header = PcapHeader {
+        version_major: 2,
+        version_minor: 4,
+        ts_correction: 0,
+        ts_accuracy: 0,
+        snaplen: 65535,
+        datalink: DataLink::ETHERNET,
+        ts_resolution: pcap_file::TsResolution::NanoSecond,
+        endianness: pcap_file::Endianness::Big,
+    };
+    let mut w = PcapWriter::with_header(std::fs::File::create(path).expect("create"), header).expect("header");
+    for (ts, data) in packets {
+        w.write_packet(&PcapPacket::new(*ts + Duration::from_nanos(789), data.len() as u32, data)).expect("write");
+    }
+}
+
 /// pcapng with nanosecond timestamps (`if_tsresol` 9).
 fn write_pcapng(path: &Path, packets: &[(Duration, Vec<u8>)]) {
     let file = std::fs::File::create(path).expect("create pcapng");
@@ -162,6 +183,9 @@ fn offline_filter_output_is_identical_to_tcpdumps() {
     let ng = dir.path("in.pcapng");
     write_pcapng(&ng, &packets);
     compare_all(&ng, &dir, "pcapng");
+    let nanos = dir.path("in-ns-be.pcap");
+    write_pcap_nanos_be(&nanos, &packets);
+    compare_all(&nanos, &dir, "pcap-ns-be");
 }
 
 #[test]

@@ -1,16 +1,17 @@
 //! The load generator behind `sluice gen`: traffic templates, rate control, two transmit
 //! engines, a receiver that measures loss and latency, pcap replay, and the run's report.
 //!
-//! - [`traffic`]: what is sent (protocols, flows, sizes) as ready-made templates;
-//! - [`stamp`]: the sequence number and timestamp every frame ends with;
-//! - [`pace`]: the schedule senders follow;
-//! - [`live`]: the kernel live-frames engine (BPF_PROG_RUN, `programs/xdp/gen.bpf.c`);
-//! - [`xsk_tx`]: the AF_XDP transmit engine;
-//! - [`rx`]: the AF_XDP receiver and its loss/reorder/latency accounting;
-//! - [`replay`]: sending a pcap's packets with their timing;
-//! - [`sched`]: pinning and real-time priority of the sender and receiver threads;
-//! - [`config`]: `configs/loadtest.toml`;
-//! - [`run`]: one run end to end (threads, progress, stop), and [`report`]: its results.
+//! - [`traffic`] — what is sent (protocols, flows, sizes) as ready-made templates;
+//! - [`stamp`] — the sequence number and timestamp every frame ends with;
+//! - [`pace`] — the schedule senders follow;
+//! - [`live`] — the kernel live-frames engine (BPF_PROG_RUN, `programs/xdp/gen.bpf.c`);
+//! - [`xsk_tx`] — the AF_XDP transmit engine;
+//! - [`rx`] — the AF_XDP receiver and its loss/reorder/latency accounting;
+//! - [`replay`] — sending a pcap's packets with their timing;
+//! - [`sched`] — pinning threads, real-time priority for senders;
+//! - [`config`] — `configs/loadtest.toml`;
+//! - [`run`] — one run end to end (threads, progress, stop);
+//! - [`report`] — its results.
 //!
 //! Sender and receiver threads are spawned here rather than by `runtime`: a load test is a
 //! separate tool that shares only the AF_XDP and steering layers with the dataplane.

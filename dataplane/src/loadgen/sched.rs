@@ -20,15 +20,13 @@ pub fn set_realtime() -> std::io::Result<()> {
 /// Pins the calling thread to `core` (if given) and makes it real-time (if `realtime`); a
 /// refusal is logged, not fatal: the run goes on with normal scheduling.
 pub fn prepare_thread(core: Option<core_affinity::CoreId>, realtime: bool) {
-    if let Some(c) = core {
-        if !core_affinity::set_for_current(c) {
-            tracing::warn!(core = c.id, "could not pin thread");
-        }
+    if let Some(c) = core
+        && !core_affinity::set_for_current(c)
+    {
+        tracing::warn!(core = c.id, "could not pin thread");
     }
-    if realtime {
-        if let Err(e) = set_realtime() {
-            tracing::warn!("could not make thread real-time (SCHED_FIFO): {e}");
-        }
+    if realtime && let Err(e) = set_realtime() {
+        tracing::warn!("could not make thread real-time (SCHED_FIFO): {e}");
     }
 }
 

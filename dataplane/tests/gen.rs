@@ -347,3 +347,73 @@ fn capture_writes_only_matching_packets_and_tcpdump_reads_them() {
     assert_eq!(text.lines().count(), 500);
     assert!(text.lines().all(|l| l.contains("10.0.0.1.1000 > 10.0.0.2.10: UDP")), "{}", text.lines().next().unwrap_or(""));
 }
+
+/// The command line end to end: `sluice capture -c` in the background, `sluice gen --json`
+/// with a receiver, the histogram file and the plot.
+#[test]
+fn command_line_gen_and_capture() {
+    if !privileged("command_line_gen_and_capture") {
+        return;
+    }
+    let _serial = serial();
+    let ns = veth_ns("gcli");
+    let sluice = env!("CARGO_BIN_EXE_sluice");
+    let (hdr, svg, cap) = (TempFile::new("cli.hgrm"), TempFile::new("cli.svg"), TempFile::new("cli.pcap"));
+    let out = ns
+        .exec([sluice, "gen", "-i", "a0", "--rx", "b0", "--rate", "10k", "-n", "5000", "--size", "128", "--json"])
+        .args(["--proto", "icmp", "--hdr-out"])
+        .arg(&hdr.0)
+        .arg("--plot")
+        .arg(&svg.0)
+        .output()
+        .expect("run sluice gen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
+    assert_eq!(v["sent"], 5000);
+    assert_eq!(v["engine"], "af_xdp");
+    assert_eq!(v["rx"]["received"], 5000, "{v}");
+    assert_eq!(v["rx"]["lost"], 0);
+    assert_eq!(v["rx"]["latency_ns"]["samples"], 5000);
+    assert_eq!(v["mean_frame"], 128.0);
+    let hgrm = std::fs::read_to_string(&hdr.0).expect("histogram file");
+    assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+    assert!(hgrm.contains("Total count    =         5000]"), "{hgrm}");
+    assert!(std::fs::read_to_string(&svg.0).expect("plot").contains("rate over time"));
+
+    // capture -c 100 of the ICMP echo requests only, while UDP and ICMP are sent.
+    let mut capture = ns
+        .exec([sluice, "capture", "-i", "b0", "-c", "100", "-w"])
+        .arg(&cap.0)
+        .arg("icmp[icmptype] == icmp-echo")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice capture");
+    let mut stderr = std::io::BufReader::new(capture.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).expect("read capture") > 0 && !line.contains("capturing on") {
+        line.clear();
+    }
+    for proto in ["udp", "icmp"] {
+        let out = ns
+            .exec([sluice, "gen", "-i", "a0", "--rate", "10k", "-n", "300", "--proto", proto])
+            .output()
+            .expect("run sluice gen");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = capture.try_wait().expect("wait capture") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = capture.kill();
+            let _ = capture.wait();
+            panic!("sluice capture did not stop after 100 packets");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let got = Reader::open(&cap.0).unwrap().read_all().unwrap();
+    assert_eq!(got.len(), 100);
+    assert!(got.iter().all(|p| p.data[23] == 1 && p.data[34] == 8), "only icmp echo requests");
+}

@@ -94,8 +94,9 @@ pub fn replay(
         let base = sent;
         let put = group.transmit(0, k, |i, buf| {
             let p = sendable[((base + i as u64) % n) as usize];
-            buf[..p.data.len()].copy_from_slice(&p.data);
-            p.data.len()
+            let len = p.data.len().min(buf.len());
+            buf[..len].copy_from_slice(&p.data[..len]);
+            len
         })?;
         sent += put as u64;
         progress.store(sent, Relaxed);

@@ -135,6 +135,9 @@ fn send_with<'a>(
 /// A bare AF_XDP transmit loop: one fixed frame, no stamp, no pacing — the baseline the
 /// benchmark compares the engine with.
 pub fn baseline(group: &mut XskGroup, frame: &[u8], stop: &AtomicBool) -> Result<u64, LoadgenError> {
+    if frame.len() > tx_config(ZeroCopy::Auto).max_packet() as usize {
+        return Err(LoadgenError::Frame { len: frame.len(), reason: "larger than an af_xdp frame holds" });
+    }
     let mut sent = 0u64;
     while !stop.load(Relaxed) {
         group.service_tx(0)?;

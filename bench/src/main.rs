@@ -3,6 +3,8 @@
 
 mod dataplane;
 mod filters;
+mod pipeline;
+mod objects;
 mod r#gen;
 mod report;
 
@@ -22,6 +24,10 @@ enum Suite {
     Dataplane(dataplane::Opts),
     /// ns/packet of BPF filters: sluice JIT, sluice interpreter and libpcap's bpf_filter.
     Filters(filters::Opts),
+    /// Pipeline ns/packet for 1 vs 10 stages, and swap latency of a 100-stage pipeline under load.
+    Pipeline(pipeline::Opts),
+    /// ns/packet of the example C filters (programs/filters) in sluice's interpreter and JIT.
+    Objects(objects::Opts),
     /// Load generator: each transmit engine vs minimal loops, offline filter vs tcpdump.
     Gen(r#gen::Opts),
 }
@@ -30,6 +36,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
+        Suite::Pipeline(opts) => pipeline::run(&opts),
+        Suite::Objects(opts) => objects::run(&opts),
         Suite::Gen(opts) => r#gen::run(&opts),
     }
 }

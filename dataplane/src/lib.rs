@@ -8,8 +8,12 @@
 pub mod bpf;
 pub mod capture;
 pub mod config;
+pub mod control;
 pub mod loadgen;
+pub mod metrics;
 pub mod pcapio;
+pub mod pipeline;
+pub mod privdrop;
 pub mod runtime;
 pub mod stats;
 pub mod steer;

@@ -7,6 +7,10 @@
 //! (32-bit); numbers are decimal or `0x` hex. It checks syntax only: whether the program is
 //! valid is [`super::check::validate`]'s business. Errors name the line and column.
 //!
+//! Map references are `rD = map[N] ll` (pointer to map N of the program's map table) and
+//! `rD = map_value[N] + OFF ll` (pointer OFF bytes into the value of single-entry map N; the
+//! `+ OFF` is optional), the `lddw` sources [`PSEUDO_MAP_FD`] and [`PSEUDO_MAP_VALUE`].
+//!
 //! One thing does not round-trip: `rD = ctx->field` (the internal rewritten load) assembles
 //! with src = 0, because the disassembler does not print the register it was loaded through.
 
@@ -709,6 +713,9 @@ impl Assembler {
             self.push(Insn::new(op | ALU_END, d.n, 0, 0, bits));
             return Ok(());
         }
+        if word == "map" || word == "map_value" {
+            return self.map_ref(l, d, word == "map_value", col);
+        }
         if word == "ctx" {
             l.punct("->")?;
             let c = l.col();
@@ -766,6 +773,25 @@ impl Assembler {
         };
         l.punct(")")?;
         self.push(insn);
+        Ok(())
+    }
+
+    /// After `rD = map` / `rD = map_value`: `[N] ll` or `[N] + OFF ll`.
+    fn map_ref(&mut self, l: &mut Line, d: Reg, value: bool, col: usize) -> Result<(), AsmError> {
+        if !d.wide {
+            return l.err_at(col, "map references load a 64-bit register (rN)");
+        }
+        l.punct("[")?;
+        let index = l.ranged(0, u32::MAX as i128, "map index")? as u32;
+        l.punct("]")?;
+        let mut offset = 0;
+        if value && l.eat_punct("+") {
+            offset = l.ranged(0, u32::MAX as i128, "map value offset")? as u32;
+        }
+        l.keyword("ll")?;
+        let src = if value { PSEUDO_MAP_VALUE } else { PSEUDO_MAP_FD };
+        self.push(Insn::new(CLASS_LD | MODE_IMM | SIZE_DW, d.n, src, 0, index as i32));
+        self.push(Insn::new(0, 0, 0, 0, offset as i32));
         Ok(())
     }
 
@@ -888,6 +914,9 @@ mod tests {
         r0 = bswap64 r0
         r9 = 0x1122334455667788 ll
         r9 = -1 ll
+        r1 = map[0] ll
+        r2 = map_value[3] + 16 ll
+        r3 = map_value[1] ll
         r0 = *(u8 *)skb[23]
         r0 = *(u16 *)skb[12]
         r0 = *(u32 *)skb[26]

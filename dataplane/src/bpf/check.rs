@@ -87,6 +87,12 @@ pub enum Reason {
     LddwSecondSlot,
     #[error("lddw source {0}: map references need an object loader")]
     MapReference(u8),
+    #[error("map index {index} does not exist (the program has {count} maps)")]
+    MapIndex { index: u32, count: usize },
+    #[error("offset {offset} is outside the {size}-byte value of map {map}")]
+    MapValueOffset { map: u32, offset: u32, size: u32 },
+    #[error("second slot of a map lddw must be zero")]
+    MapSecondSlot,
     #[error("lddw source {0} is not supported")]
     LddwSource(u8),
     #[error("legacy packet loads (ld_abs/ld_ind) are only valid in xdp programs")]
@@ -118,22 +124,37 @@ pub enum Reason {
 mod ctxflow;
 mod form;
 
-pub use form::{AluOp, AtomicOp, Cond, EndOp, Form, Operand, form};
+pub use form::{AluOp, AtomicOp, Cond, EndOp, Form, LddwKind, Operand, form, lddw_kind};
 
 // ---------------------------------------------------------------------------------------------
 // Validation
 // ---------------------------------------------------------------------------------------------
 
 /// Validates `insns` for `kind` against the helper table and builds the [`Program`] back ends
-/// run. For [`ProgKind::Xdp`] the returned instructions carry the `xdp_md` rewrite.
+/// run. For [`ProgKind::Xdp`] the returned instructions carry the `xdp_md` rewrite. Map
+/// references are refused: a program with maps comes from an object and goes through
+/// [`validate_with_maps`].
 pub fn validate(insns: Vec<Insn>, kind: ProgKind, helpers: &Helpers) -> Result<Program, CheckError> {
+    validate_with_maps(insns, kind, helpers, &[])
+}
+
+/// [`validate`] for a program whose `lddw` map references ([`LddwKind`]) index a map table
+/// whose values are `map_value_sizes[i]` bytes: every index must exist, and a map-value
+/// reference's offset must lie inside the value. What the program does with the pointers is
+/// the verifier's business.
+pub fn validate_with_maps(
+    insns: Vec<Insn>,
+    kind: ProgKind,
+    helpers: &Helpers,
+    map_value_sizes: &[u32],
+) -> Result<Program, CheckError> {
     if insns.is_empty() {
         return Err(CheckError::Empty);
     }
     if insns.len() > MAX_INSNS {
         return Err(CheckError::TooLong { len: insns.len(), max: MAX_INSNS });
     }
-    let second = check_slots(&insns, kind, helpers)?;
+    let second = check_slots(&insns, kind, helpers, map_value_sizes)?;
     let funcs = Functions::find(&insns, &second)?;
     check_jumps(&insns, kind, &second, &funcs)?;
     check_ends(&insns, &second, &funcs)?;
@@ -150,7 +171,7 @@ pub fn validate(insns: Vec<Insn>, kind: ProgKind, helpers: &Helpers) -> Result<P
 }
 
 /// Per-slot checks. Returns which slots are the second half of an `lddw`.
-fn check_slots(insns: &[Insn], kind: ProgKind, helpers: &Helpers) -> Result<Vec<bool>, CheckError> {
+fn check_slots(insns: &[Insn], kind: ProgKind, helpers: &Helpers, maps: &[u32]) -> Result<Vec<bool>, CheckError> {
     let mut second = vec![false; insns.len()];
     let mut pc = 0;
     while pc < insns.len() {
@@ -184,6 +205,7 @@ fn check_slots(insns: &[Insn], kind: ProgKind, helpers: &Helpers) -> Result<Vec<
                 if hi.op != 0 || hi.dst != 0 || hi.src != 0 || hi.off != 0 {
                     return Err(err(Reason::LddwSecondSlot));
                 }
+                check_map_ref(insns, pc, maps).map_err(err)?;
                 second[pc + 1] = true;
                 pc += 1;
             }
@@ -192,6 +214,30 @@ fn check_slots(insns: &[Insn], kind: ProgKind, helpers: &Helpers) -> Result<Vec<
         pc += 1;
     }
     Ok(second)
+}
+
+/// A map reference must name an existing map, and a map-value one an offset inside its value.
+fn check_map_ref(insns: &[Insn], pc: usize, maps: &[u32]) -> Result<(), Reason> {
+    if insns[pc].src != 0 && maps.is_empty() {
+        return Err(Reason::MapReference(insns[pc].src));
+    }
+    let (map, offset) = match lddw_kind(insns, pc) {
+        Some(LddwKind::Map(map)) => {
+            if insns[pc + 1].imm != 0 {
+                return Err(Reason::MapSecondSlot);
+            }
+            (map, None)
+        }
+        Some(LddwKind::MapValue { map, offset }) => (map, Some(offset)),
+        _ => return Ok(()),
+    };
+    let Some(&size) = maps.get(map as usize) else {
+        return Err(Reason::MapIndex { index: map, count: maps.len() });
+    };
+    match offset {
+        Some(offset) if offset >= size => Err(Reason::MapValueOffset { map, offset, size }),
+        _ => Ok(()),
+    }
 }
 
 /// Absolute target of a jump or local call at `pc`, checked to be a real instruction.
@@ -553,7 +599,29 @@ mod tests {
         assert_eq!(err.reason(), Some(&Reason::MapReference(PSEUDO_MAP_FD)));
         assert!(err.to_string().contains("map references need an object loader"), "{err}");
         assert_eq!(refuse(RAW, &[Insn { src: 4, ..lo }, hi, exit()]), (0, Reason::LddwSource(4)));
+        assert_eq!(refuse(RAW, &[Insn { src: 5, ..lo }, hi, exit()]), (0, Reason::LddwSource(5)));
         check(RAW, &[lo, hi, exit()]).unwrap();
+    }
+
+    #[test]
+    fn map_references_index_the_map_table() {
+        let with = |insns: &[Insn], sizes: &[u32]| validate_with_maps(insns.to_vec(), XDP, &helpers(), sizes);
+        let map = |src, idx, hi_imm| {
+            [Insn::new(CLASS_LD | MODE_IMM | SIZE_DW, 1, src, 0, idx), Insn::new(0, 0, 0, 0, hi_imm)]
+        };
+        let prog = |[a, b]: [Insn; 2]| vec![a, b, mov64_imm(0, 2), exit()];
+        let p = prog(map(PSEUDO_MAP_FD, 1, 0));
+        let q = prog(map(PSEUDO_MAP_VALUE, 0, 12));
+        with(&p, &[4, 8]).unwrap();
+        with(&q, &[16]).unwrap();
+        assert_eq!(lddw_kind(&q, 0), Some(LddwKind::MapValue { map: 0, offset: 12 }));
+        assert_eq!(lddw_kind(&p, 0), Some(LddwKind::Map(1)));
+        let reason = |r: Result<Program, CheckError>| r.unwrap_err().reason().cloned();
+        assert_eq!(reason(with(&p, &[4])), Some(Reason::MapIndex { index: 1, count: 1 }));
+        assert_eq!(reason(with(&q, &[12])), Some(Reason::MapValueOffset { map: 0, offset: 12, size: 12 }));
+        assert_eq!(reason(with(&prog(map(PSEUDO_MAP_FD, 0, 3)), &[4])), Some(Reason::MapSecondSlot));
+        let err = with(&q, &[12]).unwrap_err().to_string();
+        assert!(err.starts_with("instruction 0 (r1 = map_value[0] + 12 ll): offset 12"), "{err}");
     }
 
     #[test]

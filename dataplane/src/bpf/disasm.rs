@@ -1,6 +1,10 @@
 //! Disassembly in the kernel / llvm-objdump C-like style (`r0 = *(u16 *)(r1 + 12)`,
 //! `if r3 != 0x81 goto +4`, `lock *(u64 *)(r10 - 8) += r1`).
 //!
+//! Map references (see [`LddwKind`]) print as `r1 = map[0] ll` (a pointer to map 0 of the
+//! program's map table) and `r1 = map_value[1] + 8 ll` (a pointer 8 bytes into the value of the
+//! single-entry map 1; ` + 0` is left out).
+//!
 //! The text is exactly what [`super::asm::assemble`] parses, so `assemble(program(p))` gives
 //! back `p` slot for slot. A slot whose fields no form can express (unknown opcode, a field
 //! its form does not use set non-zero, an lddw without a proper second slot) prints as
@@ -9,8 +13,8 @@
 
 use std::fmt::Write;
 
-use super::check::{AluOp, AtomicOp, Cond, EndOp, Form, Operand, form};
-use super::insn::{Insn, lddw_imm};
+use super::check::{AluOp, AtomicOp, Cond, EndOp, Form, LddwKind, Operand, form, lddw_kind};
+use super::insn::Insn;
 
 /// One instruction (an `lddw` covers its second slot too), without its index.
 pub fn insn(insns: &[Insn], pc: usize) -> String {
@@ -109,7 +113,12 @@ fn text(insns: &[Insn], pc: usize, i: &Insn) -> Option<String> {
             if !is_full_lddw(insns, pc) {
                 return None;
             }
-            format!("r{d} = {:#x} ll", lddw_imm(insns, pc))
+            match lddw_kind(insns, pc)? {
+                LddwKind::Imm(v) => format!("r{d} = {v:#x} ll"),
+                LddwKind::Map(m) => format!("r{d} = map[{m}] ll"),
+                LddwKind::MapValue { map, offset: 0 } => format!("r{d} = map_value[{map}] ll"),
+                LddwKind::MapValue { map, offset } => format!("r{d} = map_value[{map}] + {offset} ll"),
+            }
         }
         Form::LdPacket { size, indirect } => {
             let at = if indirect {
@@ -241,6 +250,17 @@ mod tests {
         assert_eq!(one(Insn::new(0xff, 1, 2, 3, 4)), ".insn 0xff21030004000000");
         assert_eq!(one(Insn::new(CLASS_ALU64 | ALU_ADD, 1, 3, 0, 1)), ".insn 0x0731000001000000");
         assert_eq!(insn(&[], 5), "<no instruction 5>");
+    }
+
+    #[test]
+    fn map_references_print_by_index() {
+        let lo = |src, imm| Insn::new(CLASS_LD | MODE_IMM | SIZE_DW, 1, src, 0, imm);
+        let hi = |imm| Insn::new(0, 0, 0, 0, imm);
+        assert_eq!(insn(&[lo(PSEUDO_MAP_FD, 3), hi(0)], 0), "r1 = map[3] ll");
+        assert_eq!(insn(&[lo(PSEUDO_MAP_VALUE, 1), hi(8)], 0), "r1 = map_value[1] + 8 ll");
+        assert_eq!(insn(&[lo(PSEUDO_MAP_VALUE, 0), hi(0)], 0), "r1 = map_value[0] ll");
+        // Other sources are not forms at all.
+        assert_eq!(insn(&[lo(4, 0), hi(0)], 0), ".insn 0x1841000000000000");
     }
 
     #[test]

@@ -16,8 +16,11 @@ pub mod helpers;
 pub mod insn;
 pub mod interp;
 pub mod jit;
+pub mod maps;
+pub mod object;
 pub mod source;
 pub mod tcpdump;
+pub mod verifier;
 
 pub use ctx::{Verdict, XdpContext};
 pub use helpers::{Helper, HelperFn, Helpers};

@@ -91,7 +91,9 @@ pub enum Form {
         op: EndOp,
         bits: u8,
     },
-    /// First slot of `lddw` (source 0); the second slot is checked by [`validate`](super::validate).
+    /// First slot of `lddw`: a 64-bit constant (source 0) or a map reference (sources
+    /// [`PSEUDO_MAP_FD`] and [`PSEUDO_MAP_VALUE`], see [`LddwKind`]); the second slot and the
+    /// map index are checked by [`validate`](super::validate).
     Lddw,
     /// LD_ABS (`indirect` false) or LD_IND.
     LdPacket {
@@ -142,6 +144,35 @@ impl Form {
             Form::Atomic { op, .. } if op.fetches() => Some(insn.src),
             _ => None,
         }
+    }
+}
+
+/// What an `lddw` loads. Map references follow the object loader's convention: after loading,
+/// `imm` is an index into the program's map table (never a file descriptor), and a
+/// [`PSEUDO_MAP_VALUE`] load carries the byte offset into that map's value in the second
+/// slot's `imm` (global data sections become single-entry array maps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LddwKind {
+    /// `rD = imm64 ll`.
+    Imm(u64),
+    /// `rD = map[index] ll`: a pointer to the map, only useful as a helper argument.
+    Map(u32),
+    /// `rD = map_value[index] + offset ll`: a pointer into the value of a single-entry map.
+    MapValue { map: u32, offset: u32 },
+}
+
+/// Classifies the `lddw` at `pc`; `None` if `pc` is not the first slot of one with a second
+/// slot present (unknown sources are [`form`]'s business and classify as `None` too).
+pub fn lddw_kind(insns: &[Insn], pc: usize) -> Option<LddwKind> {
+    let (lo, hi) = (insns.get(pc)?, insns.get(pc + 1)?);
+    if !lo.is_lddw() {
+        return None;
+    }
+    match lo.src {
+        0 => Some(LddwKind::Imm(lddw_imm(insns, pc))),
+        PSEUDO_MAP_FD => Some(LddwKind::Map(lo.imm as u32)),
+        PSEUDO_MAP_VALUE => Some(LddwKind::MapValue { map: lo.imm as u32, offset: hi.imm as u32 }),
+        _ => None,
     }
 }
 
@@ -288,8 +319,7 @@ pub fn form(insn: &Insn) -> Result<Form, Reason> {
             if insn.is_lddw() {
                 zero("off", off)?;
                 return match insn.src {
-                    0 => Ok(Form::Lddw),
-                    s @ (PSEUDO_MAP_FD | PSEUDO_MAP_VALUE | 5 | 6) => Err(Reason::MapReference(s)),
+                    0 | PSEUDO_MAP_FD | PSEUDO_MAP_VALUE => Ok(Form::Lddw),
                     s => Err(Reason::LddwSource(s)),
                 };
             }

@@ -375,6 +375,7 @@ fn command_line_gen_and_capture() {
     assert_eq!(v["rx"]["lost"], 0);
     assert_eq!(v["rx"]["latency_ns"]["samples"], 5000);
     assert_eq!(v["mean_frame"], 128.0);
+    assert!(v["senders"][0]["elapsed"].as_f64().is_some_and(|s| s > 0.4 && s < 5.0), "{v}");
     let hgrm = std::fs::read_to_string(&hdr.0).expect("histogram file");
     assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
     assert!(hgrm.contains("Total count    =         5000]"), "{hgrm}");

@@ -31,8 +31,10 @@ pub struct ReplayReport {
     pub sent: u64,
     /// Packets of the capture longer than an AF_XDP frame holds, left out.
     pub skipped: u64,
+    #[serde(serialize_with = "super::report::secs")]
     pub elapsed: Duration,
     /// Latest a batch left after its due time.
+    #[serde(serialize_with = "super::report::secs")]
     pub max_late: Duration,
 }
 

@@ -260,9 +260,9 @@ pub fn plot(path: &Path, report: &GenReport, latency: Option<&Histogram<u64>>) -
     Ok(())
 }
 
-/// Elapsed seconds of a duration, for reports.
-pub fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
+/// Serializes a duration as seconds (a float), for JSON summaries.
+pub fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub struct Limit {
 pub struct SenderReport {
     /// Frames put on the TX ring (AF_XDP) or handed to the kernel (live frames).
     pub sent: u64,
+    #[serde(serialize_with = "super::report::secs")]
     pub elapsed: Duration,
     /// Packets the pacer wrote off because the sender fell behind its schedule.
     pub behind: u64,

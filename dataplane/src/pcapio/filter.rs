@@ -64,7 +64,12 @@ impl Matcher {
 pub struct FilterStats {
     pub read: u64,
     pub matched: u64,
+    #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 impl FilterStats {

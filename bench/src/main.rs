@@ -5,6 +5,7 @@ mod dataplane;
 mod filters;
 mod pipeline;
 mod objects;
+mod r#gen;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ enum Suite {
     Pipeline(pipeline::Opts),
     /// ns/packet of the example C filters (programs/filters) in sluice's interpreter and JIT.
     Objects(objects::Opts),
+    /// Load generator: each transmit engine vs minimal loops, offline filter vs tcpdump.
+    Gen(r#gen::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Filters(opts) => filters::run(&opts),
         Suite::Pipeline(opts) => pipeline::run(&opts),
         Suite::Objects(opts) => objects::run(&opts),
+        Suite::Gen(opts) => r#gen::run(&opts),
     }
 }

@@ -10,8 +10,11 @@ use clap::{Parser, Subcommand};
 use sluice::runtime::{self, RunOptions};
 
 mod cli {
+    pub mod capture;
     pub mod check;
     pub mod ctl;
+    pub mod r#gen;
+    pub mod offline;
 }
 
 #[derive(Parser)]
@@ -51,9 +54,20 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Drive a running daemon through its control socket.
     Ctl(cli::ctl::CtlArgs),
-    /// Work with BPF filters without touching any interface.
-    #[command(subcommand)]
-    Filter(FilterCommand),
+    /// Work with BPF filters without touching any interface: compile one, or filter a capture
+    /// file like `tcpdump -r IN -w OUT EXPR`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Filter {
+        #[command(subcommand)]
+        command: Option<FilterCommand>,
+        #[command(flatten)]
+        offline: cli::offline::OfflineArgs,
+    },
+    /// Generate traffic (AF_XDP or kernel live frames) with rate control and measure loss and
+    /// latency, or replay a capture.
+    Gen(Box<cli::r#gen::GenArgs>),
+    /// Capture through AF_XDP into a pcap file, filtered by a tcpdump expression run by the JIT.
+    Capture(cli::capture::CaptureArgs),
 }
 
 #[derive(Subcommand)]
@@ -110,11 +124,14 @@ fn main() -> ExitCode {
             verbose,
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
-        Command::Filter(FilterCommand::Compile { filter, format, dump, section }) => {
+        Command::Filter { command: Some(FilterCommand::Compile { filter, format, dump, section }), .. } => {
             filter_compile(&filter, format, dump, section.as_deref())
         }
+        Command::Filter { command: None, offline } => cli::offline::run(&offline),
         Command::Check(args) => cli::check::run(&args),
         Command::Ctl(args) => cli::ctl::run(&args),
+        Command::Gen(args) => cli::r#gen::run(&args),
+        Command::Capture(args) => cli::capture::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

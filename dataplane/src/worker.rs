@@ -65,6 +65,8 @@ pub struct PortSetup {
     pub peer: Option<usize>,
     /// The queue this socket serves (the `rx_queue_index` filters see).
     pub queue: u32,
+    /// The interface's index (the `ingress_ifindex` filters see).
+    pub ifindex: u32,
     /// This worker's counter block in the port's pipelines.
     pub slot: usize,
 }
@@ -145,7 +147,8 @@ impl Worker {
             let pipeline = Pipeline::compile(&PipelineSpec::empty(default), &env)
                 .map_err(|e| WorkerError::Pipeline { port, reason: e.to_string() })?;
             pipelines.push(Arc::new(pipeline));
-            setups.push(PortSetup { port, peer, queue: group.port(port).1, slot: 0 });
+            // Stage-less pipelines never look at the ingress interface.
+            setups.push(PortSetup { port, peer, queue: group.port(port).1, ifindex: 0, slot: 0 });
         }
         let setup = WorkerSetup {
             published: Arc::new(Published::new(pipelines)),
@@ -278,7 +281,7 @@ impl Worker {
         let (pipeline, slot) = self.view.get(p);
         let capture = self.capture.as_ref();
         let got = self.group.process_rx(p, batch, |frame| {
-            let out = pipeline.run(slot, frame, 0, setup.queue);
+            let out = pipeline.run(slot, frame, setup.ifindex, setup.queue);
             if let (Some(stage), Some(tap)) = (out.sample, capture)
                 && tap.take(setup.port as u32, setup.queue, stage, frame)
             {

@@ -763,11 +763,16 @@ fn no_frame_leaks_after_a_million_frames() {
 #[test]
 fn bad_config_exits_2_with_key_and_reason() {
     // Config errors are found before anything needs privileges.
-    for (bad, key) in [
-        ("batch_size = 64\nbogus_key = 1", "bogus_key"),
-        ("batch_size = 0", "batch_size"),
+    let base = config(FORWARD);
+    for (text, key) in [
+        (base.replace("batch_size = 64", "batch_size = 64\nbogus_key = 1"), "bogus_key"),
+        (base.replace("batch_size = 64", "batch_size = 0"), "batch_size"),
+        // An unknown identity is a config error too, like `sluice check` says.
+        (format!("user = 'no-such-user-zz'\n{base}"), "user: user `no-such-user-zz` does not exist"),
+        (format!("user = 'nobody'\ngroup = 'no-such-group-zz'\n{base}"), "group: group `no-such-group-zz`"),
     ] {
-        let config = ConfigFile::new(&config(FORWARD).replace("batch_size = 64", bad));
+        let bad = &text;
+        let config = ConfigFile::new(&text);
         let out = std::process::Command::new(SLUICE)
             .args(["run", "--config"])
             .arg(&config.0)

@@ -1,5 +1,7 @@
-//! The compiled pipeline against a reference built from the interpreter, over the packet
-//! corpus and random pipelines; rejection of bad pipelines; stage counters across swaps.
+//! The compiled (fused) pipeline against references that run each stage alone — with the
+//! interpreter and with a per-stage JIT program — over the packet corpus and random pipelines,
+//! through both fused entries (per packet, per batch); rejection of bad pipelines; stage
+//! counters across swaps.
 //! No root needed: nothing here touches an interface.
 
 use std::sync::Arc;
@@ -8,10 +10,15 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::sync::atomic::AtomicU64;
+
 use sluice::bpf::interp::Interpreter;
+use sluice::bpf::jit::fuse::{Exit, FusedPipeline};
+use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::source::Format;
 use sluice::bpf::{Exec, Verdict};
-use sluice::pipeline::compile::load_filter;
+use sluice::pipeline::compile::{load_filter, PipelineCode};
+use sluice::pipeline::counters::offsets;
 use sluice::pipeline::{
     ActionSpec, Decision, DefaultAction, FilterSpec, Ledger, Outcome, Pipeline, PipelineSpec, PortEnv, Published, WorkerView,
 };
@@ -27,20 +34,26 @@ fn asm(id: &str, text: &str, action: ActionSpec) -> sluice::pipeline::StageSpec 
     sluice::pipeline::StageSpec { id: id.into(), filter: FilterSpec::Text { text: text.into(), format: Format::Asm }, action }
 }
 
-/// The pipeline's meaning, written out directly over interpreter runs: stage by stage, first
-/// terminal match wins. Returns the outcome and per stage (matched, aborted).
+/// The pipeline's meaning, written out directly over runs of each stage on its own (the
+/// interpreter, or a JIT program per stage — the unfused path): stage by stage, first terminal
+/// match wins. Returns the outcome and per stage (matched, aborted).
 struct Reference {
-    stages: Vec<(Interpreter, ActionSpec)>,
+    stages: Vec<(Box<dyn Exec>, ActionSpec)>,
     default: Decision,
     peer: bool,
 }
 
 impl Reference {
-    fn new(spec: &PipelineSpec, peer: bool) -> Reference {
+    fn new(spec: &PipelineSpec, peer: bool, jit: bool) -> Reference {
         let stages = spec
             .stages
             .iter()
-            .map(|s| (Interpreter::new(&load_filter(&s.id, &s.filter).unwrap().program), s.action.clone()))
+            .map(|s| {
+                let program = load_filter(&s.id, &s.filter).unwrap().program;
+                let exec: Box<dyn Exec> =
+                    if jit { Box::new(JitProgram::compile(&program).unwrap()) } else { Box::new(Interpreter::new(&program)) };
+                (exec, s.action.clone())
+            })
             .collect();
         let default = match spec.default {
             DefaultAction::Drop => Decision::Drop,
@@ -170,17 +183,42 @@ fn compiled_pipelines_agree_with_the_interpreter_reference() {
             PipelineSpec { stages, default: DefaultAction::Reflect }
         };
         let compiled = Pipeline::compile(&spec, &env).unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let reference = Reference::new(&spec, peer);
+        let reference = Reference::new(&spec, peer, false);
+        let unfused = Reference::new(&spec, peer, true);
         let mut counts = vec![(0u64, 0u64); spec.stages.len() + 1];
+        let mut unfused_counts = counts.clone();
+        let mut wanted = Vec::with_capacity(packets.len());
         for (pi, p) in packets.iter().enumerate() {
-            let (mut a, mut b) = (p.clone(), p.clone());
+            let (mut a, mut b, mut c) = (p.clone(), p.clone(), p.clone());
             let got = compiled.run(0, &mut a, 0, 0);
             let want = reference.run(&mut b, &mut counts);
             assert_eq!(got, want, "round {round}, packet {pi}, pipeline {spec:#?}");
+            assert_eq!(unfused.run(&mut c, &mut unfused_counts), want, "round {round}, packet {pi}: unfused jit");
             assert_eq!(a, b, "round {round}, packet {pi}: packet contents differ");
+            assert_eq!(c, b, "round {round}, packet {pi}: packet contents differ (unfused jit)");
+            wanted.push((want, b));
         }
+        assert_eq!(unfused_counts, counts, "round {round}: unfused jit counts");
         for (i, (id, t)) in compiled.totals().enumerate() {
             assert_eq!((t.packets, t.aborted), counts[i], "round {round}, stage {id:?}");
+        }
+
+        // The batch entry of the same fused pipeline: one call for every packet.
+        let stages = compiled.fuse_stages();
+        let batch = FusedPipeline::compile(&PipelineCode::plan(&stages, compiled.default_decision(), true)).unwrap();
+        let block: Vec<AtomicU64> = (0..batch.counter_words()).map(|_| AtomicU64::new(0)).collect();
+        let mut copies = packets.clone();
+        let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|p| PacketRef::new(p)).collect();
+        let mut exits = vec![u64::MAX; refs.len()];
+        batch.run_batch(&mut refs, 0, 0, &block, &mut exits);
+        for (pi, ((exit, (want, after)), copy)) in exits.iter().zip(&wanted).zip(&copies).enumerate() {
+            let Exit { code, mark } = Exit::from_word(*exit);
+            assert_eq!(Outcome { decision: Decision::from_code(code as u64), sample: mark }, *want, "round {round}, packet {pi}: batch");
+            assert_eq!(copy, after, "round {round}, packet {pi}: batch packet contents");
+        }
+        for (i, c) in counts.iter().enumerate() {
+            let word = |off: i32| block[(i * offsets::SLOT as usize + off as usize) / 8].load(Ordering::Relaxed);
+            assert_eq!((word(offsets::PACKETS), word(offsets::ABORTED)), *c, "round {round}, slot {i}: batch counts");
         }
     }
 }

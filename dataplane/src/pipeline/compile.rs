@@ -6,17 +6,22 @@
 //! non-zero has matched and its action applies (`verdict` stages decide by the value); the
 //! first terminal action ends the trip, otherwise the default action does. Faults and unknown
 //! verdicts drop the packet and count as `aborted` on the stage.
+//!
+//! The whole trip is ONE native function (`bpf::jit::fuse`): the stages' code inlined in order,
+//! each stage's action and counting compiled in, so a packet makes one call whatever the
+//! pipeline's length. This module turns stage actions into the fuser's plain-number rules
+//! (decision codes, the sample mark, the counter slot layout).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bpf::jit::{JitError, JitProgram};
+use crate::bpf::jit::fuse::{self, CounterLayout, FuseError, FusedPipeline, Rule, Step};
+use crate::bpf::jit::JitError;
 use crate::bpf::source::{self, Compiled, SourceError};
-use crate::bpf::{Exec, Verdict};
 
-use super::counters::Counters;
+use super::counters::{offsets, Counters};
 use super::spec::{ActionSpec, DefaultAction, FilterSpec, PipelineSpec, SpecError};
 
 /// What the pipeline needs to know about the port it runs on.
@@ -39,6 +44,8 @@ pub enum PipelineError {
     Filter { id: String, source: Box<SourceError> },
     #[error("stage `{id}`: jit: {source}")]
     Jit { id: String, source: Box<JitError> },
+    #[error("fuse pipeline: {0}")]
+    Fuse(Box<FuseError>),
     #[error("default action: {0}")]
     Default(SpecError),
     #[error("{0}")]
@@ -55,7 +62,7 @@ impl PipelineError {
             | PipelineError::Read { id, .. }
             | PipelineError::Filter { id, .. }
             | PipelineError::Jit { id, .. } => Some(id),
-            PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } => None,
+            PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } | PipelineError::Fuse(_) => None,
         }
     }
 }
@@ -104,12 +111,11 @@ pub enum StageAct {
     Verdict { redirect: Option<Decision> },
 }
 
-/// One stage's filter, ready to fuse or run alone.
+/// One stage: its filter as the front end produced it, and its action.
 pub struct StageCode {
     pub id: String,
     pub act: StageAct,
     pub source: Compiled,
-    pub jit: JitProgram,
 }
 
 impl std::fmt::Debug for StageCode {
@@ -124,6 +130,48 @@ impl std::fmt::Debug for StageCode {
 pub struct PipelineCode {
     stages: Box<[StageCode]>,
     default: Decision,
+    fused: FusedPipeline,
+}
+
+/// Where the fused code finds a stage's counters: the slots of `counters`.
+pub const COUNTER_LAYOUT: CounterLayout =
+    CounterLayout { slot: offsets::SLOT, packets: offsets::PACKETS, bytes: offsets::BYTES, aborted: offsets::ABORTED };
+
+impl StageAct {
+    /// The action as the fuser's rule: decisions are action codes, sampling is the mark.
+    pub fn rule(self) -> Rule {
+        match self {
+            StageAct::Stop(d) => Rule::Match { end: Some(d as u32), mark: false },
+            StageAct::Count => Rule::Match { end: None, mark: false },
+            StageAct::Sample => Rule::Match { end: None, mark: true },
+            // Indexed by XDP verdict: ABORTED, DROP, PASS, TX, REDIRECT.
+            StageAct::Verdict { redirect } => Rule::Verdict([
+                Step::Abort,
+                Step::End(Decision::Drop as u32),
+                Step::Pass,
+                Step::End(Decision::Bounce as u32),
+                redirect.map_or(Step::Abort, |d| Step::End(d as u32)),
+            ]),
+        }
+    }
+}
+
+impl PipelineCode {
+    /// The fuser's plan for `stages` (faults and aborts drop the packet).
+    pub fn plan<'a>(stages: &'a [fuse::Stage<'a>], default: Decision, batch: bool) -> fuse::Plan<'a> {
+        fuse::Plan { stages, default: default as u32, abort: Decision::Drop as u32, counters: COUNTER_LAYOUT, batch }
+    }
+
+    /// Fuses the stages into one native function.
+    fn fuse(stages: Vec<StageCode>, default: Decision) -> Result<PipelineCode, PipelineError> {
+        let plan: Vec<fuse::Stage<'_>> =
+            stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect();
+        let fused = FusedPipeline::compile(&PipelineCode::plan(&plan, default, false)).map_err(|e| match e {
+            FuseError::Stage { stage, source } => PipelineError::Jit { id: stages[stage].id.clone(), source: Box::new(source) },
+            other => PipelineError::Fuse(Box::new(other)),
+        })?;
+        Ok(PipelineCode { stages: stages.into(), default, fused })
+    }
 }
 
 /// A compiled pipeline. Immutable once built; workers share it through `Arc`.
@@ -258,12 +306,8 @@ impl Pipeline {
             Some(code) => code,
             None => {
                 let (checked, default) = check(spec, env)?;
-                let mut stages = Vec::with_capacity(checked.len());
-                for (s, (act, source)) in spec.stages.iter().zip(checked) {
-                    let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source: Box::new(source) })?;
-                    stages.push(StageCode { id: s.id.clone(), act, source, jit });
-                }
-                let code = Arc::new(PipelineCode { stages: stages.into(), default });
+                let stages = spec.stages.iter().zip(checked).map(|(s, (act, source))| StageCode { id: s.id.clone(), act, source }).collect();
+                let code = Arc::new(PipelineCode::fuse(stages, default)?);
                 cache.put(spec, env.peer, &code);
                 code
             }
@@ -286,6 +330,12 @@ impl Pipeline {
         &self.code.stages
     }
 
+    /// The stages as a fuser plan, to build other entries of the same pipeline (a batch entry
+    /// for benchmarks and tests; the worker's per-packet entry is [`run`](Self::run)).
+    pub fn fuse_stages(&self) -> Vec<fuse::Stage<'_>> {
+        self.code.stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect()
+    }
+
     pub fn default_decision(&self) -> Decision {
         self.code.default
     }
@@ -299,58 +349,23 @@ impl Pipeline {
         self.compile_time
     }
 
-    /// Machine code bytes over all stages.
+    /// Machine code bytes of the fused pipeline.
     pub fn code_size(&self) -> usize {
-        self.code.stages.iter().map(|s| s.jit.code_size()).sum()
+        self.code.fused.code_size()
     }
 
-    /// Runs the pipeline on one packet as worker `w` (its counter block), counting on the way.
+    /// Runs the pipeline on one packet as worker `w` (its counter block), counting on the way:
+    /// one native call.
     #[inline]
     pub fn run(&self, w: usize, packet: &mut [u8], ifindex: u32, queue: u32) -> Outcome {
-        let slots = self.counters.block(w);
-        let len = packet.len();
-        let mut sample = None;
-        let code = &*self.code;
-        for (i, s) in code.stages.iter().enumerate() {
-            let slot = &slots[i];
-            let Ok(r0) = s.jit.run_xdp(packet, ifindex, queue) else {
-                slot.abort();
-                return Outcome { decision: Decision::Drop, sample };
-            };
-            let decision = match s.act {
-                StageAct::Verdict { redirect } => match Verdict::from_r0(r0) {
-                    Verdict::Pass => continue,
-                    Verdict::Drop => Decision::Drop,
-                    Verdict::Tx => Decision::Bounce,
-                    Verdict::Redirect if redirect.is_some() => Decision::Peer,
-                    Verdict::Redirect | Verdict::Aborted => {
-                        slot.abort();
-                        return Outcome { decision: Decision::Drop, sample };
-                    }
-                },
-                _ if r0 == 0 => continue,
-                StageAct::Stop(d) => d,
-                StageAct::Count => {
-                    slot.hit(len);
-                    continue;
-                }
-                StageAct::Sample => {
-                    slot.hit(len);
-                    sample = sample.or(Some(i as u32));
-                    continue;
-                }
-            };
-            slot.hit(len);
-            return Outcome { decision, sample };
-        }
-        slots[code.stages.len()].hit(len);
-        Outcome { decision: code.default, sample }
+        let exit = self.code.fused.run(packet, ifindex, queue, self.counters.block(w));
+        Outcome { decision: Decision::from_code(exit.code as u64), sample: exit.mark }
     }
 
     /// Records that worker `w` copied a packet for stage `stage`'s sample.
     #[inline]
     pub fn note_sampled(&self, w: usize, stage: u32) {
-        if let Some(slot) = self.counters.block(w).get(stage as usize) {
+        if let Some(slot) = self.counters.slot(w, stage as usize) {
             slot.sampled();
         }
     }

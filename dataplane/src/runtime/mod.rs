@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::control::Backend;
-use crate::control::server::{Server, ServerOptions};
+use crate::control::server::{DEFAULT_MAX_CLIENTS, DEFAULT_MAX_OUTPUT, Server, ServerOptions};
 use crate::privdrop;
 use crate::pipeline::Published;
 use crate::pipeline::capture::{CaptureSink, capture_link};
@@ -45,7 +45,7 @@ pub struct RunOptions {
 }
 
 /// Runs the dataplane until SIGINT/SIGTERM; SIGHUP reloads the config file. With a control
-/// socket configured, a controller thread serves it (and the metrics listener); with `user`
+/// socket or a metrics listener configured, a controller thread serves them; with `user`
 /// set, privileges are dropped once everything privileged is set up.
 pub fn run(opts: &RunOptions) -> Result<()> {
     let config = Config::load(&opts.config)?;
@@ -53,28 +53,34 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    // Resolve the identity before touching anything, so a typo fails fast.
+    // Resolve the identity before touching anything, so a typo fails fast — as a config
+    // error (exit status 2), the way `sluice check` reports it.
     let identity = match &config.daemon.user {
-        Some(user) => Some(privdrop::resolve(user, config.daemon.group.as_deref()).context("user")?),
+        Some(user) => match privdrop::resolve(user, config.daemon.group.as_deref()) {
+            Ok(id) => Some(id),
+            Err(e) if e.is_config() => {
+                let key = if matches!(e, privdrop::PrivError::NoGroup(_)) { "group" } else { "user" };
+                return Err(ConfigError::Invalid { file: opts.config.clone(), key: key.into(), reason: e.to_string() }.into());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("user")),
+        },
         None => None,
     };
 
     let dataplane = Dataplane::start(config.clone(), Some(opts.config.clone()))?;
     let handle = dataplane.handle();
-    let server = match &config.daemon.control_socket {
-        Some(socket) => {
-            let mut sopts = ServerOptions::new(socket.clone());
-            sopts.metrics = config.daemon.metrics_listen;
-            sopts.owner = identity.as_ref().map(|id| (id.uid, id.gid));
-            sopts.reload_on_sighup = true;
-            Some(Server::bind(sopts)?)
-        }
-        None => {
-            if config.daemon.metrics_listen.is_some() {
-                tracing::warn!("metrics.listen is served by the control server: set control.socket too");
-            }
-            None
-        }
+    // The controller serves the control socket, the metrics listener, or both.
+    let server = if config.daemon.control_socket.is_some() || config.daemon.metrics_listen.is_some() {
+        Some(Server::bind(ServerOptions {
+            socket: config.daemon.control_socket.clone(),
+            metrics: config.daemon.metrics_listen,
+            owner: identity.as_ref().map(|id| (id.uid, id.gid)),
+            max_clients: DEFAULT_MAX_CLIENTS,
+            max_output: DEFAULT_MAX_OUTPUT,
+            reload_on_sighup: true,
+        })?)
+    } else {
+        None
     };
     // Without a control server, SIGHUP is handled here.
     let hup = Arc::new(AtomicBool::new(false));
@@ -119,7 +125,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The controller thread serving the control socket, if one is configured.
+/// The controller thread serving the control socket and metrics listener, if either is configured.
 struct Controller {
     thread: Option<JoinHandle<Result<(), crate::control::server::ControlError>>>,
     stop: Arc<AtomicBool>,
@@ -319,7 +325,18 @@ fn open_worker(
     let (tap, sink) = capture_link(capture::RING_BUFFERS, d.frame_size as usize);
     let setup = WorkerSetup {
         published: Arc::clone(published),
-        ports: p.sockets.iter().map(|s| PortSetup { port: s.port, peer: s.peer, queue: s.queue, slot: s.slot }).collect(),
+        ports: p
+            .sockets
+            .iter()
+            .map(|s| PortSetup {
+                port: s.port,
+                peer: s.peer,
+                queue: s.queue,
+                // Steering is attached to every port interface before any worker opens.
+                ifindex: steering.get(&s.interface).map_or(0, Steering::ifindex),
+                slot: s.slot,
+            })
+            .collect(),
         batch_size: d.batch_size as usize,
         hist: Some(hist),
         capture: Some(tap),

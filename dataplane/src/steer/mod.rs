@@ -139,6 +139,7 @@ pub struct Steering {
     counters: PerCpuArray<MapData, [u64; 4]>,
     ebpf: Ebpf,
     ifname: String,
+    ifindex: u32,
     mode: AttachMode,
     prog_id: u32,
 }
@@ -208,7 +209,7 @@ impl Steering {
 
         let xsks = take_map(&mut ebpf, ifname, "xsks", XskMap::try_from)?;
         let counters = take_map(&mut ebpf, ifname, "counters", PerCpuArray::try_from)?;
-        Ok(Steering { _link: link, xsks, counters, ebpf, ifname: ifname.to_owned(), mode, prog_id })
+        Ok(Steering { _link: link, xsks, counters, ebpf, ifname: ifname.to_owned(), ifindex, mode, prog_id })
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -217,6 +218,11 @@ impl Steering {
 
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The interface's index, as resolved at attach time (what filters see as ingress_ifindex).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     /// The kernel's id of this instance's program (what [`attached_xdp_prog`] reports).

@@ -112,7 +112,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
-        Self::start(b, env, index, &params, None)
+        Self::start(b, env, index, &params, None, None)
     }
 
     /// Inlines the program's main function at the builder's current block, with `inputs` =
@@ -121,10 +121,31 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     /// passes what it knows statically, so a normal exit costs one jump. The caller seals and
     /// finalizes.
     pub fn inline(b: &'b mut FunctionBuilder<'f>, env: &'a Env<'a>, inputs: [Value; 5], exit: Block) -> Self {
-        Self::start(b, env, 0, &inputs, Some(exit))
+        Self::start(b, env, 0, &inputs, Some(exit), None)
     }
 
-    fn start(b: &'b mut FunctionBuilder<'f>, env: &'a Env<'a>, index: usize, params: &[Value], exit: Option<Block>) -> Self {
+    /// [`inline`](Self::inline), with the stack area at `stack` (`STACK_AREA` bytes, 16-byte
+    /// aligned) instead of a slot of its own: programs inlined one after another (a fused
+    /// pipeline) then share one area rather than growing the frame by one area each. Each
+    /// program still zeroes the part it can reach on entry, as a run of its own would.
+    pub fn inline_on_stack(
+        b: &'b mut FunctionBuilder<'f>,
+        env: &'a Env<'a>,
+        inputs: [Value; 5],
+        exit: Block,
+        stack: Value,
+    ) -> Self {
+        Self::start(b, env, 0, &inputs, Some(exit), Some(stack))
+    }
+
+    fn start(
+        b: &'b mut FunctionBuilder<'f>,
+        env: &'a Env<'a>,
+        index: usize,
+        params: &[Value],
+        exit: Option<Block>,
+        shared_stack: Option<Value>,
+    ) -> Self {
         let regs: [Variable; NUM_REGS as usize] = std::array::from_fn(|_| b.declare_var(I64));
         let main = index == 0;
         let (data, len, stack_lo, ifq, depth);
@@ -143,9 +164,17 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             };
             if let Some((lo, hi)) = zeroed {
                 // The whole call stack lives in this one slot: frame k has r10 = top - k*512.
-                let slot =
-                    b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, STACK_AREA as u32, 4));
-                stack_lo = b.ins().stack_addr(I64, slot, 0);
+                stack_lo = match shared_stack {
+                    Some(area) => area,
+                    None => {
+                        let slot = b.create_sized_stack_slot(StackSlotData::new(
+                            StackSlotKind::ExplicitSlot,
+                            STACK_AREA as u32,
+                            4,
+                        ));
+                        b.ins().stack_addr(I64, slot, 0)
+                    }
+                };
                 let top = b.ins().iadd_imm_s(stack_lo, STACK_AREA);
                 b.def_var(regs[REG_FP as usize], top);
                 zero_stack(b, env, top, lo, hi);

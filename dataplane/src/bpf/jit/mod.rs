@@ -13,6 +13,7 @@
 
 mod analyze;
 mod batch;
+pub mod fuse;
 mod lower;
 #[cfg(test)]
 mod tests;

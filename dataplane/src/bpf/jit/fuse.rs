@@ -1,0 +1,776 @@
+//! Fusion: a list of programs run one after another on the same packet, compiled into ONE
+//! native function, so a packet costs one call however many programs (stages) it passes.
+//!
+//! Each stage's main function is inlined in order (`Lower::inline_on_stack`); its exits land
+//! in a block that applies the stage's [`Rule`]: go on to the next stage, or end the packet
+//! with an action code. Counting happens in the native code too: each stage has a counter slot
+//! (packets, bytes, aborted) in a block of 64-bit words the caller owns, updated with plain
+//! loads and stores — the caller guarantees one writer per block. bpf-to-bpf callees of each
+//! stage are separate functions of the same module, exactly as in a [`JitProgram`].
+//!
+//! Nothing here knows what the codes or slots mean (that is the pipeline's business): a stage
+//! is a [`Program`] and a [`Rule`] in plain numbers, the counter layout is byte offsets.
+//!
+//! Two entries may be built: one packet per call ([`FusedPipeline::run`]) and, on request, a
+//! loop over a batch ([`FusedPipeline::run_batch`]), which inlines the stages a second time.
+//!
+//! [`JitProgram`]: super::JitProgram
+
+use std::mem::ManuallyDrop;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{
+    types, AbiParam, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
+
+use super::analyze::{self, Layout, STACK_AREA};
+use super::batch::PacketRef;
+use super::lower::{self, Env, Lower};
+use super::{host_isa, JitError};
+use crate::bpf::check::StackReach;
+use crate::bpf::{ProgKind, Program};
+
+const I64: types::Type = types::I64;
+
+/// What a stage's result means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// r0 != 0 is a match: count the packet, record the stage as the packet's mark if `mark`
+    /// and none is recorded yet, then end with `end`'s code or (None) go on.
+    Match { end: Option<u32>, mark: bool },
+    /// r0 is an XDP verdict: `steps[r0]` for r0 in 0..5; anything larger aborts.
+    Verdict([Step; 5]),
+}
+
+/// What one XDP verdict of a [`Rule::Verdict`] stage does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Go on to the next stage, uncounted.
+    Pass,
+    /// Count the packet and end with this code.
+    End(u32),
+    /// Count the run as aborted and end with the plan's abort code.
+    Abort,
+}
+
+/// One stage of a plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Stage<'a> {
+    pub program: &'a Program,
+    pub rule: Rule,
+}
+
+/// Where a stage's counters live, in bytes: stage `i`'s slot starts at `i * slot` from the
+/// block start, the default action's slot follows the last stage's. Each field is a 64-bit
+/// word: offsets are multiples of 8, inside the slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterLayout {
+    pub slot: i32,
+    pub packets: i32,
+    pub bytes: i32,
+    pub aborted: i32,
+}
+
+/// Everything to fuse: stages in order, the code when no stage ends the packet (counted in
+/// the last slot), the code for a faulted or aborted run, the counter layout, and whether to
+/// build the batch entry too.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan<'a> {
+    pub stages: &'a [Stage<'a>],
+    pub default: u32,
+    pub abort: u32,
+    pub counters: CounterLayout,
+    pub batch: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FuseError {
+    #[error("stage {stage}: {source}")]
+    Stage {
+        stage: usize,
+        #[source]
+        source: JitError,
+    },
+    #[error("stage {stage}: only xdp programs can be fused")]
+    Kind { stage: usize },
+    #[error("counter layout: {0}")]
+    Layout(String),
+    #[error("fused function: {0}")]
+    Jit(#[from] JitError),
+}
+
+/// How a packet left the pipeline: the action code, and the first marking stage that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Exit {
+    pub code: u32,
+    pub mark: Option<u32>,
+}
+
+impl Exit {
+    /// Decodes a word written by [`FusedPipeline::run_batch`]: the code in bits 0-31, the
+    /// marking stage + 1 (0 for none) in bits 32-63.
+    pub fn from_word(word: u64) -> Exit {
+        Exit { code: word as u32, mark: ((word >> 32) as u32).checked_sub(1) }
+    }
+}
+
+/// `(data, len, ifindex | rx_queue << 32, counters) -> (code, mark + 1 or 0)`.
+type RunFn = unsafe extern "C" fn(*mut u8, u64, u64, *const AtomicU64) -> FusedOut;
+/// `(packets, count, exits, ifindex | rx_queue << 32, counters)`.
+type BatchFn = unsafe extern "C" fn(*mut PacketRef<'_>, u64, *mut u64, u64, *const AtomicU64);
+
+/// Two integers, returned in registers by the C ABI (see `Outcome` in the parent module).
+#[repr(C)]
+struct FusedOut {
+    code: u64,
+    mark: u64,
+}
+
+/// A pipeline of programs compiled to one native function. Owns its code: freed on drop.
+pub struct FusedPipeline {
+    entry: RunFn,
+    batch: Option<BatchFn>,
+    /// Only `Drop` touches the module (see `JitProgram::module`).
+    module: Mutex<ManuallyDrop<JITModule>>,
+    /// Counter words a block must have: (stages + 1) slots.
+    words: usize,
+    code_size: usize,
+}
+
+impl std::fmt::Debug for FusedPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FusedPipeline")
+            .field("code_size", &self.code_size)
+            .field("words", &self.words)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FusedPipeline {
+    pub fn compile(plan: &Plan<'_>) -> Result<FusedPipeline, FuseError> {
+        let words = check_layout(&plan.counters, plan.stages.len())?;
+        let mut layouts = Vec::with_capacity(plan.stages.len());
+        for (i, s) in plan.stages.iter().enumerate() {
+            if s.program.kind != ProgKind::Xdp {
+                return Err(FuseError::Kind { stage: i });
+            }
+            layouts.push(analyze::analyze(s.program).map_err(|source| FuseError::Stage { stage: i, source })?);
+        }
+        let isa = host_isa()?;
+        let call_conv = isa.default_call_conv();
+        let frontend = isa.frontend_config();
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+        let built = Builder { plan, layouts: &layouts, call_conv, frontend }.define(&mut module);
+        match built {
+            Ok((run, batch, code_size)) => {
+                // SAFETY: `run` was built with `run_signature` under the host's default calling
+                // convention, which is the C ABI `RunFn` declares; the module owning the code
+                // is stored beside the pointer and freed only in `Drop`.
+                let entry = unsafe { std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(run)) };
+                // SAFETY: as above, for the loop built with `batch_signature` (`BatchFn`).
+                let batch = batch.map(|id| unsafe {
+                    std::mem::transmute::<*const u8, BatchFn>(module.get_finalized_function(id))
+                });
+                Ok(FusedPipeline { entry, batch, module: Mutex::new(ManuallyDrop::new(module)), words, code_size })
+            }
+            Err(e) => {
+                // SAFETY: nothing from this module was handed out or ever ran.
+                unsafe { module.free_memory() };
+                Err(e)
+            }
+        }
+    }
+
+    /// Counter words a block passed to `run` must hold at least.
+    pub fn counter_words(&self) -> usize {
+        self.words
+    }
+
+    /// Bytes of machine code (every function).
+    pub fn code_size(&self) -> usize {
+        self.code_size
+    }
+
+    pub fn has_batch(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// Runs every stage on `packet` until one ends it, counting into `counters`.
+    ///
+    /// `counters` must be written by this thread only while the call runs (the native code
+    /// updates it with plain loads and stores: other threads may read it with atomic loads).
+    /// Panics if it is shorter than [`counter_words`](Self::counter_words) — a caller bug.
+    #[inline]
+    pub fn run(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32, counters: &[AtomicU64]) -> Exit {
+        assert!(counters.len() >= self.words, "fused run: {} counter words for {}", counters.len(), self.words);
+        let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
+        // SAFETY: `entry` points into code owned by `self.module`, alive for `&self`. The code
+        // touches only the packet (`data..data+len`, a live `&mut [u8]`), its own frame, the
+        // `XdpContext` it builds there, helpers of the programs, and words `0..self.words`
+        // of `counters` (checked above), through the atomics' interior mutability: aligned
+        // 64-bit loads and stores, which are single-copy atomic on every supported host, so
+        // a concurrent atomic load reads some value the word had.
+        let out = unsafe { (self.entry)(packet.as_mut_ptr(), packet.len() as u64, ifq, counters.as_ptr()) };
+        Exit { code: out.code as u32, mark: (out.mark as u32).checked_sub(1) }
+    }
+
+    /// [`run`](Self::run) over every packet of `packets` in one native call, writing each
+    /// packet's exit to `exits` (decode with [`Exit::from_word`]).
+    ///
+    /// Panics if the pipeline has no batch entry (`Plan::batch` was false), `exits` is shorter
+    /// than `packets`, or `counters` is short — all caller bugs.
+    pub fn run_batch(
+        &self,
+        packets: &mut [PacketRef<'_>],
+        ingress_ifindex: u32,
+        rx_queue_index: u32,
+        counters: &[AtomicU64],
+        exits: &mut [u64],
+    ) {
+        let batch = self.batch.expect("run_batch needs a pipeline fused with a batch entry");
+        assert!(exits.len() >= packets.len(), "fused batch: {} exit slots for {} packets", exits.len(), packets.len());
+        assert!(counters.len() >= self.words, "fused batch: {} counter words for {}", counters.len(), self.words);
+        let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
+        // SAFETY: as in `run`, for each of the `packets.len()` descriptors (each borrows its
+        // packet mutably, so they are live and disjoint), plus `exits[i]` for i < packets.len()
+        // (checked above).
+        unsafe {
+            batch(packets.as_mut_ptr(), packets.len() as u64, exits.as_mut_ptr(), ifq, counters.as_ptr());
+        }
+    }
+}
+
+impl Drop for FusedPipeline {
+    fn drop(&mut self) {
+        let module = self.module.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // SAFETY: `&mut self` means no run is in progress and none can start; the entry
+        // pointers die with `self`, and the module is taken exactly once.
+        unsafe { ManuallyDrop::take(module).free_memory() };
+    }
+}
+
+/// Validates the layout; returns the words a counter block needs.
+fn check_layout(c: &CounterLayout, stages: usize) -> Result<usize, FuseError> {
+    let err = |m: String| Err(FuseError::Layout(m));
+    if c.slot <= 0 || c.slot % 8 != 0 {
+        return err(format!("slot size {} is not a positive multiple of 8", c.slot));
+    }
+    for (name, off) in [("packets", c.packets), ("bytes", c.bytes), ("aborted", c.aborted)] {
+        if off < 0 || off % 8 != 0 || off + 8 > c.slot {
+            return err(format!("{name} offset {off} is not an 8-byte word inside a {}-byte slot", c.slot));
+        }
+    }
+    // Every offset the code adds to the block pointer must fit an i32 immediate.
+    let bytes = (stages as i64 + 1) * c.slot as i64;
+    if bytes > i32::MAX as i64 {
+        return err(format!("{} slots of {} bytes do not fit 2 GiB", stages + 1, c.slot));
+    }
+    Ok(bytes as usize / 8)
+}
+
+fn run_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 4]);
+    sig.returns.extend([AbiParam::new(I64); 2]);
+    sig
+}
+
+fn batch_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 5]);
+    sig
+}
+
+/// Bytes of one `PacketRef`, as the batch loop strides over them.
+const REF_SIZE: i64 = std::mem::size_of::<PacketRef<'static>>() as i64;
+const _: () = assert!(REF_SIZE == 16);
+/// Bytes of `XdpContext`, built in the frame for stages that observe r1.
+const CTX_SIZE: u32 = std::mem::size_of::<crate::bpf::XdpContext>() as u32;
+const _: () = assert!(CTX_SIZE == 40);
+
+struct Builder<'p> {
+    plan: &'p Plan<'p>,
+    layouts: &'p [Layout],
+    call_conv: CallConv,
+    frontend: TargetFrontendConfig,
+}
+
+fn module_err(stage: &'static str, entry: usize) -> impl Fn(ModuleError) -> JitError {
+    move |e| JitError::Module { stage, entry, source: Box::new(e) }
+}
+
+impl Builder<'_> {
+    /// Declares and defines every function; returns the entries and the code bytes.
+    fn define(&self, module: &mut JITModule) -> Result<(FuncId, Option<FuncId>, usize), FuseError> {
+        // Callees of every stage: `callees[s][i - 1]` is function `i` of stage `s`.
+        let mut callees: Vec<Vec<FuncId>> = Vec::with_capacity(self.layouts.len());
+        for (s, layout) in self.layouts.iter().enumerate() {
+            let mut ids = Vec::with_capacity(layout.funcs.len().saturating_sub(1));
+            for (i, f) in layout.funcs.iter().enumerate().skip(1) {
+                let name = format!("stage_{s}_bpf_{i}_at_{}", f.entry);
+                let id = module
+                    .declare_function(&name, Linkage::Local, &lower::local_signature())
+                    .map_err(module_err("declare", f.entry))
+                    .map_err(|source| FuseError::Stage { stage: s, source })?;
+                ids.push(id);
+            }
+            callees.push(ids);
+        }
+        let mut ctx = module.make_context();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut code_size = 0;
+        for (s, layout) in self.layouts.iter().enumerate() {
+            for (i, f) in layout.funcs.iter().enumerate().skip(1) {
+                let stage_err = |source| FuseError::Stage { stage: s, source };
+                ctx.func.signature = lower::local_signature();
+                ctx.func.name = UserFuncName::user(0, callees[s][i - 1].as_u32());
+                let mut builder = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let refs = import(module, &mut builder, &callees[s]);
+                let env = self.env(s, &refs);
+                Lower::new(&mut builder, &env, i).run().map_err(stage_err)?;
+                builder.seal_all_blocks();
+                builder.finalize(self.frontend);
+                module.define_function(callees[s][i - 1], &mut ctx).map_err(module_err("compile", f.entry)).map_err(stage_err)?;
+                code_size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+                module.clear_context(&mut ctx);
+            }
+        }
+        let mut entries = Vec::with_capacity(2);
+        let kinds: &[bool] = if self.plan.batch { &[false, true] } else { &[false] };
+        for &batch in kinds {
+            let (name, sig) = if batch {
+                ("pipeline_batch", batch_signature(self.call_conv))
+            } else {
+                ("pipeline", run_signature(self.call_conv))
+            };
+            let id = module.declare_function(name, Linkage::Local, &sig).map_err(module_err("declare", 0))?;
+            ctx.func.signature = sig;
+            ctx.func.name = UserFuncName::user(0, id.as_u32());
+            let mut builder = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let refs: Vec<Vec<FuncRef>> = callees.iter().map(|ids| import(module, &mut builder, ids)).collect();
+            let envs: Vec<Env<'_>> = refs.iter().enumerate().map(|(s, r)| self.env(s, r)).collect();
+            if batch {
+                self.batch_entry(&mut builder, &envs)?;
+            } else {
+                self.run_entry(&mut builder, &envs)?;
+            }
+            builder.seal_all_blocks();
+            builder.finalize(self.frontend);
+            module.define_function(id, &mut ctx).map_err(module_err("compile", 0))?;
+            code_size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+            module.clear_context(&mut ctx);
+            entries.push(id);
+        }
+        module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        Ok((entries[0], entries.get(1).copied(), code_size))
+    }
+
+    fn env<'e>(&'e self, stage: usize, refs: &'e [FuncRef]) -> Env<'e> {
+        Env {
+            prog: self.plan.stages[stage].program,
+            layout: &self.layouts[stage],
+            local_refs: refs,
+            call_conv: self.call_conv,
+            frontend: self.frontend,
+        }
+    }
+
+    /// The single-packet entry: the stages, then return (code, mark).
+    fn run_entry(&self, b: &mut FunctionBuilder<'_>, envs: &[Env<'_>]) -> Result<(), FuseError> {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let &[data, len, ifq, counters] = b.block_params(entry) else {
+            unreachable!("run signature has four parameters")
+        };
+        let finish = b.create_block();
+        let (code, mark) = (b.append_block_param(finish, I64), b.append_block_param(finish, I64));
+        let frame = self.frame(b);
+        self.packet(b, envs, &frame, [data, len, ifq, counters], finish)?;
+        b.switch_to_block(finish);
+        b.seal_block(finish);
+        b.ins().return_(&[code, mark]);
+        Ok(())
+    }
+
+    /// The batch entry: a rotated loop over the descriptors (see `batch::build`), storing
+    /// `code | (mark + 1) << 32` per packet.
+    fn batch_entry(&self, b: &mut FunctionBuilder<'_>, envs: &[Env<'_>]) -> Result<(), FuseError> {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        let body = b.create_block();
+        let [desc, out] = [(); 2].map(|()| b.append_block_param(body, I64));
+        let finish = b.create_block();
+        let (code, mark) = (b.append_block_param(finish, I64), b.append_block_param(finish, I64));
+        let done = b.create_block();
+
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let &[packets, count, exits, ifq, counters] = b.block_params(entry) else {
+            unreachable!("batch signature has five parameters")
+        };
+        let frame = self.frame(b);
+        let bytes = b.ins().imul_imm_s(count, REF_SIZE);
+        let end = b.ins().iadd(packets, bytes);
+        b.ins().brif(count, body, &[BlockArg::Value(packets), BlockArg::Value(exits)], done, &[]);
+
+        b.switch_to_block(body);
+        let data = b.ins().load(I64, MemFlagsData::trusted(), desc, 0);
+        let len = b.ins().load(I64, MemFlagsData::trusted(), desc, 8);
+        self.packet(b, envs, &frame, [data, len, ifq, counters], finish)?;
+
+        b.switch_to_block(finish);
+        b.seal_block(finish);
+        let high = b.ins().ishl_imm_u(mark, 32);
+        let word = b.ins().bor(code, high);
+        b.ins().store(MemFlagsData::trusted(), word, out, 0);
+        let next = b.ins().iadd_imm_s(desc, REF_SIZE);
+        let out = b.ins().iadd_imm_s(out, 8);
+        let finished = b.ins().icmp(IntCC::Equal, next, end);
+        b.ins().brif(finished, done, &[], body, &[BlockArg::Value(next), BlockArg::Value(out)]);
+        b.seal_block(body);
+
+        b.switch_to_block(done);
+        b.seal_block(done);
+        b.ins().return_(&[]);
+        Ok(())
+    }
+
+    /// Frame areas shared by all stages: one stack area if any stage reaches its stack, one
+    /// `XdpContext` if any observes r1.
+    fn frame(&self, b: &mut FunctionBuilder<'_>) -> Frame {
+        let stack = self.layouts.iter().any(|l| l.stack != StackReach::None).then(|| {
+            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, STACK_AREA as u32, 4));
+            b.ins().stack_addr(I64, slot, 0)
+        });
+        let ctx = self.layouts.iter().any(|l| l.uses_ctx).then(|| {
+            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, CTX_SIZE, 3));
+            b.ins().stack_addr(I64, slot, 0)
+        });
+        let zero = b.ins().iconst(I64, 0);
+        Frame { stack, ctx, zero }
+    }
+
+    /// Emits one packet's trip through the stages at the current block; every way out jumps
+    /// to `finish(code, mark)`, which the caller fills and seals.
+    fn packet(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        envs: &[Env<'_>],
+        frame: &Frame,
+        [data, len, ifq, counters]: [Value; 4],
+        finish: Block,
+    ) -> Result<(), FuseError> {
+        let plan = self.plan;
+        let c = plan.counters;
+        let zero = frame.zero;
+        let mark = b.declare_var(I64);
+        b.def_var(mark, zero);
+        let finish_with = |b: &mut FunctionBuilder<'_>, code: u32| {
+            let code = b.ins().iconst(I64, code as i64);
+            let m = b.use_var(mark);
+            b.ins().jump(finish, &[BlockArg::Value(code), BlockArg::Value(m)]);
+        };
+        let bump = |b: &mut FunctionBuilder<'_>, off: i32, by: Value| {
+            let old = b.ins().load(I64, MemFlagsData::trusted(), counters, off);
+            let new = b.ins().iadd(old, by);
+            b.ins().store(MemFlagsData::trusted(), new, counters, off);
+        };
+        let hit = |b: &mut FunctionBuilder<'_>, slot: i32| {
+            let one = b.ins().iconst(I64, 1);
+            bump(b, slot + c.packets, one);
+            bump(b, slot + c.bytes, len);
+        };
+        for (i, (stage, env)) in plan.stages.iter().zip(envs).enumerate() {
+            // Fits: `check_layout` bounded (stages + 1) * slot by i32::MAX.
+            let slot = i as i32 * c.slot;
+            let r1 = match frame.ctx {
+                Some(ctx) if env.layout.uses_ctx => {
+                    // A fresh context per stage, as a run of its own would get.
+                    let flags = MemFlagsData::trusted();
+                    let end = b.ins().iadd(data, len);
+                    b.ins().store(flags, data, ctx, 0);
+                    b.ins().store(flags, end, ctx, 8);
+                    b.ins().store(flags, data, ctx, 16);
+                    // ingress_ifindex and rx_queue_index are adjacent u32s: one store.
+                    b.ins().store(flags, ifq, ctx, 24);
+                    b.ins().store(flags, zero, ctx, 32);
+                    ctx
+                }
+                _ => zero,
+            };
+            let exit = b.create_block();
+            let (verdict, faulted) = (b.append_block_param(exit, I64), b.append_block_param(exit, I64));
+            let inputs = [r1, zero, data, len, ifq];
+            let lower = match frame.stack {
+                Some(area) => Lower::inline_on_stack(b, env, inputs, exit, area),
+                None => Lower::inline(b, env, inputs, exit),
+            };
+            lower.run().map_err(|source| FuseError::Stage { stage: i, source })?;
+
+            b.switch_to_block(exit);
+            b.seal_block(exit);
+            let next = b.create_block();
+            let abort = b.create_block();
+            b.set_cold_block(abort);
+            let ran = b.create_block();
+            b.ins().brif(faulted, abort, &[], ran, &[]);
+            b.switch_to_block(ran);
+            b.seal_block(ran);
+            match stage.rule {
+                Rule::Match { end, mark: marks } => {
+                    let matched = b.create_block();
+                    b.ins().brif(verdict, matched, &[], next, &[]);
+                    b.switch_to_block(matched);
+                    b.seal_block(matched);
+                    hit(b, slot);
+                    if marks {
+                        let m = b.use_var(mark);
+                        let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
+                        let this = b.ins().iconst(I64, i as i64 + 1);
+                        let m = b.ins().select(unset, this, m);
+                        b.def_var(mark, m);
+                    }
+                    match end {
+                        Some(code) => finish_with(b, code),
+                        None => {
+                            b.ins().jump(next, &[]);
+                        }
+                    }
+                }
+                Rule::Verdict(steps) => {
+                    let mut switch = Switch::new();
+                    let mut ends = Vec::new();
+                    for (v, step) in steps.iter().enumerate() {
+                        let target = match *step {
+                            Step::Pass => next,
+                            Step::Abort => abort,
+                            Step::End(code) => {
+                                let blk = b.create_block();
+                                ends.push((blk, code));
+                                blk
+                            }
+                        };
+                        switch.set_entry(v as u128, target);
+                    }
+                    switch.emit(b, verdict, abort);
+                    for (blk, code) in ends {
+                        b.switch_to_block(blk);
+                        b.seal_block(blk);
+                        hit(b, slot);
+                        finish_with(b, code);
+                    }
+                }
+            }
+            b.switch_to_block(abort);
+            b.seal_block(abort);
+            let one = b.ins().iconst(I64, 1);
+            bump(b, slot + c.aborted, one);
+            finish_with(b, plan.abort);
+
+            b.switch_to_block(next);
+            b.seal_block(next);
+        }
+        hit(b, plan.stages.len() as i32 * c.slot);
+        finish_with(b, plan.default);
+        Ok(())
+    }
+}
+
+/// Areas of the enclosing function's frame, and a zero everyone may use.
+struct Frame {
+    stack: Option<Value>,
+    ctx: Option<Value>,
+    zero: Value,
+}
+
+/// Imports a stage's callees into the function being built, indexed like `Layout::funcs`.
+/// Slot 0 (the stage's entry, which is inlined) is never called — `Layout::local_index`
+/// only returns 1.. — so it repeats slot 1 to keep the indices aligned.
+fn import(module: &mut JITModule, b: &mut FunctionBuilder<'_>, ids: &[FuncId]) -> Vec<FuncRef> {
+    let mut refs: Vec<FuncRef> = ids.iter().map(|&id| module.declare_func_in_func(id, b.func)).collect();
+    if let Some(&first) = refs.first() {
+        refs.insert(0, first);
+    }
+    refs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::check::validate;
+    use crate::bpf::interp::Interpreter;
+    use crate::bpf::{Exec, Fault, Helpers, Verdict};
+    use crate::bpf::source::{compile_text, Format};
+    use crate::testbed::corpus;
+
+    const LAYOUT: CounterLayout = CounterLayout { slot: 32, packets: 0, bytes: 8, aborted: 16 };
+
+    fn program(text: &str, format: Format) -> Program {
+        compile_text(text, format).expect("compile").program
+    }
+
+    /// The plan's meaning over interpreter runs; counts into `counts[slot] = [packets, bytes,
+    /// aborted]`.
+    fn reference(plan: &Plan<'_>, pkt: &mut [u8], counts: &mut [[u64; 3]]) -> Exit {
+        let len = pkt.len() as u64;
+        let mut mark = None;
+        for (i, s) in plan.stages.iter().enumerate() {
+            let r = Interpreter::new(s.program).run_xdp(pkt, 7, 3);
+            let step = match (r, s.rule) {
+                (Err(_), _) => Step::Abort,
+                (Ok(0), Rule::Match { .. }) => Step::Pass,
+                (Ok(_), Rule::Match { end, mark: m }) => {
+                    counts[i][0] += 1;
+                    counts[i][1] += len;
+                    if m {
+                        mark = mark.or(Some(i as u32));
+                    }
+                    match end {
+                        Some(code) => return Exit { code, mark },
+                        None => Step::Pass,
+                    }
+                }
+                (Ok(v), Rule::Verdict(steps)) => steps.get(v as usize).copied().unwrap_or(Step::Abort),
+            };
+            match step {
+                Step::Pass => {}
+                Step::End(code) => {
+                    counts[i][0] += 1;
+                    counts[i][1] += len;
+                    return Exit { code, mark };
+                }
+                Step::Abort => {
+                    counts[i][2] += 1;
+                    return Exit { code: plan.abort, mark };
+                }
+            }
+        }
+        let n = plan.stages.len();
+        counts[n][0] += 1;
+        counts[n][1] += len;
+        Exit { code: plan.default, mark }
+    }
+
+    fn block(words: usize) -> Vec<AtomicU64> {
+        (0..words).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    fn read(block: &[AtomicU64], slots: usize) -> Vec<[u64; 3]> {
+        let w = |i: usize| block[i].load(std::sync::atomic::Ordering::Relaxed);
+        (0..slots).map(|s| [w(s * 4), w(s * 4 + 1), w(s * 4 + 2)]).collect()
+    }
+
+    fn agree(plan: &Plan<'_>) {
+        let fused = FusedPipeline::compile(plan).expect("fuse");
+        let packets: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(7).chain([vec![0u8; 10], Vec::new()]).collect();
+        let slots = plan.stages.len() + 1;
+        let (ours, batch_counts) = (block(fused.counter_words()), block(fused.counter_words()));
+        let mut want = vec![[0u64; 3]; slots];
+        let mut copies = packets.clone();
+        let mut expected = Vec::new();
+        for (pi, p) in packets.iter().enumerate() {
+            let (mut a, mut b) = (p.clone(), p.clone());
+            let got = fused.run(&mut a, 7, 3, &ours);
+            let exit = reference(plan, &mut b, &mut want);
+            assert_eq!(got, exit, "packet {pi}");
+            assert_eq!(a, b, "packet {pi}: contents");
+            expected.push((exit, b));
+        }
+        assert_eq!(read(&ours, slots), want);
+        if fused.has_batch() {
+            let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|p| PacketRef::new(p)).collect();
+            let mut exits = vec![u64::MAX; refs.len()];
+            fused.run_batch(&mut refs, 7, 3, &batch_counts, &mut exits);
+            let got: Vec<Exit> = exits.iter().map(|&w| Exit::from_word(w)).collect();
+            let (want_exits, want_pkts): (Vec<Exit>, Vec<Vec<u8>>) = expected.into_iter().unzip();
+            assert_eq!(got, want_exits);
+            assert_eq!(copies, want_pkts);
+            assert_eq!(read(&batch_counts, slots), want);
+        }
+    }
+
+    const XDP_STEPS: [Step; 5] = [Step::Abort, Step::End(10), Step::Pass, Step::End(11), Step::End(12)];
+
+    #[test]
+    fn fused_stages_agree_with_interpreter_runs() {
+        let udp = program("udp", Format::Tcpdump);
+        let dns = program("udp dst port 53", Format::Tcpdump);
+        let tcp = program("tcp", Format::Tcpdump);
+        let big = program("greater 100", Format::Tcpdump);
+        // Writes the packet (faults on short frames), uses the stack, observes r1.
+        let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
+        let stack = program("*(u64 *)(r10 - 8) = 3\nr0 = *(u64 *)(r10 - 8)\nexit\n", Format::Asm);
+        let seven = program("r0 = 7\nexit\n", Format::Asm);
+        let stages = [
+            Stage { program: &udp, rule: Rule::Match { end: None, mark: false } },
+            Stage { program: &big, rule: Rule::Match { end: None, mark: true } },
+            Stage { program: &write, rule: Rule::Verdict(XDP_STEPS) },
+            Stage { program: &dns, rule: Rule::Match { end: Some(3), mark: false } },
+            Stage { program: &udp, rule: Rule::Match { end: None, mark: true } },
+            Stage { program: &stack, rule: Rule::Verdict(XDP_STEPS) },
+            Stage { program: &tcp, rule: Rule::Match { end: Some(1), mark: false } },
+            Stage { program: &seven, rule: Rule::Verdict(XDP_STEPS) },
+        ];
+        for n in 0..=stages.len() {
+            for batch in [false, true] {
+                agree(&Plan { stages: &stages[..n], default: 2, abort: 0, counters: LAYOUT, batch });
+            }
+        }
+    }
+
+    #[test]
+    fn callees_are_functions_of_the_fused_module() {
+        // r0 = f(); f: r0 = 2 (PASS), then a second stage with its own callee returning 3.
+        let call = |v: u32| format!("call pc+1\nexit\nr0 = {v}\nexit\n");
+        let (a, b) = (program(&call(2), Format::Asm), program(&call(3), Format::Asm));
+        let stages = [Stage { program: &a, rule: Rule::Verdict(XDP_STEPS) }, Stage { program: &b, rule: Rule::Verdict(XDP_STEPS) }];
+        let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, batch: true };
+        agree(&plan);
+        let fused = FusedPipeline::compile(&plan).unwrap();
+        let counts = block(fused.counter_words());
+        assert_eq!(fused.run(&mut corpus::udp_64(1), 0, 0, &counts), Exit { code: 11, mark: None });
+    }
+
+    #[test]
+    fn refuses_bad_layouts_and_raw_programs() {
+        let udp = program("udp", Format::Tcpdump);
+        let stages = [Stage { program: &udp, rule: Rule::Match { end: None, mark: false } }];
+        for bad in [
+            CounterLayout { slot: 12, ..LAYOUT },
+            CounterLayout { aborted: 32, ..LAYOUT },
+            CounterLayout { bytes: 4, ..LAYOUT },
+            CounterLayout { slot: i32::MAX - 7, ..LAYOUT },
+        ] {
+            let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: bad, batch: false });
+            assert!(matches!(e, Err(FuseError::Layout(_))), "{bad:?}");
+        }
+        let raw = validate(vec![crate::bpf::insn::build::mov64_imm(0, 1), crate::bpf::insn::build::exit()], ProgKind::Raw, &Helpers::none())
+            .unwrap();
+        let stages = [stages[0], Stage { program: &raw, rule: Rule::Verdict(XDP_STEPS) }];
+        let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, batch: false });
+        assert_eq!(e.unwrap_err().to_string(), "stage 1: only xdp programs can be fused");
+    }
+
+    #[test]
+    fn fault_verdict_matches_the_single_program_path() {
+        // A faulting stage aborts whatever its rule says, like a faulted `JitProgram` run.
+        let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
+        let stages = [Stage { program: &write, rule: Rule::Match { end: Some(5), mark: true } }];
+        let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, batch: false }).unwrap();
+        let counts = block(fused.counter_words());
+        let mut short = vec![0u8; 8];
+        assert!(matches!(super::super::JitProgram::compile(&write).unwrap().run_xdp(&mut short, 0, 0), Err(Fault::OutOfBounds { .. })));
+        assert_eq!(fused.run(&mut short, 0, 0, &counts), Exit { code: 6, mark: None });
+        assert_eq!(read(&counts, 2), vec![[0, 0, 1], [0, 0, 0]]);
+        assert_eq!(Verdict::from_r0(Fault::VERDICT), Verdict::Aborted);
+    }
+}

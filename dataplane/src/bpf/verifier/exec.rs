@@ -13,8 +13,8 @@ use crate::bpf::disasm;
 use crate::bpf::insn::*;
 use crate::bpf::MAX_CALL_DEPTH;
 
-/// Saved states per instruction beyond which the oldest finished ones are forgotten (they
-/// only cost comparisons; exploration stays sound without them).
+/// Saved states per instruction beyond which the oldest are forgotten for comparison (they
+/// only cost time; exploration stays sound without them).
 const MAX_STATES_PER_INSN: usize = 64;
 
 /// Largest constant or variable offset a pointer may carry (the kernel's `BPF_MAX_VAR_OFF`).
@@ -190,9 +190,10 @@ impl<'a> Checker<'a> {
         self.cps.push(Checkpoint { state: st.clone(), branches: 1, parent: cp });
         let list = &mut self.visited[pc];
         if list.len() >= MAX_STATES_PER_INSN {
-            if let Some(i) = list.iter().position(|&o| self.cps[o].branches == 0) {
-                list.remove(i);
-            }
+            // Forget the oldest finished state, else the oldest open one (a long loop): the
+            // state itself stays in the chain for branch counting, it is just not compared.
+            let i = list.iter().position(|&o| self.cps[o].branches == 0).unwrap_or(0);
+            list.remove(i);
         }
         list.push(c);
         Ok(Some(c))

@@ -8,7 +8,8 @@ use crate::bpf::maps::MapKind;
 pub enum Arg {
     /// Not passed (must not be read by the helper).
     None,
-    /// Any initialised value, pointer or not.
+    /// Any value, even unset (`trace_printk`'s optional format arguments, which C callers
+    /// leave unset when the format has fewer conversions).
     Anything,
     /// A scalar.
     Scalar,

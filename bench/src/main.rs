@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod filters;
+mod pipeline;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,14 @@ enum Suite {
     Dataplane(dataplane::Opts),
     /// ns/packet of BPF filters: sluice JIT, sluice interpreter and libpcap's bpf_filter.
     Filters(filters::Opts),
+    /// Pipeline ns/packet for 1 vs 10 stages, and swap latency of a 100-stage pipeline under load.
+    Pipeline(pipeline::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
+        Suite::Pipeline(opts) => pipeline::run(&opts),
     }
 }

@@ -6,10 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
+
+use crate::pipeline::{DefaultAction, Pipeline, PipelineSpec, PortEnv, StageSpec};
 
 /// Linux caps interface names at IFNAMSIZ - 1 bytes.
 const IFNAMSIZ_MAX: usize = 15;
@@ -138,7 +141,36 @@ pub struct Port {
     pub name: String,
     pub interface: String,
     pub queues: Vec<u32>,
+    /// The default action: what packets no terminal stage took get.
     pub action: PortAction,
+    /// `[[port.stage]]`, in order; filter files already resolved against the config's
+    /// directory and checked by their front ends.
+    pub stages: Vec<StageSpec>,
+}
+
+impl Port {
+    /// The forwarding peer, the only port a stage may forward to.
+    pub fn peer(&self) -> Option<&str> {
+        match &self.action {
+            PortAction::Forward(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The port's pipeline: its stages, then its action.
+    pub fn pipeline(&self) -> PipelineSpec {
+        let default = match &self.action {
+            PortAction::Drop => DefaultAction::Drop,
+            PortAction::Reflect => DefaultAction::Reflect,
+            PortAction::Forward(p) => DefaultAction::Forward(p.clone()),
+        };
+        PipelineSpec { stages: self.stages.clone(), default }
+    }
+
+    /// What the pipeline compiler needs to know about this port.
+    pub fn env(&self) -> PortEnv<'_> {
+        PortEnv { port: &self.name, peer: self.peer(), workers: self.queues.len() }
+    }
 }
 
 /// A validated configuration.
@@ -146,6 +178,7 @@ pub struct Port {
 pub struct Config {
     pub dataplane: Dataplane,
     pub ports: Vec<Port>,
+    pub daemon: Daemon,
 }
 
 impl Config {
@@ -190,6 +223,12 @@ fn available_cores() -> usize {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    user: Option<String>,
+    group: Option<String>,
+    #[serde(default)]
+    control: RawControl,
+    #[serde(default)]
+    metrics: RawMetrics,
     #[serde(default)]
     dataplane: RawDataplane,
     #[serde(default, rename = "port")]
@@ -241,6 +280,8 @@ struct RawPort {
     queues: Vec<u32>,
     action: String,
     forward_to: Option<String>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<StageSpec>,
 }
 
 fn default_queues() -> Vec<u32> {
@@ -250,6 +291,7 @@ fn default_queues() -> Vec<u32> {
 impl RawConfig {
     fn validate(self, file: &Path, ncores: usize) -> Result<Config, ConfigError> {
         let bad = |key: String, reason: String| ConfigError::Invalid { file: file.to_owned(), key, reason };
+        let daemon = daemon_settings(self.control, self.metrics, self.user, self.group).map_err(|(k, r)| bad(k, r))?;
         let d = self.dataplane;
 
         for (key, v) in [("frame_count", d.frame_count), ("rx_ring", d.rx_ring), ("tx_ring", d.tx_ring)] {
@@ -337,7 +379,28 @@ impl RawConfig {
                     return Err(bad(key("action"), format!("unknown action `{other}` (expected drop, reflect or forward)")));
                 }
             };
-            ports.push(Port { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), action });
+            let base = file.parent().unwrap_or(Path::new("."));
+            let stages: Vec<StageSpec> = p
+                .stages
+                .iter()
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.resolve_paths(base);
+                    s
+                })
+                .collect();
+            let port = Port { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), action, stages };
+            // Front ends and actions now, so a bad filter is a config error naming the stage;
+            // the JIT runs when the dataplane starts (or `sluice check` compiles it).
+            if let Err(e) = Pipeline::check(&port.pipeline(), &port.env()) {
+                let at = e.stage_id().and_then(|id| port.stages.iter().position(|s| s.id == id));
+                let key = match at {
+                    Some(j) => format!("port[{i}].stage[{j}]"),
+                    None => format!("port[{i}].stage"),
+                };
+                return Err(bad(key, e.to_string()));
+            }
+            ports.push(port);
         }
 
         Ok(Config {
@@ -355,8 +418,84 @@ impl RawConfig {
                 passthrough,
             },
             ports,
+            daemon,
         })
     }
+}
+
+// ---- Daemon settings: control socket, metrics listener, privileges ---------------------------
+// (`user` and `group` are top-level keys, so in TOML they come before the first table.)
+
+/// How the daemon is operated, as opposed to what it does with packets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Daemon {
+    /// `control.socket`: where the control socket is created; none = no control socket.
+    pub control_socket: Option<PathBuf>,
+    /// `metrics.listen`: where Prometheus metrics are served; none = not served.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `user`: the user to become once interfaces and sockets are set up.
+    pub user: Option<String>,
+    /// `group`: the group to become (default: the user's primary group).
+    pub group: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    socket: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+/// Longest control socket path: sun_path's 107 bytes less what binding beside it adds.
+const MAX_SOCKET_PATH: usize = 80;
+
+fn daemon_settings(control: RawControl, metrics: RawMetrics, user: Option<String>, group: Option<String>) -> Result<Daemon, (String, String)> {
+    let control_socket = match control.socket {
+        None => None,
+        Some(s) => {
+            let key = || "control.socket".to_owned();
+            let path = PathBuf::from(&s);
+            if !path.is_absolute() {
+                return Err((key(), format!("`{s}` must be an absolute path")));
+            }
+            if s.len() > MAX_SOCKET_PATH || path.file_name().is_none() {
+                return Err((key(), format!("`{s}` must name a file in at most {MAX_SOCKET_PATH} bytes")));
+            }
+            Some(path)
+        }
+    };
+    let metrics_listen = match metrics.listen {
+        None => None,
+        Some(s) => Some(parse_listen(&s).map_err(|r| ("metrics.listen".to_owned(), r))?),
+    };
+    for (key, name) in [("user", &user), ("group", &group)] {
+        if let Some(n) = name
+            && (n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Err((key.to_owned(), format!("`{n}` is not a valid {key} name or id")));
+        }
+    }
+    if group.is_some() && user.is_none() {
+        return Err(("group".to_owned(), "needs `user` as well (the daemon changes group only when it changes user)".to_owned()));
+    }
+    Ok(Daemon { control_socket, metrics_listen, user, group })
+}
+
+/// `PORT` (on 127.0.0.1, the safe default) or `ADDRESS:PORT` (`[::1]:9100` for IPv6).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let addr = match s.parse::<u16>() {
+        Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        Err(_) => s.parse::<SocketAddr>().map_err(|_| format!("`{s}` is not PORT or ADDRESS:PORT (e.g. 9100 or 127.0.0.1:9100)"))?,
+    };
+    if addr.port() == 0 {
+        return Err(format!("`{s}`: port 0 would pick a random port; give a fixed one"));
+    }
+    Ok(addr)
 }
 
 fn sorted(q: &[u32]) -> Vec<u32> {
@@ -455,6 +594,62 @@ mod tests {
         for (text, want) in cases {
             let e = err(text);
             assert!(e.contains(want), "{text:?}: got {e}");
+        }
+    }
+
+    #[test]
+    fn daemon_settings_parse_and_are_checked() {
+        let base = "[[port]]\nname='a'\ninterface='x'\naction='drop'\n";
+        let c = parse(&format!("user = 'sluice'\ngroup = 'sluice'\n[control]\nsocket = '/run/sluice/control.sock'\n[metrics]\nlisten = '9100'\n{base}")).unwrap();
+        assert_eq!(c.daemon.control_socket.as_deref(), Some(Path::new("/run/sluice/control.sock")));
+        assert_eq!(c.daemon.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!((c.daemon.user.as_deref(), c.daemon.group.as_deref()), (Some("sluice"), Some("sluice")));
+        assert_eq!(parse(base).unwrap().daemon, Daemon::default());
+        assert_eq!(parse(&format!("[metrics]\nlisten = '[::1]:9100'\n{base}")).unwrap().daemon.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+
+        let cases = [
+            ("[control]\nsocket = 'ctl.sock'\n", "control.socket: `ctl.sock` must be an absolute path"),
+            ("[control]\npath = '/x'\n", "unknown field `path`"),
+            ("[metrics]\nlisten = 'localhost'\n", "metrics.listen: `localhost` is not PORT or ADDRESS:PORT"),
+            ("[metrics]\nlisten = '0'\n", "port 0 would pick a random port"),
+            ("user = 'a b'\n", "user: `a b` is not a valid user name"),
+            ("group = 'net'\n", "group: needs `user` as well"),
+        ];
+        for (extra, want) in cases {
+            let e = err(&format!("{extra}{base}"));
+            assert!(e.contains(want), "{extra:?}: got {e}");
+        }
+        let long = format!("[control]\nsocket = '/{}'\n{base}", "s".repeat(90));
+        assert!(err(&long).contains("at most 80 bytes"));
+    }
+
+    #[test]
+    fn stages_parse_in_order_with_their_errors_located() {
+        let base = "[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='b'\n";
+        let peer = "[[port]]\nname='b'\ninterface='y'\naction='forward'\nforward_to='a'\n";
+        let c = parse(&format!(
+            "{base}[[port.stage]]\nid='dns'\nfilter='udp dst port 53'\naction='reflect'\n\
+             [[port.stage]]\nid='rest'\nfile='f.bpf'\nformat='asm'\naction='verdict'\n{peer}"
+        ));
+        // The file does not exist: the error names the port, the stage and the file.
+        let e = c.unwrap_err().to_string();
+        assert!(e.contains("t.toml: port[0].stage[1]: stage `rest`: read filter file f.bpf"), "{e}");
+
+        let c = parse(&format!("{base}[[port.stage]]\nid='dns'\nfilter='udp dst port 53'\naction='forward'\nto='b'\n{peer}")).unwrap();
+        let p = c.ports[0].pipeline();
+        assert_eq!(p.stages.len(), 1);
+        assert_eq!(p.default, DefaultAction::Forward("b".into()));
+        assert_eq!(c.ports[1].pipeline().stages, vec![]);
+
+        let cases = [
+            ("[[port.stage]]\nid='x'\nfilter='udp port'\naction='drop'\n", "port[0].stage[0]: stage `x`: tcpdump expression"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='forward'\nto='c'\n", "port[0].stage[0]: stage `x`: to: port a can only forward to its peer `b`"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='drop'\n[[port.stage]]\nid='x'\nfilter='tcp'\naction='drop'\n", "port[0].stage: id: stage id `x` is used twice"),
+            ("[[port.stage]]\nid='x'\nfilter='udp'\naction='jump'\n", "unknown action `jump`"),
+        ];
+        for (stage, want) in cases {
+            let e = err(&format!("{base}{stage}{peer}"));
+            assert!(e.contains(want), "{stage:?}: got {e}");
         }
     }
 

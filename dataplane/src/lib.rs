@@ -7,7 +7,11 @@
 
 pub mod bpf;
 pub mod config;
+pub mod control;
 pub mod loadgen;
+pub mod metrics;
+pub mod pipeline;
+pub mod privdrop;
 pub mod runtime;
 pub mod stats;
 pub mod steer;

@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
 
+mod cli {
+    pub mod check;
+    pub mod ctl;
+}
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "AF_XDP packet-processing dataplane with JIT-compiled BPF filters")]
 struct Cli {
@@ -42,6 +47,10 @@ enum Command {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
         stats_interval_ms: u64,
     },
+    /// Validate a config and all its filters without touching any interface.
+    Check(cli::check::CheckArgs),
+    /// Drive a running daemon through its control socket.
+    Ctl(cli::ctl::CtlArgs),
     /// Work with BPF filters without touching any interface.
     #[command(subcommand)]
     Filter(FilterCommand),
@@ -97,6 +106,8 @@ fn main() -> ExitCode {
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
         Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
+        Command::Check(args) => cli::check::run(&args),
+        Command::Ctl(args) => cli::ctl::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

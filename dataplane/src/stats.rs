@@ -1,5 +1,5 @@
 //! Per-queue dataplane counters, shared between the one worker that writes them and the
-//! reporter that reads them.
+//! reporter that reads them; and per-worker batch-time histograms handed to the controller.
 //!
 //! The worker keeps plain `u64` running totals and publishes them with one `store(Relaxed)` per
 //! counter per batch: no read-modify-write atomics on the hot path, since exactly one thread
@@ -7,8 +7,10 @@
 //! and compute rates from the difference of two snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Counters for one (interface, queue) socket. Aligned to a cache line so that two queues'
@@ -162,9 +164,126 @@ impl QueueSnapshot {
     }
 }
 
+/// Longest batch time a histogram records exactly (10 s); longer ones saturate to it.
+const HIST_MAX_NS: u64 = 10_000_000_000;
+
+/// An empty batch-time histogram: nanoseconds, 1 ns to 10 s, 3 significant digits.
+pub fn batch_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 3).expect("constant bounds are valid")
+}
+
+/// The worker's end: records batch times into a histogram only it touches, and at a batch
+/// boundary trades it for a fresh one when the controller asks. Neither side ever locks:
+/// the exchange is two one-slot channels, whose `try_recv`/`try_send` are a few atomics.
+#[derive(Debug)]
+pub struct HistRecorder {
+    hist: Histogram<u64>,
+    fresh: Receiver<Histogram<u64>>,
+    full: SyncSender<Histogram<u64>>,
+}
+
+/// The controller's end of one worker's [`HistRecorder`].
+#[derive(Debug)]
+pub struct HistCollector {
+    fresh: SyncSender<Histogram<u64>>,
+    full: Receiver<Histogram<u64>>,
+}
+
+/// A linked recorder (for the worker) and collector (for the controller).
+pub fn hist_link() -> (HistRecorder, HistCollector) {
+    let (fresh_tx, fresh_rx) = sync_channel(1);
+    let (full_tx, full_rx) = sync_channel(1);
+    (HistRecorder { hist: batch_histogram(), fresh: fresh_rx, full: full_tx }, HistCollector { fresh: fresh_tx, full: full_rx })
+}
+
+impl HistRecorder {
+    #[inline]
+    pub fn record(&mut self, ns: u64) {
+        self.hist.saturating_record(ns.max(1));
+    }
+
+    /// Hands the histogram over if the controller sent a fresh one. Call at batch boundaries.
+    #[inline]
+    pub fn serve(&mut self) {
+        match self.fresh.try_recv() {
+            Ok(fresh) => {
+                let full = std::mem::replace(&mut self.hist, fresh);
+                // A full slot means the controller gave up on an earlier reply and has not
+                // drained it; this batch of samples is then lost rather than blocking.
+                let _ = self.full.try_send(full);
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+        }
+    }
+}
+
+impl HistCollector {
+    /// Asks the worker for its histogram (it answers at its next batch boundary).
+    pub fn request(&self) {
+        let _ = self.fresh.try_send(batch_histogram());
+    }
+
+    /// Waits until `deadline` for the answer to [`request`](Self::request).
+    pub fn receive(&self, deadline: Instant) -> Option<Histogram<u64>> {
+        self.full.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+    }
+}
+
+/// Collects from every worker at once (asks all, then waits for all until `timeout`) and adds
+/// what arrives to `into`. Returns how many workers answered.
+pub fn collect_histograms(collectors: &[HistCollector], into: &mut Histogram<u64>, timeout: Duration) -> usize {
+    for c in collectors {
+        c.request();
+    }
+    let deadline = Instant::now() + timeout;
+    let mut answered = 0;
+    for c in collectors {
+        if let Some(h) = c.receive(deadline) {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = into.add(&h);
+            answered += 1;
+        }
+    }
+    answered
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_move_from_worker_to_collector_without_loss() {
+        let (mut rec, col) = hist_link();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = std::sync::Arc::clone(&done);
+        let worker = std::thread::spawn(move || {
+            for i in 1..=1000u64 {
+                rec.record(i * 100);
+                rec.serve();
+            }
+            while !stop.load(Relaxed) {
+                rec.serve();
+                std::thread::yield_now();
+            }
+        });
+        let mut total = batch_histogram();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while total.len() < 1000 && Instant::now() < deadline {
+            collect_histograms(std::slice::from_ref(&col), &mut total, Duration::from_millis(100));
+        }
+        done.store(true, Relaxed);
+        worker.join().unwrap();
+        assert_eq!(total.len(), 1000);
+        assert_eq!(total.value_at_quantile(1.0), total.highest_equivalent(100_000));
+        let (mut rec, col) = hist_link();
+        rec.record(5_000);
+        rec.record(u64::MAX);
+        col.request();
+        rec.serve();
+        let h = col.receive(Instant::now() + Duration::from_secs(1)).unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(h.max() >= HIST_MAX_NS);
+    }
 
     fn sample(k: u64) -> QueueSnapshot {
         QueueSnapshot {

@@ -1,10 +1,12 @@
 //! The per-core packet loop. A [`Worker`] owns one [`XskGroup`] (the ports at one queue index
-//! that forward to each other, or a single port) and applies each port's [`Action`] to every
-//! packet received there, until told to stop. Safe code only: frame ownership is enforced by
-//! the `xsk` module, this loop decides what happens to packets and when to sleep.
+//! that forward to each other, or a single port) and runs each port's pipeline on every packet
+//! received there, until told to stop. Safe code only: frame ownership is enforced by the
+//! `xsk` module, this loop decides what happens to packets and when to sleep.
 //!
-//! Per port and iteration: reclaim TX completions, top up the fill ring, take a batch off the
-//! RX ring, give every packet a verdict, put the batch's transmissions on the TX rings with one
+//! Per iteration: take the current pipelines if a new one was published (a batch boundary:
+//! each batch runs wholly on one version), hand over the batch-time histogram if asked; then
+//! per port: reclaim TX completions, top up the fill ring, take a batch off the RX ring, run
+//! the pipeline on every packet, put the batch's transmissions on the TX rings with one
 //! produce call per ring (kicking only when the kernel asks), and publish the counters. No
 //! allocation, lock or syscall per packet; syscalls only for kicks and idle sleeps.
 
@@ -12,13 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::stats::{QueueSnapshot, QueueStats};
+use crate::pipeline::capture::CaptureTap;
+use crate::pipeline::{DefaultAction, Decision, Pipeline, PipelineSpec, PortEnv, Published, WorkerView};
+use crate::stats::{HistRecorder, QueueSnapshot, QueueStats};
 use crate::wire::{self, ETHERNET_HEADER_LEN};
 use crate::xsk::{
     FrameAccount, IDLE_POLL_MS, IDLE_SPINS, PortCounters, Verdict, XskError, XskGroup,
 };
 
-/// What to do with every packet received on a port.
+/// A fixed action for every packet received on a port: the pipeline-less setup of
+/// [`Worker::new`], kept for tests and benches of the bare dataplane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Discard it.
@@ -43,8 +48,36 @@ pub enum WorkerError {
     BatchSize { batch: usize, max: usize },
     #[error("worker has {stats} stats slots for {ports} ports")]
     StatsCount { stats: usize, ports: usize },
+    #[error("worker has {setup} port setups for {ports} ports")]
+    SetupCount { setup: usize, ports: usize },
+    #[error("build the fixed pipeline of port {port}: {reason}")]
+    Pipeline { port: usize, reason: String },
     #[error("worker loop: {0}")]
     Xsk(#[from] XskError),
+}
+
+/// How a worker serves one port of its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSetup {
+    /// Index of the port in the config (and in [`Published`]).
+    pub port: usize,
+    /// The group index of the forwarding peer, if the port has one.
+    pub peer: Option<usize>,
+    /// The queue this socket serves (the `rx_queue_index` filters see).
+    pub queue: u32,
+    /// This worker's counter block in the port's pipelines.
+    pub slot: usize,
+}
+
+/// Everything a pipeline worker needs besides its sockets.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    pub published: Arc<Published>,
+    /// One per group port, in group order.
+    pub ports: Vec<PortSetup>,
+    pub batch_size: usize,
+    pub hist: Option<HistRecorder>,
+    pub capture: Option<CaptureTap>,
 }
 
 /// Batch size when the config does not say.
@@ -62,24 +95,28 @@ struct Local {
 
 pub struct Worker {
     group: XskGroup,
-    actions: Vec<Action>,
+    view: WorkerView,
+    ports: Box<[PortSetup]>,
     batch_size: usize,
+    hist: Option<HistRecorder>,
+    capture: Option<CaptureTap>,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
             .field("group", &self.group)
-            .field("actions", &self.actions)
+            .field("ports", &self.ports)
             .field("batch_size", &self.batch_size)
             .finish()
     }
 }
 
 impl Worker {
-    /// A worker applying `actions[i]` to packets received on port `i` of `group`. Fills the
-    /// group's fill rings right away, so traffic is received from the moment the sockets are
-    /// steered to, and waits in the RX rings until [`run`](Self::run) starts.
+    /// A worker applying `actions[i]` to every packet received on port `i` of `group`, through
+    /// a private stage-less pipeline per port. Fills the group's fill rings right away, so
+    /// traffic is received from the moment the sockets are steered to, and waits in the RX
+    /// rings until [`run`](Self::run) starts.
     pub fn new(
         group: XskGroup,
         actions: Vec<Action>,
@@ -92,24 +129,67 @@ impl Worker {
                 ports,
             });
         }
+        let names: Vec<String> = (0..ports).map(|i| i.to_string()).collect();
+        let mut pipelines = Vec::with_capacity(ports);
+        let mut setups = Vec::with_capacity(ports);
         for (port, action) in actions.iter().enumerate() {
-            if let Action::Forward(to) = *action
+            let (default, peer) = match *action {
+                Action::Drop => (DefaultAction::Drop, None),
+                Action::Reflect => (DefaultAction::Reflect, None),
+                Action::Forward(to) if to >= ports => {
+                    return Err(WorkerError::ForwardTarget { port, to, ports });
+                }
+                Action::Forward(to) => (DefaultAction::Forward(names[to].clone()), Some(to)),
+            };
+            let env = PortEnv { port: &names[port], peer: peer.map(|p| names[p].as_str()), workers: 1 };
+            let pipeline = Pipeline::compile(&PipelineSpec::empty(default), &env)
+                .map_err(|e| WorkerError::Pipeline { port, reason: e.to_string() })?;
+            pipelines.push(Arc::new(pipeline));
+            setups.push(PortSetup { port, peer, queue: group.port(port).1, slot: 0 });
+        }
+        let setup = WorkerSetup {
+            published: Arc::new(Published::new(pipelines)),
+            ports: setups,
+            batch_size,
+            hist: None,
+            capture: None,
+        };
+        Worker::with_pipelines(group, setup)
+    }
+
+    /// A worker running the pipelines `setup.published` holds for its ports, picking up every
+    /// new one at a batch boundary. Primes the fill rings like [`new`](Self::new).
+    pub fn with_pipelines(group: XskGroup, setup: WorkerSetup) -> Result<Worker, WorkerError> {
+        let ports = group.len();
+        if setup.ports.len() != ports {
+            return Err(WorkerError::SetupCount { setup: setup.ports.len(), ports });
+        }
+        for (port, s) in setup.ports.iter().enumerate() {
+            if let Some(to) = s.peer
                 && to >= ports
             {
                 return Err(WorkerError::ForwardTarget { port, to, ports });
             }
         }
         let max = group.max_batch();
-        if batch_size == 0 || batch_size > max {
+        if setup.batch_size == 0 || setup.batch_size > max {
             return Err(WorkerError::BatchSize {
-                batch: batch_size,
+                batch: setup.batch_size,
                 max,
             });
         }
+        let view = WorkerView::new(
+            setup.published,
+            setup.ports.iter().map(|s| s.port).collect(),
+            setup.ports.iter().map(|s| s.slot).collect(),
+        );
         let mut worker = Worker {
             group,
-            actions,
-            batch_size,
+            view,
+            ports: setup.ports.into(),
+            batch_size: setup.batch_size,
+            hist: setup.hist,
+            capture: setup.capture,
         };
         worker.prime();
         Ok(worker)
@@ -151,6 +231,11 @@ impl Worker {
         self.prime();
         let mut idle = 0u32;
         while !stop.load(Relaxed) {
+            // The batch boundary: nothing of the previous batches is in flight in a pipeline.
+            self.view.refresh();
+            if let Some(h) = &mut self.hist {
+                h.serve();
+            }
             let mut received = 0;
             for (p, l) in local.iter_mut().enumerate() {
                 received += self.step(p, l)?;
@@ -165,11 +250,14 @@ impl Worker {
                 && self.group.tx_idle()
                 && (idle >= IDLE_SPINS || (0..ports).any(|p| self.group.fill_needs_wakeup(p)))
             {
+                // A sleeping worker must not hold up a pipeline swap.
+                self.view.park();
                 self.group.poll(IDLE_POLL_MS)?;
                 idle = 0;
                 self.publish(&local, stats);
             }
         }
+        self.view.park();
         let account = self.group.drain(DRAIN_TIMEOUT);
         self.publish(&local, stats);
         Ok(account)
@@ -186,30 +274,44 @@ impl Worker {
         }
         let t0 = Instant::now();
         let mut malformed = 0u64;
-        // One loop per action, so the per-packet code has no action dispatch in it.
-        let got = match self.actions[p] {
-            Action::Drop => self.group.process_rx(p, batch, |_| Verdict::Drop)?,
-            Action::Reflect => {
-                self.group
-                    .process_rx(p, batch, |frame| match wire::swap_macs(frame) {
-                        Ok(()) => Verdict::Tx(p),
-                        Err(_) => {
-                            malformed += 1;
-                            Verdict::Drop
-                        }
-                    })?
+        let setup = self.ports[p];
+        let (pipeline, slot) = self.view.get(p);
+        let capture = self.capture.as_ref();
+        let got = self.group.process_rx(p, batch, |frame| {
+            let out = pipeline.run(slot, frame, 0, setup.queue);
+            if let (Some(stage), Some(tap)) = (out.sample, capture)
+                && tap.take(setup.port as u32, setup.queue, stage, frame)
+            {
+                pipeline.note_sampled(slot, stage);
             }
-            Action::Forward(to) => self.group.process_rx(p, batch, |frame| {
-                if frame.len() < ETHERNET_HEADER_LEN {
-                    malformed += 1;
-                    Verdict::Drop
-                } else {
-                    Verdict::Tx(to)
-                }
-            })?,
-        };
+            let to = match out.decision {
+                Decision::Drop => return Verdict::Drop,
+                Decision::Reflect => match wire::swap_macs(frame) {
+                    Ok(()) => p,
+                    Err(_) => {
+                        malformed += 1;
+                        return Verdict::Drop;
+                    }
+                },
+                Decision::Bounce => p,
+                Decision::Peer => match setup.peer {
+                    Some(peer) => peer,
+                    None => return Verdict::Drop,
+                },
+            };
+            if frame.len() < ETHERNET_HEADER_LEN {
+                malformed += 1;
+                Verdict::Drop
+            } else {
+                Verdict::Tx(to)
+            }
+        })?;
         self.group.refill(p);
-        local.busy_ns += t0.elapsed().as_nanos() as u64;
+        let ns = t0.elapsed().as_nanos() as u64;
+        local.busy_ns += ns;
+        if let Some(h) = &mut self.hist {
+            h.record(ns);
+        }
         local.busy_pkts += got as u64;
         local.malformed += malformed;
         Ok(got)

@@ -10,7 +10,7 @@
 use sluice::bpf::Exec;
 use sluice::bpf::classic::{self, ClassicError, ClassicInsn, Reject};
 use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::JitProgram;
+use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::tcpdump::{self, LibpcapFilter, TcpdumpError};
 use sluice::testbed::corpus::{self, Frame, Rng};
 use std::ffi::{CStr, c_char, c_int, c_uint};
@@ -160,6 +160,8 @@ fn expressions_compile_to_programs_sluice_accepts() {
 /// sluice's back ends, each running one compiled classic program.
 struct Sluice {
     backends: Vec<(&'static str, Box<dyn Exec>)>,
+    /// The same JIT code's batch entry, checked on the whole corpus in one call.
+    batch: JitProgram,
     buf: Vec<u8>,
 }
 
@@ -169,7 +171,22 @@ impl Sluice {
         let jit = JitProgram::compile(&program).unwrap_or_else(|e| panic!("{what}: jit: {e}"));
         let backends: Vec<(&'static str, Box<dyn Exec>)> =
             vec![("interpreter", Box::new(Interpreter::new(&program))), ("jit", Box::new(jit))];
-        Sluice { backends, buf: Vec::with_capacity(2048) }
+        let batch = JitProgram::compile(&program).unwrap_or_else(|e| panic!("{what}: jit: {e}"));
+        Sluice { backends, batch, buf: Vec::with_capacity(2048) }
+    }
+
+    /// Asserts that the JIT's batch entry, given every frame at once, returns `expected[i]`
+    /// for frame i and leaves the frames unchanged.
+    fn expect_batch(&self, what: &str, frames: &[Frame], expected: &[u32]) {
+        let mut copies: Vec<Vec<u8>> = frames.iter().map(|f| f.data.clone()).collect();
+        let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|c| PacketRef::new(c)).collect();
+        let mut verdicts = vec![u64::MAX; frames.len()];
+        let faults = self.batch.run_batch(&mut refs, 1, 0, &mut verdicts);
+        assert_eq!(faults, 0, "{what}: batch faulted");
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(verdicts[i], u64::from(expected[i]), "{what} on {}: batch entry vs libpcap", f.name);
+            assert_eq!(copies[i], f.data, "{what} on {}: batch entry changed the frame", f.name);
+        }
     }
 
     /// Asserts that every back end returns `expected` (libpcap's value) on `frame`. A fault is
@@ -200,6 +217,7 @@ fn expressions_agree_with_libpcap_on_every_frame() {
         let mut sluice = Sluice::new(expr, filter.insns());
         backends = sluice.backends.len();
         let mut matched = 0;
+        let mut values = Vec::with_capacity(frames.len());
         for f in &frames {
             let verdict = tcpdump::libpcap_matches(&filter, &f.data);
             // The instructions sluice read out of libpcap give libpcap's own verdict: nothing
@@ -207,15 +225,17 @@ fn expressions_agree_with_libpcap_on_every_frame() {
             let value = libpcap::run(filter.insns(), &f.data);
             assert_eq!(verdict, value != 0, "`{expr}` on {}: extracted program differs", f.name);
             sluice.expect(&format!("`{expr}`"), f, value);
+            values.push(value);
             matched += verdict as usize;
             pairs += 1;
         }
+        sluice.expect_batch(&format!("`{expr}`"), &frames, &values);
         // Every expression splits the corpus, so each comparison can fail both ways.
         assert!(matched > 0 && matched < frames.len(), "`{expr}` matches {matched} of {} frames", frames.len());
     }
     println!(
         "tcpdump expressions: {} expressions x {} frames = {pairs} (expression, packet) pairs, \
-         libpcap == extracted program == {backends} sluice back end(s)",
+         libpcap == extracted program == {backends} sluice back end(s) == the JIT's batch entry",
         EXPRESSIONS.len(),
         frames.len()
     );
@@ -227,9 +247,13 @@ fn raw_programs_agree_with_libpcap_on_every_frame() {
     let programs = raw_programs();
     for (name, insns) in &programs {
         let mut sluice = Sluice::new(name, insns);
+        let mut values = Vec::with_capacity(frames.len());
         for f in &frames {
-            sluice.expect(name, f, libpcap::run(insns, &f.data));
+            let value = libpcap::run(insns, &f.data);
+            sluice.expect(name, f, value);
+            values.push(value);
         }
+        sluice.expect_batch(name, &frames, &values);
     }
     println!(
         "raw classic programs: {} programs x {} frames = {} pairs",

@@ -5,10 +5,15 @@
 //! `Drop` undoes it (steering links, sockets, threads joined on every exit path), so an error
 //! half-way through start-up leaves no XDP program attached and no socket open.
 
+mod backend;
+mod capture;
+mod handle;
 mod plan;
 mod report;
 
-pub use plan::{SocketAction, SocketPlan, WorkerPlan, plan};
+pub use capture::{CaptureError, CaptureReport, CaptureRequest, Captures};
+pub use handle::{ControlError, PortInfo, RuntimeHandle, SwapOutcome};
+pub use plan::{SocketPlan, WorkerPlan, plan};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,10 +25,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 
 use crate::config::{self, Config};
-use crate::stats::QueueStats;
-use crate::steer::{self, Steering};
-use crate::worker::{Action, Worker};
+use crate::control::Backend;
+use crate::control::server::{Server, ServerOptions};
+use crate::privdrop;
+use crate::pipeline::Published;
+use crate::pipeline::capture::{CaptureSink, capture_link};
+use crate::stats::{HistCollector, QueueSnapshot, QueueStats, hist_link};
+use crate::steer::{self, SteerCounters, Steering};
+use crate::worker::{PortSetup, Worker, WorkerSetup};
 use crate::xsk::{FrameAccount, XskConfig, XskGroup, ZeroCopy};
+use handle::{QueueRef, SharedParts};
 use report::{QueueLabel, Reporter};
 
 pub struct RunOptions {
@@ -33,57 +44,231 @@ pub struct RunOptions {
     pub stats_interval: Duration,
 }
 
-/// Runs the dataplane until SIGINT/SIGTERM.
+/// Runs the dataplane until SIGINT/SIGTERM; SIGHUP reloads the config file. With a control
+/// socket configured, a controller thread serves it (and the metrics listener); with `user`
+/// set, privileges are dropped once everything privileged is set up.
 pub fn run(opts: &RunOptions) -> Result<()> {
     let config = Config::load(&opts.config)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    if let Err(e) = crate::xsk::raise_memlock_limit() {
-        tracing::debug!(error = %e, "RLIMIT_MEMLOCK stays as it is");
+    // Resolve the identity before touching anything, so a typo fails fast.
+    let identity = match &config.daemon.user {
+        Some(user) => Some(privdrop::resolve(user, config.daemon.group.as_deref()).context("user")?),
+        None => None,
+    };
+
+    let dataplane = Dataplane::start(config.clone(), Some(opts.config.clone()))?;
+    let handle = dataplane.handle();
+    let server = match &config.daemon.control_socket {
+        Some(socket) => {
+            let mut sopts = ServerOptions::new(socket.clone());
+            sopts.metrics = config.daemon.metrics_listen;
+            sopts.owner = identity.as_ref().map(|id| (id.uid, id.gid));
+            sopts.reload_on_sighup = true;
+            Some(Server::bind(sopts)?)
+        }
+        None => {
+            if config.daemon.metrics_listen.is_some() {
+                tracing::warn!("metrics.listen is served by the control server: set control.socket too");
+            }
+            None
+        }
+    };
+    // Without a control server, SIGHUP is handled here.
+    let hup = Arc::new(AtomicBool::new(false));
+    if server.is_none() {
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("install SIGHUP handler")?;
     }
-
-    let mut steering = attach_steering(&config)?;
-    let plans = plan(&config);
-    let mut labels = Vec::new();
-    let mut workers = Vec::new();
-    for (wi, p) in plans.iter().enumerate() {
-        let (worker, worker_labels) = open_worker(&config, p, &mut steering)
-            .with_context(|| format!("start worker {wi}"))?;
-        labels.extend(worker_labels);
-        workers.push((p.core, worker));
+    if let Some(id) = &identity {
+        privdrop::drop_to(id, privdrop::KEEP_DEFAULT)?;
+        tracing::info!(user = %id, "dropped privileges");
     }
+    let controller = Controller::spawn(server, &handle)?;
 
-    let mut reporter = Reporter::new(opts.json, opts.verbose, labels);
-    reporter.started(&config, &steering, &plans);
-
-    let running = Running::spawn(workers, Arc::clone(&stop))?;
+    let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
+    handle.with_steering(|s| {
+        if let Some(s) = s {
+            reporter.started(&config, s, &dataplane.plans);
+        }
+    });
     let started = Instant::now();
     let mut next = started + opts.stats_interval;
-    while !stop.load(Ordering::Relaxed) && !running.any_finished() {
+    while !stop.load(Ordering::Relaxed) && !dataplane.any_finished() && !controller.finished() {
         std::thread::sleep(Duration::from_millis(20).min(opts.stats_interval));
+        if hup.swap(false, Ordering::Relaxed) {
+            match handle.reload() {
+                Ok(changes) => tracing::info!(?changes, "config reloaded"),
+                Err(e) => tracing::error!(error = %e, "config reload refused; nothing changed"),
+            }
+        }
         if Instant::now() >= next {
-            reporter.tick(started.elapsed(), &running.stats());
+            reporter.tick(started.elapsed(), &dataplane.stats());
             next += opts.stats_interval;
         }
     }
-
-    // Stop accepting first: with the steering programs detached, nothing new reaches the rings;
-    // then the workers finish what is in them and wait for their transmissions to complete.
-    let steer_totals = steering
-        .iter()
-        .map(|(ifname, s)| s.counters().map(|c| (ifname.clone(), c)).with_context(|| format!("read steering counters of {ifname}")))
-        .collect::<Result<Vec<_>>>()?;
-    drop(steering);
-    stop.store(true, Ordering::Relaxed);
-    let stats = running.stats();
-    let accounts = running.join()?;
-    reporter.totals(started.elapsed(), &stats, &steer_totals, &config, &accounts);
-    for (wi, a) in accounts.iter().enumerate() {
+    // The control plane goes first, so no command races the shutdown.
+    controller.stop()?;
+    drop(handle);
+    let done = dataplane.shutdown()?;
+    reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts);
+    for (wi, a) in done.accounts.iter().enumerate() {
         a.check().with_context(|| format!("worker {wi}"))?;
     }
     Ok(())
+}
+
+/// The controller thread serving the control socket, if one is configured.
+struct Controller {
+    thread: Option<JoinHandle<Result<(), crate::control::server::ControlError>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Controller {
+    fn spawn(server: Option<Server>, handle: &RuntimeHandle) -> Result<Controller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = match server {
+            None => None,
+            Some(server) => {
+                let backend: Arc<dyn Backend> = Arc::new(handle.clone());
+                let flag = Arc::clone(&stop);
+                Some(
+                    std::thread::Builder::new()
+                        .name("sluice-ctl".into())
+                        .spawn(move || server.run(backend, &flag))
+                        .context("spawn the controller thread")?,
+                )
+            }
+        };
+        Ok(Controller { thread, stop })
+    }
+
+    fn finished(&self) -> bool {
+        self.thread.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => Ok(t.join().map_err(|_| anyhow!("the controller thread panicked"))??),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A started dataplane: steering attached, sockets bound, workers running their pipelines.
+/// Dropping it stops everything (threads joined, programs detached); [`shutdown`]
+/// (Self::shutdown) does the same in order and reports.
+pub struct Dataplane {
+    handle: RuntimeHandle,
+    /// Taken by `shutdown`.
+    running: Option<Running>,
+    plans: Vec<WorkerPlan>,
+    labels: Vec<QueueLabel>,
+}
+
+/// What a stopped dataplane leaves behind.
+#[derive(Debug)]
+pub struct Shutdown {
+    pub stats: Vec<QueueSnapshot>,
+    pub steering: Vec<(String, SteerCounters)>,
+    pub accounts: Vec<FrameAccount>,
+}
+
+impl Dataplane {
+    /// Compiles every port's pipeline, attaches steering, opens the sockets and starts one
+    /// pinned worker per plan entry. `config_path` is what [`RuntimeHandle::reload`] re-reads.
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Result<Dataplane> {
+        if let Err(e) = crate::xsk::raise_memlock_limit() {
+            tracing::debug!(error = %e, "RLIMIT_MEMLOCK stays as it is");
+        }
+        // Filters first: a bad one fails before any interface is touched.
+        let published = Arc::new(Published::new(handle::compile_all(&config)?));
+        let mut steering = attach_steering(&config)?;
+        let plans = plan(&config);
+        let mut labels = Vec::new();
+        let mut workers = Vec::new();
+        let mut queues = Vec::new();
+        let mut hists = Vec::new();
+        let mut sinks = Vec::new();
+        for (wi, p) in plans.iter().enumerate() {
+            let (worker, worker_labels, hist, sink) = open_worker(&config, p, &published, &mut steering)
+                .with_context(|| format!("start worker {wi}"))?;
+            labels.extend(worker_labels);
+            hists.push(hist);
+            sinks.push(sink);
+            workers.push((p.core, worker));
+        }
+        let running = Running::spawn(workers)?;
+        for (p, stats) in plans.iter().flat_map(|p| &p.sockets).zip(&running.stats) {
+            queues.push(QueueRef { port: p.port, queue: p.queue, stats: Arc::clone(stats) });
+        }
+        let handle = RuntimeHandle::new(SharedParts {
+            config,
+            config_path,
+            published,
+            queues,
+            workers: plans.len(),
+            hist: hists,
+            captures: Captures::new(sinks),
+            steering,
+        });
+        Ok(Dataplane { handle, running: Some(running), plans, labels })
+    }
+
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    pub fn plans(&self) -> &[WorkerPlan] {
+        &self.plans
+    }
+
+    /// Whether a worker stopped on its own (an error).
+    pub fn any_finished(&self) -> bool {
+        self.running.as_ref().is_none_or(Running::any_finished)
+    }
+
+    /// Every socket's counters, in plan order.
+    pub fn stats(&self) -> Vec<QueueSnapshot> {
+        self.running.as_ref().map(Running::stats).unwrap_or_default()
+    }
+
+    /// Stops accepting (steering detached, so nothing new reaches the rings), lets the
+    /// workers finish what is in them and wait for their transmissions, joins them.
+    pub fn shutdown(mut self) -> Result<Shutdown> {
+        let running = self.running.take().ok_or_else(|| anyhow!("dataplane already stopped"))?;
+        let _ = self.handle.captures().stop();
+        let steering = self.handle.take_steering().unwrap_or_default();
+        let steer_totals = steering
+            .iter()
+            .map(|(ifname, s)| s.counters().map(|c| (ifname.clone(), c)).with_context(|| format!("read steering counters of {ifname}")))
+            .collect::<Result<Vec<_>>>()?;
+        drop(steering);
+        running.stop.store(true, Ordering::Relaxed);
+        let stats = running.stats();
+        let accounts = running.join()?;
+        Ok(Shutdown { stats, steering: steer_totals, accounts })
+    }
+}
+
+impl Drop for Dataplane {
+    /// Handles may outlive the dataplane (a control server's): the steering programs go now,
+    /// not with the last handle.
+    fn drop(&mut self) {
+        drop(self.handle.take_steering());
+        drop(self.running.take());
+    }
 }
 
 /// One steering program per interface, attached before any socket exists so that traffic
@@ -107,7 +292,14 @@ fn attach_steering(config: &Config) -> Result<BTreeMap<String, Steering>> {
     Ok(steering)
 }
 
-fn open_worker(config: &Config, p: &WorkerPlan, steering: &mut BTreeMap<String, Steering>) -> Result<(Worker, Vec<QueueLabel>)> {
+type OpenedWorker = (Worker, Vec<QueueLabel>, HistCollector, CaptureSink);
+
+fn open_worker(
+    config: &Config,
+    p: &WorkerPlan,
+    published: &Arc<Published>,
+    steering: &mut BTreeMap<String, Steering>,
+) -> Result<OpenedWorker> {
     let d = &config.dataplane;
     let xcfg = XskConfig {
         frame_count: d.frame_count,
@@ -123,18 +315,18 @@ fn open_worker(config: &Config, p: &WorkerPlan, steering: &mut BTreeMap<String, 
     };
     let sockets: Vec<(String, u32)> = p.sockets.iter().map(|s| (s.interface.clone(), s.queue)).collect();
     let group = XskGroup::open(&xcfg, &sockets)?;
-    let actions = p
-        .sockets
-        .iter()
-        .map(|s| match s.action {
-            SocketAction::Drop => Action::Drop,
-            SocketAction::Reflect => Action::Reflect,
-            SocketAction::Forward(peer) => Action::Forward(peer),
-        })
-        .collect();
+    let (hist, collector) = hist_link();
+    let (tap, sink) = capture_link(capture::RING_BUFFERS, d.frame_size as usize);
+    let setup = WorkerSetup {
+        published: Arc::clone(published),
+        ports: p.sockets.iter().map(|s| PortSetup { port: s.port, peer: s.peer, queue: s.queue, slot: s.slot }).collect(),
+        batch_size: d.batch_size as usize,
+        hist: Some(hist),
+        capture: Some(tap),
+    };
     // Building the worker primes every fill ring; only then may the steering program send
     // packets to the sockets, or the first ones would find no frame to land in.
-    let worker = Worker::new(group, actions, d.batch_size as usize)?;
+    let worker = Worker::with_pipelines(group, setup)?;
     let mut labels = Vec::new();
     for (i, s) in p.sockets.iter().enumerate() {
         let group = worker.group();
@@ -150,7 +342,7 @@ fn open_worker(config: &Config, p: &WorkerPlan, steering: &mut BTreeMap<String, 
             core: p.core,
         });
     }
-    Ok((worker, labels))
+    Ok((worker, labels, collector, sink))
 }
 
 /// Worker threads and their counters. Dropping it stops and joins every thread.
@@ -161,8 +353,8 @@ struct Running {
 }
 
 impl Running {
-    fn spawn(workers: Vec<(usize, Worker)>, stop: Arc<AtomicBool>) -> Result<Running> {
-        let mut running = Running { threads: Vec::new(), stats: Vec::new(), stop };
+    fn spawn(workers: Vec<(usize, Worker)>) -> Result<Running> {
+        let mut running = Running { threads: Vec::new(), stats: Vec::new(), stop: Arc::new(AtomicBool::new(false)) };
         for (wi, (core, mut worker)) in workers.into_iter().enumerate() {
             let stats: Vec<Arc<QueueStats>> = (0..worker.group().len()).map(|_| Arc::new(QueueStats::new())).collect();
             running.stats.extend(stats.iter().cloned());

@@ -6,6 +6,7 @@
 
 use crate::config::{Config, PortAction};
 
+
 /// One socket: a port's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketPlan {
@@ -13,15 +14,11 @@ pub struct SocketPlan {
     pub port: usize,
     pub interface: String,
     pub queue: u32,
-    pub action: SocketAction,
-}
-
-/// The action with the peer resolved to a socket index inside the same worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketAction {
-    Drop,
-    Reflect,
-    Forward(usize),
+    /// The forwarding peer's socket index inside the same worker.
+    pub peer: Option<usize>,
+    /// The worker's counter block in the port's pipelines: the queue's position in the port's
+    /// queue list, so every worker of a port has its own.
+    pub slot: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,22 +31,22 @@ pub fn plan(config: &Config) -> Vec<WorkerPlan> {
     let mut workers: Vec<WorkerPlan> = Vec::new();
     for (pi, port) in config.ports.iter().enumerate() {
         for &queue in &port.queues {
-            let socket = |port: usize, action| SocketPlan {
+            let socket = |port: usize, peer| SocketPlan {
                 port,
                 interface: config.ports[port].interface.clone(),
                 queue,
-                action,
+                peer,
+                slot: config.ports[port].queues.iter().position(|&q| q == queue).expect("queue of the pair"),
             };
             let sockets = match &port.action {
-                PortAction::Drop => vec![socket(pi, SocketAction::Drop)],
-                PortAction::Reflect => vec![socket(pi, SocketAction::Reflect)],
+                PortAction::Drop | PortAction::Reflect => vec![socket(pi, None)],
                 PortAction::Forward(peer) => {
                     let peer = config.ports.iter().position(|p| &p.name == peer).expect("validated peer");
                     // The pair is planned once, from its lower-indexed port.
                     if peer < pi {
                         continue;
                     }
-                    vec![socket(pi, SocketAction::Forward(1)), socket(peer, SocketAction::Forward(0))]
+                    vec![socket(pi, Some(1)), socket(peer, Some(0))]
                 }
             };
             let cores = &config.dataplane.cores;
@@ -79,8 +76,9 @@ mod tests {
         assert_eq!(w.len(), 2);
         for (wi, q) in [(0, 0), (1, 1)] {
             let s = &w[wi].sockets;
-            assert_eq!((s[0].interface.as_str(), s[0].queue, s[0].action), ("x", q, SocketAction::Forward(1)));
-            assert_eq!((s[1].interface.as_str(), s[1].queue, s[1].action), ("y", q, SocketAction::Forward(0)));
+            assert_eq!((s[0].interface.as_str(), s[0].queue, s[0].peer, s[0].slot), ("x", q, Some(1), q as usize));
+            // Port b lists its queues as [1, 0]: its counter blocks follow that order.
+            assert_eq!((s[1].interface.as_str(), s[1].queue, s[1].peer, s[1].slot), ("y", q, Some(0), 1 - q as usize));
         }
     }
 
@@ -93,7 +91,8 @@ mod tests {
         );
         let w = plan(&c);
         assert_eq!(w.iter().map(|w| w.core).collect::<Vec<_>>(), vec![1, 0, 1]);
-        assert_eq!(w[2].sockets[0].action, SocketAction::Reflect);
+        assert_eq!((w[2].sockets[0].port, w[2].sockets[0].peer), (1, None));
+        assert_eq!(w.iter().map(|w| w.sockets[0].slot).collect::<Vec<_>>(), vec![0, 1, 0]);
         assert!(w.iter().all(|w| w.sockets.len() == 1));
     }
 }

@@ -13,6 +13,7 @@ use crate::steer::{Steering, SteerCounters};
 use crate::xsk::FrameAccount;
 
 /// Identifies a queue's counters in the output.
+#[derive(Debug, Clone)]
 pub struct QueueLabel {
     pub port: String,
     pub interface: String,

@@ -72,11 +72,16 @@ pub(super) struct Env<'a> {
     pub frontend: TargetFrontendConfig,
 }
 
-pub(super) struct Lower<'a, 'f> {
-    b: FunctionBuilder<'f>,
+pub(super) struct Lower<'a, 'b, 'f> {
+    b: &'b mut FunctionBuilder<'f>,
     env: &'a Env<'a>,
     func: &'a Func,
     main: bool,
+    /// Where the program's exits go: `None` returns from the native function; a block taking
+    /// (verdict, 1 if the run faulted else 0) continues an enclosing function the program is
+    /// inlined into, as the batch loop does. The verdict follows `Outcome::into_result`: r0
+    /// after a normal or unwinding exit, `Fault::VERDICT` after a fault.
+    exit: Option<Block>,
     regs: [Variable; NUM_REGS as usize],
     data: Value,
     len: Value,
@@ -98,15 +103,29 @@ pub(super) struct Lower<'a, 'f> {
     unswapped: HashMap<Value, Value>,
 }
 
-impl<'a, 'f> Lower<'a, 'f> {
-    /// Emits the function's entry block: parameters, initial registers, the stack area.
-    pub fn new(mut b: FunctionBuilder<'f>, env: &'a Env<'a>, index: usize) -> Self {
-        let regs: [Variable; NUM_REGS as usize] = std::array::from_fn(|_| b.declare_var(I64));
-        let main = index == 0;
+impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
+    /// Emits function `index`'s entry block: parameters, initial registers, the stack area.
+    /// The caller seals and finalizes the builder after `run`.
+    pub fn new(b: &'b mut FunctionBuilder<'f>, env: &'a Env<'a>, index: usize) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let params = b.block_params(entry).to_vec();
+        Self::start(b, env, index, &params, None)
+    }
+
+    /// Inlines the program's main function at the builder's current block, with `inputs` =
+    /// (r1, r2, data, data_len, ifindex | rx_queue << 32) and every exit jumping to `exit`
+    /// with (verdict, faulted) instead of returning — see the `exit` field. Each exit site
+    /// passes what it knows statically, so a normal exit costs one jump. The caller seals and
+    /// finalizes.
+    pub fn inline(b: &'b mut FunctionBuilder<'f>, env: &'a Env<'a>, inputs: [Value; 5], exit: Block) -> Self {
+        Self::start(b, env, 0, &inputs, Some(exit))
+    }
+
+    fn start(b: &'b mut FunctionBuilder<'f>, env: &'a Env<'a>, index: usize, params: &[Value], exit: Option<Block>) -> Self {
+        let regs: [Variable; NUM_REGS as usize] = std::array::from_fn(|_| b.declare_var(I64));
+        let main = index == 0;
         let (data, len, stack_lo, ifq, depth);
         if main {
             let zero = b.ins().iconst(I64, 0);
@@ -128,14 +147,14 @@ impl<'a, 'f> Lower<'a, 'f> {
                 stack_lo = b.ins().stack_addr(I64, slot, 0);
                 let top = b.ins().iadd_imm_s(stack_lo, STACK_AREA);
                 b.def_var(regs[REG_FP as usize], top);
-                zero_stack(&mut b, env, top, lo, hi);
+                zero_stack(b, env, top, lo, hi);
             } else {
                 // As in the interpreter: no stack at all, and r10 reads as 0.
                 stack_lo = zero;
                 b.def_var(regs[REG_FP as usize], zero);
             }
         } else {
-            for (r, v) in regs.iter().zip(&params) {
+            for (r, v) in regs.iter().zip(params) {
                 b.def_var(*r, *v);
             }
             (depth, data, len, stack_lo, ifq) = (params[11], params[12], params[13], params[14], params[15]);
@@ -159,6 +178,7 @@ impl<'a, 'f> Lower<'a, 'f> {
             env,
             func,
             main,
+            exit,
             regs,
             data,
             len,
@@ -174,7 +194,7 @@ impl<'a, 'f> Lower<'a, 'f> {
         }
     }
 
-    /// Emits every block of the function and finalizes the builder.
+    /// Emits every block of the function (the caller seals and finalizes the builder).
     pub fn run(mut self) -> Result<(), JitError> {
         let first = self.block(self.func.entry);
         self.b.ins().jump(first, &[]);
@@ -213,13 +233,26 @@ impl<'a, 'f> Lower<'a, 'f> {
             }
         }
         self.fill_exits();
-        self.b.seal_all_blocks();
-        self.b.finalize(self.env.frontend);
         Ok(())
     }
 
     /// Fills the shared exit blocks created on demand while emitting.
     fn fill_exits(&mut self) {
+        if let Some(exit) = self.exit {
+            if let Some(blk) = self.ret_zero {
+                self.enter(blk);
+                let zero = self.b.ins().iconst(I64, 0);
+                self.b.ins().jump(exit, &[BlockArg::Value(zero), BlockArg::Value(zero)]);
+            }
+            if let Some(blk) = self.trap_block {
+                // Every trap site records a fault (never `Stop`, which only callees return).
+                self.enter(blk);
+                let aborted = self.b.ins().iconst(I64, crate::bpf::Fault::VERDICT as i64);
+                let one = self.b.ins().iconst(I64, 1);
+                self.b.ins().jump(exit, &[BlockArg::Value(aborted), BlockArg::Value(one)]);
+            }
+            return;
+        }
         if let Some(blk) = self.ret_zero {
             self.enter(blk);
             // From a callee, `Stop` makes every caller return too; the entry then reports 0.
@@ -285,7 +318,21 @@ impl<'a, 'f> Lower<'a, 'f> {
 
     /// Returns `value` and the status `word` (r1..r5 of a callee do not matter then).
     fn emit_return(&mut self, value: Value, word: Value) {
-        if self.main {
+        if let Some(exit) = self.exit {
+            // A callee's status, known only at run time: `Stop` unwinds with r0 = 0, any other
+            // non-zero status is a fault.
+            let zero = self.b.ins().iconst(I64, 0);
+            let kind = self.b.ins().band_imm_u(word, 0xff);
+            let stopped = self.b.ins().icmp_imm_s(IntCC::Equal, kind, TrapKind::Stop as i64);
+            let clean = self.b.ins().icmp_imm_s(IntCC::Equal, word, 0);
+            let aborted = self.b.ins().iconst(I64, crate::bpf::Fault::VERDICT as i64);
+            let failed = self.b.ins().select(stopped, zero, aborted);
+            let verdict = self.b.ins().select(clean, value, failed);
+            let normal = self.b.ins().bor(clean, stopped);
+            let faulted = self.b.ins().bxor_imm_u(normal, 1);
+            let faulted = self.b.ins().uextend(I64, faulted);
+            self.b.ins().jump(exit, &[BlockArg::Value(verdict), BlockArg::Value(faulted)]);
+        } else if self.main {
             self.b.ins().return_(&[value, word]);
         } else {
             let zero = self.b.ins().iconst(I64, 0);
@@ -545,7 +592,9 @@ impl<'a, 'f> Lower<'a, 'f> {
     fn exit(&mut self) {
         let r0 = self.reg(0);
         let ok = self.b.ins().iconst(I64, 0);
-        if self.main {
+        if let Some(exit) = self.exit {
+            self.b.ins().jump(exit, &[BlockArg::Value(r0), BlockArg::Value(ok)]);
+        } else if self.main {
             self.b.ins().return_(&[r0, ok]);
         } else {
             let mut rets: Vec<Value> = (0..6u8).map(|r| self.reg(r)).collect();

@@ -23,10 +23,21 @@ fn both(kind: ProgKind, insns: &[Insn], mem: &mut [u8]) -> Result<u64, Fault> {
     let jit = JitProgram::compile(&p).expect("compile");
     let interp = Interpreter::new(&p);
     let mut theirs = mem.to_vec();
+    let mem_before = mem.to_vec();
     let (ours, want) = match kind {
         ProgKind::Raw => (jit.run_raw(mem), interp.run_raw(&mut theirs)),
         ProgKind::Xdp => (jit.run_xdp(mem, 7, 3), interp.run_xdp(&mut theirs, 7, 3)),
     };
+    if kind == ProgKind::Xdp {
+        // The batch entry, on a batch of two copies of the input, gives each the same verdict.
+        let (mut one, mut two) = (mem_before.clone(), mem_before.clone());
+        let mut refs = [PacketRef::new(&mut one), PacketRef::new(&mut two)];
+        let mut verdicts = [u64::MAX; 2];
+        let faults = jit.run_batch(&mut refs, 7, 3, &mut verdicts);
+        let expected = want.unwrap_or(Fault::VERDICT);
+        assert_eq!((verdicts, faults), ([expected; 2], 2 * want.is_err() as usize), "batch: {insns:?}");
+        assert_eq!((&one, &two), (&theirs, &theirs), "memory after a batch of {insns:?}");
+    }
     match (ours, want) {
         (Err(Fault::OutOfBounds { pc: a, size: s, write: w, .. }), Err(Fault::OutOfBounds { pc: b, size: t, write: x, .. })) => {
             assert_eq!((a, s, w), (b, t, x), "{insns:?}")
@@ -687,55 +698,4 @@ fn udp_packet(dst_port: u16) -> Vec<u8> {
     p[34..36].copy_from_slice(&12345u16.to_be_bytes());
     p[36..38].copy_from_slice(&dst_port.to_be_bytes());
     p
-}
-
-fn cpu_ns() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes only into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as f64 * 1e9 + ts.tv_nsec as f64
-}
-
-/// Best-of-many ns per call of `f`, in thread CPU time: the machine is shared, so wall time and
-/// long runs would measure the neighbours.
-fn time_per_packet(pkt: &mut [u8], f: impl Fn(&mut [u8]) -> bool) -> f64 {
-    let n = 1_000_000u64;
-    let mut best = f64::MAX;
-    for _ in 0..200 {
-        let t = cpu_ns();
-        let mut hits = 0u64;
-        for _ in 0..n {
-            hits += f(std::hint::black_box(&mut *pkt)) as u64;
-        }
-        std::hint::black_box(hits);
-        best = best.min((cpu_ns() - t) / n as f64);
-    }
-    best
-}
-
-#[test]
-#[ignore = "timing: run with --release -- --ignored --nocapture"]
-fn perf_udp_dst_port_53() {
-    let p = prog(ProgKind::Xdp, &udp_dst_port_53());
-    let t = std::time::Instant::now();
-    for _ in 0..200 {
-        JitProgram::compile(&p).expect("compile");
-    }
-    let compile = t.elapsed() / 200;
-    let j = JitProgram::compile(&p).expect("compile");
-    let mut pkt = udp_packet(53);
-    assert_eq!(j.run_xdp(&mut pkt, 1, 0), Ok(262144));
-    let empty = JitProgram::compile(&prog(ProgKind::Xdp, &[mov64_imm(0, 0), exit()])).expect("compile");
-    // libpcap's own `bpf_filter` on the same packet calibrates the machine's current speed
-    // against the issue's anchors.
-    let pcap = crate::bpf::tcpdump::LibpcapFilter::compile("udp dst port 53").expect("libpcap");
-    let floor = time_per_packet(&mut pkt, |p| empty.run_xdp(p, 0, 0).is_ok_and(|r| r != 0));
-    let jit = time_per_packet(&mut pkt, |p| j.run_xdp(p, 0, 0).is_ok_and(|r| r != 0));
-    let libpcap = time_per_packet(&mut pkt, |p| pcap.matches(p));
-    eprintln!(
-        "udp dst port 53, 64-byte packet: jit {jit:.2} ns/packet (empty program {floor:.2}), libpcap bpf_filter \
-         {libpcap:.2} ns ({:.1}x); code {} bytes, compile + drop {compile:?}",
-        libpcap / jit,
-        j.code_size()
-    );
 }

@@ -1,0 +1,169 @@
+//! `sluice-bench pipeline`: what a pipeline costs per packet as it grows, and how long a swap
+//! takes to reach every worker.
+//!
+//! (a) ns/packet of a 1-stage and a 10-stage pipeline (every stage a `count`, so each packet
+//! runs all of them), on the 64-byte UDP/53 frame and on a corpus mix, in the same run; the
+//! ratio 10/1 is the figure of merit (target ≤ 3).
+//!
+//! (b) Swap latency of a 100-stage pipeline while worker threads run batches of 64 packets
+//! flat out: from the swap request (code from the port's cache, as for a rollback) to every
+//! worker having left the old pipeline, recorded in an hdrhistogram (target p99 < 1 ms).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sluice::bpf::source::Format;
+use sluice::pipeline::compile::CodeCache;
+use sluice::pipeline::{ActionSpec, DefaultAction, FilterSpec, Pipeline, PipelineSpec, PortEnv, Published, StageSpec, WorkerView};
+use sluice::testbed::corpus;
+
+use crate::report::Table;
+
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Measuring time per (pipeline, packet set) cell, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    ms: u64,
+    /// Swaps measured in (b).
+    #[arg(long, default_value_t = 2000)]
+    swaps: usize,
+    /// Worker threads running packets during (b).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+const EXPRS: &[&str] = &[
+    "udp dst port 53",
+    "tcp dst port 80",
+    "host 10.0.0.1",
+    "ip6",
+    "arp",
+    "icmp",
+    "udp port 123",
+    "net 192.168.0.0/16",
+    "tcp[tcpflags] & tcp-syn != 0",
+    "vlan",
+];
+
+fn spec(stages: usize) -> PipelineSpec {
+    let stages = (0..stages)
+        .map(|i| StageSpec {
+            id: format!("s{i}"),
+            filter: FilterSpec::Text { text: EXPRS[i % EXPRS.len()].into(), format: Format::Tcpdump },
+            action: ActionSpec::Count,
+        })
+        .collect();
+    PipelineSpec { stages, default: DefaultAction::Drop }
+}
+
+fn ns_per_packet(p: &Pipeline, packets: &mut [Vec<u8>], budget: Duration) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..64 {
+            for pkt in packets.iter_mut() {
+                black_box(p.run(0, black_box(pkt), 0, 0));
+            }
+        }
+        n += 64 * packets.len() as u64;
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+pub fn run(opts: &Opts) -> Result<()> {
+    let env = PortEnv { port: "a", peer: None, workers: opts.workers.max(1) };
+    let budget = Duration::from_millis(opts.ms);
+
+    // (a) cost per packet by length.
+    let one = Pipeline::compile(&spec(1), &env).context("compile 1 stage")?;
+    let ten = Pipeline::compile(&spec(10), &env).context("compile 10 stages")?;
+    let mut anchor = vec![corpus::udp_64(53)];
+    let mut mix: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(256).collect();
+    let mut table = Table::new(&["packets", "1 stage ns", "10 stages ns", "10/1"]);
+    for (name, set) in [("udp/53 64B", &mut anchor), ("corpus mix", &mut mix)] {
+        let a = ns_per_packet(&one, set, budget);
+        let b = ns_per_packet(&ten, set, budget);
+        table.row(vec![name.into(), format!("{a:.1}"), format!("{b:.1}"), format!("{:.2}", b / a)]);
+    }
+    println!("pipeline cost per packet (code: 1 stage {} B, 10 stages {} B)", one.code_size(), ten.code_size());
+    print!("{}", table.render());
+
+    // (b) swap latency, 100 stages, under load.
+    let mut cache = CodeCache::new(4);
+    let specs = [spec(100), {
+        let mut s = spec(100);
+        s.default = DefaultAction::Reflect;
+        s
+    }];
+    let t0 = Instant::now();
+    let first = Pipeline::compile_cached(&specs[0], &env, &mut cache).context("compile 100 stages")?;
+    Pipeline::compile_cached(&specs[1], &env, &mut cache).context("compile 100 stages")?;
+    let compile_100 = t0.elapsed() / 2;
+    let published = Arc::new(Published::new(vec![Arc::new(first)]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let packets = Arc::new(AtomicU64::new(0));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let workers: Vec<_> = (0..opts.workers.max(1))
+        .map(|w| {
+            let (published, stop, packets) = (Arc::clone(&published), Arc::clone(&stop), Arc::clone(&packets));
+            let core = cores.get((w + 1) % cores.len().max(1)).copied();
+            std::thread::spawn(move || {
+                if let Some(c) = core {
+                    core_affinity::set_for_current(c);
+                }
+                let mut view = WorkerView::new(published, vec![0], vec![w]);
+                let mut batch: Vec<Vec<u8>> = corpus::corpus().into_iter().take(64).collect();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    view.refresh();
+                    let (p, slot) = view.get(0);
+                    for pkt in batch.iter_mut() {
+                        black_box(p.run(slot, pkt, 0, 0));
+                    }
+                    n += batch.len() as u64;
+                }
+                view.park();
+                packets.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    // The batch-time shape (1 ns to 10 s, 3 digits) fits swap latencies too.
+    let mut total = sluice::stats::batch_histogram();
+    let mut grace = sluice::stats::batch_histogram();
+    let run_start = Instant::now();
+    for i in 0..opts.swaps {
+        let t = Instant::now();
+        let next = Pipeline::compile_cached(&specs[(i + 1) % 2], &env, &mut cache)?;
+        let g = Instant::now();
+        let retired = published.replace(0, Arc::new(next), Duration::from_secs(5));
+        let end = Instant::now();
+        if matches!(retired, sluice::pipeline::Retired::Lingering(_)) {
+            anyhow::bail!("swap {i}: a worker held the old pipeline for 5 s");
+        }
+        total.saturating_record((end - t).as_nanos() as u64);
+        grace.saturating_record((end - g).as_nanos() as u64);
+    }
+    let elapsed = run_start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().map_err(|_| anyhow::anyhow!("worker panicked"))?;
+    }
+    let pps = packets.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
+    println!(
+        "\nswap latency, 100 stages ({compile_100:.1?} to compile once), {} worker(s) at {:.2} Mpps, {} swaps",
+        opts.workers.max(1),
+        pps / 1e6,
+        opts.swaps
+    );
+    let mut t = Table::new(&["measure", "p50 us", "p99 us", "max us"]);
+    for (name, h) in [("request -> all workers on new", &total), ("publish -> old released", &grace)] {
+        let us = |q: f64| format!("{:.1}", h.value_at_quantile(q) as f64 / 1e3);
+        t.row(vec![name.into(), us(0.5), us(0.99), format!("{:.1}", h.max() as f64 / 1e3)]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

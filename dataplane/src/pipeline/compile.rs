@@ -1,0 +1,480 @@
+//! From a [`PipelineSpec`] to a runnable [`Pipeline`]: every filter through its front end,
+//! validation and the JIT, every action resolved against the port, all before anything is
+//! published. A pipeline that does not compile is refused whole, naming the stage.
+//!
+//! A packet's trip through a compiled pipeline: stages in order; a stage whose filter returns
+//! non-zero has matched and its action applies (`verdict` stages decide by the value); the
+//! first terminal action ends the trip, otherwise the default action does. Faults and unknown
+//! verdicts drop the packet and count as `aborted` on the stage.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bpf::jit::{JitError, JitProgram};
+use crate::bpf::source::{self, Compiled, SourceError};
+use crate::bpf::{Exec, Verdict};
+
+use super::counters::Counters;
+use super::spec::{ActionSpec, DefaultAction, FilterSpec, PipelineSpec, SpecError};
+
+/// What the pipeline needs to know about the port it runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct PortEnv<'a> {
+    pub port: &'a str,
+    /// The forwarding peer: the one port `forward` may name (it shares this port's UMEM).
+    pub peer: Option<&'a str>,
+    /// Workers that run the pipeline (the port's queues): one counter block each.
+    pub workers: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("stage `{id}`: {source}")]
+    Spec { id: String, source: SpecError },
+    #[error("stage `{id}`: read filter file {}: {source}", path.display())]
+    Read { id: String, path: PathBuf, source: std::io::Error },
+    #[error("stage `{id}`: {source}")]
+    Filter { id: String, source: Box<SourceError> },
+    #[error("stage `{id}`: jit: {source}")]
+    Jit { id: String, source: Box<JitError> },
+    #[error("default action: {0}")]
+    Default(SpecError),
+    #[error("{0}")]
+    Ids(SpecError),
+    #[error("port {port}: a pipeline needs at least one worker")]
+    NoWorkers { port: String },
+}
+
+impl PipelineError {
+    /// The stage the error is about, if it is about one.
+    pub fn stage_id(&self) -> Option<&str> {
+        match self {
+            PipelineError::Spec { id, .. }
+            | PipelineError::Read { id, .. }
+            | PipelineError::Filter { id, .. }
+            | PipelineError::Jit { id, .. } => Some(id),
+            PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } => None,
+        }
+    }
+}
+
+/// What happens to the packet after the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Decision {
+    Drop = 0,
+    /// Swap MAC addresses, send back out of the receiving port.
+    Reflect = 1,
+    /// Send back out of the receiving port unchanged (an eBPF program's XDP_TX).
+    Bounce = 2,
+    /// Send out of the forwarding peer unchanged.
+    Peer = 3,
+}
+
+impl Decision {
+    pub fn from_code(code: u64) -> Decision {
+        match code & 3 {
+            1 => Decision::Reflect,
+            2 => Decision::Bounce,
+            3 => Decision::Peer,
+            _ => Decision::Drop,
+        }
+    }
+}
+
+/// A packet's result: its fate, and the first `sample` stage that matched it, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub sample: Option<u32>,
+}
+
+/// A stage's action, resolved for execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageAct {
+    /// Ends the pipeline on a match.
+    Stop(Decision),
+    /// Counts a match and goes on (`count`, `continue`).
+    Count,
+    /// Counts, marks the packet for capture, goes on.
+    Sample,
+    /// r0 is an XDP verdict; REDIRECT becomes `redirect` (dropped as aborted without a peer).
+    Verdict { redirect: Option<Decision> },
+}
+
+/// One stage's filter, ready to fuse or run alone.
+pub struct StageCode {
+    pub id: String,
+    pub act: StageAct,
+    pub source: Compiled,
+    pub jit: JitProgram,
+}
+
+impl std::fmt::Debug for StageCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageCode").field("id", &self.id).field("act", &self.act).finish_non_exhaustive()
+    }
+}
+
+/// A pipeline's code: shareable between pipeline instances of the same spec (each instance
+/// has its own counters), so swapping back to a recent pipeline needs no compile.
+#[derive(Debug)]
+pub struct PipelineCode {
+    stages: Box<[StageCode]>,
+    default: Decision,
+}
+
+/// A compiled pipeline. Immutable once built; workers share it through `Arc`.
+#[derive(Debug)]
+pub struct Pipeline {
+    spec: PipelineSpec,
+    code: Arc<PipelineCode>,
+    counters: Counters,
+    compile_time: Duration,
+}
+
+/// The code of the last few pipelines compiled for one port, by spec. Only specs whose filters
+/// are all inline text are kept: a file may change between two compiles.
+#[derive(Debug)]
+pub struct CodeCache {
+    entries: VecDeque<(PipelineSpec, Option<String>, Arc<PipelineCode>)>,
+    capacity: usize,
+}
+
+impl CodeCache {
+    pub fn new(capacity: usize) -> CodeCache {
+        CodeCache { entries: VecDeque::with_capacity(capacity), capacity }
+    }
+
+    fn get(&self, spec: &PipelineSpec, peer: Option<&str>) -> Option<Arc<PipelineCode>> {
+        self.entries.iter().find(|(s, p, _)| s == spec && p.as_deref() == peer).map(|(_, _, c)| Arc::clone(c))
+    }
+
+    fn put(&mut self, spec: &PipelineSpec, peer: Option<&str>, code: &Arc<PipelineCode>) {
+        if self.capacity == 0 || spec.stages.iter().any(|s| !matches!(s.filter, FilterSpec::Text { .. })) {
+            return;
+        }
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        self.entries.push_back((spec.clone(), peer.map(str::to_owned), Arc::clone(code)));
+    }
+}
+
+/// Compiles one filter with its front end (reading the file first, for file filters).
+pub fn load_filter(id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineError> {
+    let result = match filter {
+        FilterSpec::Text { text, format } => source::compile_text(text, *format),
+        FilterSpec::File { path, format } => {
+            let bytes = std::fs::read(path)
+                .map_err(|source| PipelineError::Read { id: id.to_owned(), path: path.clone(), source })?;
+            match (format, std::str::from_utf8(&bytes)) {
+                (None, _) => source::compile_file(&bytes),
+                (Some(f), Ok(text)) => source::compile_text(text, *f),
+                (Some(source::Format::Bytes), Err(_)) => source::compile_file(&bytes),
+                (Some(f), Err(_)) => {
+                    return Err(PipelineError::Spec {
+                        id: id.to_owned(),
+                        source: SpecError { key: "format", reason: format!("{} is not text, so it cannot be {f}", path.display()) },
+                    });
+                }
+            }
+        }
+    };
+    result.map_err(|source| PipelineError::Filter { id: id.to_owned(), source: Box::new(source) })
+}
+
+fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
+    Ok(match action {
+        ActionSpec::Drop => Decision::Drop,
+        ActionSpec::Reflect => Decision::Reflect,
+        ActionSpec::Forward(to) => match env.peer {
+            Some(peer) if peer == to => Decision::Peer,
+            Some(peer) => {
+                return Err(SpecError {
+                    key: "to",
+                    reason: format!("port {} can only forward to its peer `{peer}`, not `{to}`", env.port),
+                });
+            }
+            None => {
+                return Err(SpecError {
+                    key: "to",
+                    reason: format!("port {} has no forwarding peer (give both ports action = \"forward\" and forward_to)", env.port),
+                });
+            }
+        },
+        _ => return Err(SpecError { key: "action", reason: format!("`{}` does not end a pipeline", action.name()) }),
+    })
+}
+
+/// Front ends and action resolution for every stage, and the default action's decision.
+fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)>, Decision), PipelineError> {
+    if env.workers == 0 {
+        return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
+    }
+    spec.check_ids().map_err(PipelineError::Ids)?;
+    let default = resolve(&spec.default.as_action(), env).map_err(PipelineError::Default)?;
+    let mut stages = Vec::with_capacity(spec.stages.len());
+    for s in &spec.stages {
+        let id = || s.id.clone();
+        let source = load_filter(&s.id, &s.filter)?;
+        let act = match &s.action {
+            ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
+            ActionSpec::Sample => StageAct::Sample,
+            ActionSpec::Verdict if source.is_classic() => {
+                return Err(PipelineError::Spec {
+                    id: id(),
+                    source: SpecError {
+                        key: "action",
+                        reason: format!("a {} returns match/no match, not an XDP verdict: give it an action", source.format),
+                    },
+                });
+            }
+            ActionSpec::Verdict => StageAct::Verdict { redirect: env.peer.map(|_| Decision::Peer) },
+            terminal => StageAct::Stop(resolve(terminal, env).map_err(|source| PipelineError::Spec { id: id(), source })?),
+        };
+        stages.push((act, source));
+    }
+    Ok((stages, default))
+}
+
+impl Pipeline {
+    /// Compiles `spec` for the port described by `env`. Nothing is shared with a running
+    /// pipeline: the result is published, or dropped with its error.
+    pub fn compile(spec: &PipelineSpec, env: &PortEnv) -> Result<Pipeline, PipelineError> {
+        Pipeline::compile_cached(spec, env, &mut CodeCache::new(0))
+    }
+
+    /// [`compile`](Self::compile), reusing the code of an identical recent spec from `cache`
+    /// (and remembering this one's).
+    pub fn compile_cached(spec: &PipelineSpec, env: &PortEnv, cache: &mut CodeCache) -> Result<Pipeline, PipelineError> {
+        let t0 = Instant::now();
+        if env.workers == 0 {
+            return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
+        }
+        let code = match cache.get(spec, env.peer) {
+            Some(code) => code,
+            None => {
+                let (checked, default) = check(spec, env)?;
+                let mut stages = Vec::with_capacity(checked.len());
+                for (s, (act, source)) in spec.stages.iter().zip(checked) {
+                    let jit = JitProgram::compile(&source.program).map_err(|source| PipelineError::Jit { id: s.id.clone(), source: Box::new(source) })?;
+                    stages.push(StageCode { id: s.id.clone(), act, source, jit });
+                }
+                let code = Arc::new(PipelineCode { stages: stages.into(), default });
+                cache.put(spec, env.peer, &code);
+                code
+            }
+        };
+        let counters = Counters::new(env.workers, code.stages.len() + 1);
+        Ok(Pipeline { spec: spec.clone(), code, counters, compile_time: t0.elapsed() })
+    }
+
+    /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
+    /// (host problems): front ends, validation, actions. For config validation.
+    pub fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(), PipelineError> {
+        check(spec, env).map(|_| ())
+    }
+
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    pub fn stages(&self) -> &[StageCode] {
+        &self.code.stages
+    }
+
+    pub fn default_decision(&self) -> Decision {
+        self.code.default
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Wall time `compile` took (front ends, validation, JIT; near zero from the cache).
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Machine code bytes over all stages.
+    pub fn code_size(&self) -> usize {
+        self.code.stages.iter().map(|s| s.jit.code_size()).sum()
+    }
+
+    /// Runs the pipeline on one packet as worker `w` (its counter block), counting on the way.
+    #[inline]
+    pub fn run(&self, w: usize, packet: &mut [u8], ifindex: u32, queue: u32) -> Outcome {
+        let slots = self.counters.block(w);
+        let len = packet.len();
+        let mut sample = None;
+        let code = &*self.code;
+        for (i, s) in code.stages.iter().enumerate() {
+            let slot = &slots[i];
+            let Ok(r0) = s.jit.run_xdp(packet, ifindex, queue) else {
+                slot.abort();
+                return Outcome { decision: Decision::Drop, sample };
+            };
+            let decision = match s.act {
+                StageAct::Verdict { redirect } => match Verdict::from_r0(r0) {
+                    Verdict::Pass => continue,
+                    Verdict::Drop => Decision::Drop,
+                    Verdict::Tx => Decision::Bounce,
+                    Verdict::Redirect if redirect.is_some() => Decision::Peer,
+                    Verdict::Redirect | Verdict::Aborted => {
+                        slot.abort();
+                        return Outcome { decision: Decision::Drop, sample };
+                    }
+                },
+                _ if r0 == 0 => continue,
+                StageAct::Stop(d) => d,
+                StageAct::Count => {
+                    slot.hit(len);
+                    continue;
+                }
+                StageAct::Sample => {
+                    slot.hit(len);
+                    sample = sample.or(Some(i as u32));
+                    continue;
+                }
+            };
+            slot.hit(len);
+            return Outcome { decision, sample };
+        }
+        slots[code.stages.len()].hit(len);
+        Outcome { decision: code.default, sample }
+    }
+
+    /// Records that worker `w` copied a packet for stage `stage`'s sample.
+    #[inline]
+    pub fn note_sampled(&self, w: usize, stage: u32) {
+        if let Some(slot) = self.counters.block(w).get(stage as usize) {
+            slot.sampled();
+        }
+    }
+
+    /// Counters of every stage by id, then the default action's under `None`.
+    pub fn totals(&self) -> impl Iterator<Item = (Option<&str>, super::StageTotals)> + '_ {
+        let stages = self.code.stages.iter().enumerate().map(|(i, s)| (Some(s.id.as_str()), self.counters.totals(i)));
+        stages.chain(std::iter::once((None, self.counters.totals(self.code.stages.len()))))
+    }
+}
+
+impl DefaultAction {
+    /// The decision this default action makes on `env`'s port.
+    pub fn resolve(&self, env: &PortEnv) -> Result<Decision, SpecError> {
+        resolve(&self.as_action(), env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::spec::StageSpec;
+    use crate::testbed::corpus;
+
+    const ENV: PortEnv = PortEnv { port: "a", peer: Some("b"), workers: 2 };
+
+    fn stage(id: &str, filter: &str, action: ActionSpec) -> StageSpec {
+        StageSpec { id: id.into(), filter: FilterSpec::Text { text: filter.into(), format: source::Format::Tcpdump }, action }
+    }
+
+    #[test]
+    fn first_terminal_match_decides_and_counts() {
+        let spec = PipelineSpec {
+            stages: vec![
+                stage("all-udp", "udp", ActionSpec::Count),
+                stage("dns", "udp dst port 53", ActionSpec::Forward("b".into())),
+                stage("tcp", "tcp", ActionSpec::Reflect),
+            ],
+            default: DefaultAction::Drop,
+        };
+        let p = Pipeline::compile(&spec, &ENV).unwrap();
+        let mut dns = corpus::udp_64(53);
+        let mut other = corpus::udp_64(54);
+        assert_eq!(p.run(0, &mut dns, 0, 0), Outcome { decision: Decision::Peer, sample: None });
+        assert_eq!(p.run(1, &mut other, 0, 0), Outcome { decision: Decision::Drop, sample: None });
+        let t: Vec<_> = p.totals().map(|(id, t)| (id.map(str::to_owned), t.packets)).collect();
+        assert_eq!(t, vec![(Some("all-udp".into()), 2), (Some("dns".into()), 1), (Some("tcp".into()), 0), (None, 1)]);
+        assert_eq!(p.totals().next().unwrap().1.bytes, 128);
+    }
+
+    #[test]
+    fn verdict_stages_map_xdp_verdicts() {
+        let asm = |v: u32| StageSpec {
+            id: format!("v{v}"),
+            filter: FilterSpec::Text { text: format!("r0 = {v}\nexit\n"), format: source::Format::Asm },
+            action: ActionSpec::Verdict,
+        };
+        let mut pkt = corpus::udp_64(1);
+        for (v, want) in [(1, Decision::Drop), (2, Decision::Reflect), (3, Decision::Bounce), (4, Decision::Peer), (9, Decision::Drop)] {
+            let spec = PipelineSpec { stages: vec![asm(v)], default: DefaultAction::Reflect };
+            let p = Pipeline::compile(&spec, &ENV).unwrap();
+            assert_eq!(p.run(0, &mut pkt, 0, 0).decision, want, "verdict {v}");
+            let t = p.counters().totals(0);
+            assert_eq!((t.packets, t.aborted), if v == 2 { (0, 0) } else if v == 9 { (0, 1) } else { (1, 0) }, "verdict {v}");
+        }
+        let alone = PortEnv { peer: None, ..ENV };
+        let p = Pipeline::compile(&PipelineSpec { stages: vec![asm(4)], default: DefaultAction::Drop }, &alone).unwrap();
+        assert_eq!(p.run(0, &mut pkt, 0, 0).decision, Decision::Drop);
+        assert_eq!(p.counters().totals(0).aborted, 1);
+    }
+
+    #[test]
+    fn sample_marks_the_first_sampling_stage() {
+        let spec = PipelineSpec {
+            stages: vec![stage("x", "tcp", ActionSpec::Sample), stage("s", "udp", ActionSpec::Sample), stage("t", "udp", ActionSpec::Sample)],
+            default: DefaultAction::Reflect,
+        };
+        let p = Pipeline::compile(&spec, &ENV).unwrap();
+        let out = p.run(0, &mut corpus::udp_64(9), 0, 0);
+        assert_eq!(out, Outcome { decision: Decision::Reflect, sample: Some(1) });
+        p.note_sampled(0, 1);
+        assert_eq!(p.counters().totals(1).sampled, 1);
+    }
+
+    #[test]
+    fn the_cache_shares_code_but_not_counters() {
+        let spec = PipelineSpec { stages: vec![stage("u", "udp", ActionSpec::Count)], default: DefaultAction::Drop };
+        let mut cache = CodeCache::new(2);
+        let a = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        let b = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&a.code, &b.code));
+        a.run(0, &mut corpus::udp_64(1), 0, 0);
+        assert_eq!((a.counters().totals(0).packets, b.counters().totals(0).packets), (1, 0));
+        let other = PortEnv { peer: None, ..ENV };
+        let c = Pipeline::compile_cached(&spec, &other, &mut cache).unwrap();
+        assert!(!Arc::ptr_eq(&a.code, &c.code), "a different peer is a different pipeline");
+        for text in ["tcp", "arp"] {
+            let s = PipelineSpec { stages: vec![stage("u", text, ActionSpec::Count)], default: DefaultAction::Drop };
+            Pipeline::compile_cached(&s, &ENV, &mut cache).unwrap();
+        }
+        let d = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
+        assert!(!Arc::ptr_eq(&a.code, &d.code), "evicted after two newer specs");
+    }
+
+    #[test]
+    fn errors_name_the_stage_and_change_nothing() {
+        let cases = [
+            (stage("bad", "udp dst port", ActionSpec::Drop), "stage `bad`: tcpdump expression: compile filter `udp dst port`"),
+            (stage("far", "udp", ActionSpec::Forward("c".into())), "stage `far`: to: port a can only forward to its peer `b`, not `c`"),
+            (stage("v", "udp", ActionSpec::Verdict), "stage `v`: action: a tcpdump expression returns match/no match"),
+            (
+                StageSpec { id: "asm".into(), filter: FilterSpec::Text { text: "r0 = 1\nr0 +=\nexit\n".into(), format: source::Format::Asm }, action: ActionSpec::Drop },
+                "stage `asm`: eBPF assembler: line 2",
+            ),
+            (
+                StageSpec { id: "f".into(), filter: FilterSpec::File { path: "/nonexistent/x.bpf".into(), format: None }, action: ActionSpec::Drop },
+                "stage `f`: read filter file /nonexistent/x.bpf",
+            ),
+        ];
+        for (s, want) in cases {
+            let e = Pipeline::compile(&PipelineSpec { stages: vec![s], default: DefaultAction::Drop }, &ENV).unwrap_err().to_string();
+            assert!(e.starts_with(want), "got {e}");
+        }
+        let e = Pipeline::compile(&PipelineSpec::empty(DefaultAction::Forward("b".into())), &PortEnv { peer: None, ..ENV }).unwrap_err();
+        assert!(e.to_string().starts_with("default action: to: port a has no forwarding peer"), "{e}");
+    }
+}

@@ -1,0 +1,236 @@
+//! Writing captures: while one runs, a thread drains every worker's capture ring into a pcap
+//! file; starting and stopping it are control commands.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, UNIX_EPOCH};
+
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+
+use crate::pipeline::capture::CaptureSink;
+
+/// How often the writer drains the rings: a ring holds [`RING_BUFFERS`] samples per worker.
+const DRAIN_EVERY: Duration = Duration::from_millis(2);
+/// Samples in flight per worker.
+pub const RING_BUFFERS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("a capture to {} is already running", .0.display())]
+    Running(PathBuf),
+    #[error("no capture is running")]
+    NotRunning,
+    #[error("create {}: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("write {}: {source}", path.display())]
+    Write { path: PathBuf, source: pcap_file::PcapError },
+    #[error("spawn the capture writer: {0}")]
+    Spawn(std::io::Error),
+    #[error("the capture writer panicked")]
+    Panicked,
+}
+
+/// What to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRequest {
+    pub path: PathBuf,
+    /// Only this config port's samples; all when `None`.
+    pub port: Option<usize>,
+    pub limit: Option<u64>,
+    pub snaplen: u32,
+}
+
+/// A capture's state, as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureReport {
+    pub request: CaptureRequest,
+    pub packets: u64,
+    /// Samples lost for want of a ring buffer while it ran.
+    pub dropped: u64,
+    pub running: bool,
+}
+
+struct Active {
+    request: CaptureRequest,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+    missed_at_start: u64,
+    thread: JoinHandle<Result<(), CaptureError>>,
+}
+
+/// The capture rings of every worker and the capture running on them, if any.
+pub struct Captures {
+    /// Locked by the writer thread while it drains and by the controller; never by a worker.
+    sinks: Arc<Mutex<Vec<CaptureSink>>>,
+    active: Mutex<Option<Active>>,
+}
+
+impl Captures {
+    pub fn new(sinks: Vec<CaptureSink>) -> Captures {
+        Captures { sinks: Arc::new(Mutex::new(sinks)), active: Mutex::new(None) }
+    }
+
+    fn missed(&self) -> u64 {
+        lock(&self.sinks).iter().map(CaptureSink::missed).sum()
+    }
+
+    fn set_active(&self, on: bool) {
+        for s in lock(&self.sinks).iter() {
+            s.set_active(on);
+        }
+    }
+
+    pub fn start(&self, request: CaptureRequest) -> Result<CaptureReport, CaptureError> {
+        let mut active = lock(&self.active);
+        if let Some(a) = active.as_ref() {
+            if !a.thread.is_finished() {
+                return Err(CaptureError::Running(a.request.path.clone()));
+            }
+            // A capture that hit its limit ended by itself: collect it before the next.
+            let _ = active.take().map(|a| a.thread.join());
+        }
+        let writer = open(&request.path, request.snaplen)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (sinks, stop, written, req) = (Arc::clone(&self.sinks), Arc::clone(&stop), Arc::clone(&written), request.clone());
+            std::thread::Builder::new()
+                .name("sluice-capture".into())
+                .spawn(move || write_loop(&sinks, writer, &req, &stop, &written))
+                .map_err(CaptureError::Spawn)?
+        };
+        self.set_active(true);
+        *active = Some(Active { request: request.clone(), stop, written, missed_at_start: self.missed(), thread });
+        Ok(CaptureReport { request, packets: 0, dropped: 0, running: true })
+    }
+
+    pub fn stop(&self) -> Result<CaptureReport, CaptureError> {
+        let a = self.active.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or(CaptureError::NotRunning)?;
+        self.set_active(false);
+        a.stop.store(true, Ordering::Relaxed);
+        a.thread.join().map_err(|_| CaptureError::Panicked)??;
+        Ok(CaptureReport {
+            packets: a.written.load(Ordering::Relaxed),
+            dropped: self.missed() - a.missed_at_start,
+            running: false,
+            request: a.request,
+        })
+    }
+
+    /// The running (or self-ended, not yet stopped) capture.
+    pub fn current(&self) -> Option<CaptureReport> {
+        let active = self.active.lock().unwrap_or_else(PoisonError::into_inner);
+        active.as_ref().map(|a| CaptureReport {
+            request: a.request.clone(),
+            packets: a.written.load(Ordering::Relaxed),
+            dropped: self.missed() - a.missed_at_start,
+            running: !a.thread.is_finished(),
+        })
+    }
+}
+
+impl Drop for Captures {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded data stays consistent across a panic (no multi-step updates under it).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn open(path: &Path, snaplen: u32) -> Result<PcapWriter<BufWriter<File>>, CaptureError> {
+    let file = File::create(path).map_err(|source| CaptureError::Create { path: path.to_owned(), source })?;
+    // The header's snaplen bounds every packet's *original* length for some readers
+    // (pcap-file refuses orig_len > snaplen), so it stays at the usual maximum while the
+    // requested snaplen only truncates what is stored.
+    let header = PcapHeader { snaplen: snaplen.max(65535), datalink: DataLink::ETHERNET, ..PcapHeader::default() };
+    PcapWriter::with_header(BufWriter::new(file), header).map_err(|source| CaptureError::Write { path: path.to_owned(), source })
+}
+
+fn write_loop(
+    sinks: &Mutex<Vec<CaptureSink>>,
+    mut writer: PcapWriter<BufWriter<File>>,
+    req: &CaptureRequest,
+    stop: &AtomicBool,
+    written: &AtomicU64,
+) -> Result<(), CaptureError> {
+    let limit = req.limit.unwrap_or(u64::MAX);
+    let mut n = 0u64;
+    let mut failed = None;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let sinks = lock(sinks);
+        for sink in sinks.iter() {
+            sink.drain(|s| {
+                if n >= limit || failed.is_some() || req.port.is_some_and(|p| p != s.port as usize) {
+                    return;
+                }
+                let keep = s.data.len().min(req.snaplen as usize);
+                let ts = s.time.duration_since(UNIX_EPOCH).unwrap_or_default();
+                match writer.write_packet(&PcapPacket::new(ts, s.orig_len, &s.data[..keep])) {
+                    Ok(_) => n += 1,
+                    Err(e) => failed = Some(e),
+                }
+            });
+        }
+        written.store(n, Ordering::Relaxed);
+        if let Some(source) = failed {
+            return Err(CaptureError::Write { path: req.path.clone(), source });
+        }
+        if n >= limit {
+            for s in sinks.iter() {
+                s.set_active(false);
+            }
+        }
+        drop(sinks);
+        if stopping || n >= limit {
+            break;
+        }
+        std::thread::sleep(DRAIN_EVERY);
+    }
+    use std::io::Write as _;
+    writer
+        .into_writer()
+        .flush()
+        .map_err(|e| CaptureError::Write { path: req.path.clone(), source: pcap_file::PcapError::IoError(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::capture::capture_link;
+
+    #[test]
+    fn capture_writes_a_pcap_and_honours_the_limit() {
+        let (tap, sink) = capture_link(8, 64);
+        let captures = Captures::new(vec![sink]);
+        let path = std::env::temp_dir().join(format!("sluice-capture-{}.pcap", std::process::id()));
+        let req = CaptureRequest { path: path.clone(), port: None, limit: Some(3), snaplen: 20 };
+        captures.start(req.clone()).unwrap();
+        assert!(matches!(captures.start(req.clone()), Err(CaptureError::Running(_))));
+        for i in 0..5u8 {
+            while !tap.take(0, 0, 0, &[i; 50]) && tap.active() {
+                std::thread::yield_now();
+            }
+        }
+        let report = captures.stop().unwrap();
+        assert_eq!((report.packets, report.running), (3, false));
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let mut reader = pcap_file::pcap::PcapReader::new(&bytes[..]).unwrap();
+        let mut seen = Vec::new();
+        while let Some(p) = reader.next_packet() {
+            let p = p.unwrap();
+            seen.push((p.orig_len, p.data.len(), p.data[0]));
+        }
+        assert_eq!(seen, vec![(50, 20, 0), (50, 20, 1), (50, 20, 2)]);
+        assert!(matches!(captures.stop(), Err(CaptureError::NotRunning)));
+    }
+}

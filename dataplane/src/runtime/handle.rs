@@ -1,0 +1,344 @@
+//! The running dataplane as the controller drives it: a cheap, cloneable [`RuntimeHandle`]
+//! for swapping pipelines, reading counters and histograms, capturing, and reloading the
+//! config. Every change compiles first and publishes only a pipeline that compiled; changes
+//! are serialized by one lock that workers never touch.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::config::{Config, ConfigError};
+use crate::pipeline::compile::CodeCache;
+use crate::pipeline::{Ledger, Pipeline, PipelineError, PipelineSpec, PortEnv, Published, Retired, StageTotals};
+use crate::stats::{self, HistCollector, QueueSnapshot, QueueStats};
+use crate::steer::{SteerCounters, Steering};
+
+use super::capture::Captures;
+
+/// How long a swap waits for every worker to leave the old pipeline before leaving it to be
+/// freed later (a worker would have to be stuck for this long).
+const GRACE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a swap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwapOutcome {
+    /// The port's pipeline generation now running (1 = the one it started with).
+    pub generation: u64,
+    pub stages: usize,
+    /// Front ends, validation and JIT.
+    pub compile: Duration,
+    /// From publishing to every worker having left the old pipeline.
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("port `{0}` does not exist")]
+    NoPort(String),
+    #[error("port {port}: stage `{id}` does not exist")]
+    NoStage { port: String, id: String },
+    #[error("port {port}: position {position} is past the end ({len} stages)")]
+    Position { port: String, position: usize, len: usize },
+    #[error("port {port}: {source}")]
+    Rejected { port: String, source: PipelineError },
+    #[error("reload: {0}")]
+    Config(#[from] ConfigError),
+    #[error("reload: {0}")]
+    Layout(String),
+    #[error("the dataplane was started without a config file")]
+    NoConfigFile,
+}
+
+/// One port, fixed for the dataplane's life.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: String,
+    pub interface: String,
+    pub queues: Vec<u32>,
+    pub peer: Option<String>,
+}
+
+impl PortInfo {
+    fn env(&self) -> PortEnv<'_> {
+        PortEnv { port: &self.name, peer: self.peer.as_deref(), workers: self.queues.len() }
+    }
+}
+
+/// One socket's counters.
+#[derive(Debug, Clone)]
+pub struct QueueRef {
+    pub port: usize,
+    pub queue: u32,
+    pub stats: Arc<QueueStats>,
+}
+
+/// Recent pipelines' code kept per port, so a rollback or a swap back is instant.
+const CODE_CACHE: usize = 4;
+
+/// A port's change history.
+#[derive(Debug)]
+struct PortControl {
+    generation: u64,
+    ledger: Ledger,
+    cache: CodeCache,
+}
+
+struct ControlState {
+    config: Config,
+    ports: Vec<PortControl>,
+}
+
+pub(super) struct Shared {
+    pub config_path: Option<PathBuf>,
+    pub ports: Vec<PortInfo>,
+    pub published: Arc<Published>,
+    pub queues: Vec<QueueRef>,
+    pub workers: usize,
+    pub started: Instant,
+    control: Mutex<ControlState>,
+    hist: Mutex<(Vec<HistCollector>, Histogram<u64>)>,
+    pub captures: Captures,
+    swaps: AtomicU64,
+    /// Taken out (and so detached) at shutdown.
+    steering: Mutex<Option<BTreeMap<String, Steering>>>,
+}
+
+/// Drives a running dataplane; clone freely, use from any (non-worker) thread.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle").field("ports", &self.shared.ports).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data behind: every update to it is a
+    // single assignment after the fallible work is done.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Compiles the config's pipelines, one per port (workers = the port's queues).
+pub(super) fn compile_all(config: &Config) -> Result<Vec<Arc<Pipeline>>, ControlError> {
+    config
+        .ports
+        .iter()
+        .map(|p| {
+            Pipeline::compile(&p.pipeline(), &p.env())
+                .map(Arc::new)
+                .map_err(|source| ControlError::Rejected { port: p.name.clone(), source })
+        })
+        .collect()
+}
+
+pub(super) struct SharedParts {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub published: Arc<Published>,
+    pub queues: Vec<QueueRef>,
+    pub workers: usize,
+    pub hist: Vec<HistCollector>,
+    pub captures: Captures,
+    pub steering: BTreeMap<String, Steering>,
+}
+
+impl RuntimeHandle {
+    pub(super) fn new(parts: SharedParts) -> RuntimeHandle {
+        let ports = parts
+            .config
+            .ports
+            .iter()
+            .map(|p| PortInfo { name: p.name.clone(), interface: p.interface.clone(), queues: p.queues.clone(), peer: p.peer().map(str::to_owned) })
+            .collect::<Vec<_>>();
+        let control = ControlState {
+            ports: ports.iter().map(|_| PortControl { generation: 1, ledger: Ledger::new(), cache: CodeCache::new(CODE_CACHE) }).collect(),
+            config: parts.config,
+        };
+        RuntimeHandle {
+            shared: Arc::new(Shared {
+                config_path: parts.config_path,
+                ports,
+                published: parts.published,
+                queues: parts.queues,
+                workers: parts.workers,
+                started: Instant::now(),
+                control: Mutex::new(control),
+                hist: Mutex::new((parts.hist, stats::batch_histogram())),
+                captures: parts.captures,
+                swaps: AtomicU64::new(0),
+                steering: Mutex::new(Some(parts.steering)),
+            }),
+        }
+    }
+
+    pub fn ports(&self) -> &[PortInfo] {
+        &self.shared.ports
+    }
+
+    pub fn port_index(&self, name: &str) -> Result<usize, ControlError> {
+        self.shared.ports.iter().position(|p| p.name == name).ok_or_else(|| ControlError::NoPort(name.to_owned()))
+    }
+
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.shared.config_path.as_deref()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.shared.workers
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.shared.started.elapsed()
+    }
+
+    /// Pipelines published since start, over all ports.
+    pub fn swaps(&self) -> u64 {
+        self.shared.swaps.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline `port` runs now.
+    pub fn pipeline(&self, port: usize) -> Arc<Pipeline> {
+        self.shared.published.current(port)
+    }
+
+    pub fn generation(&self, port: usize) -> u64 {
+        lock(&self.shared.control).ports[port].generation
+    }
+
+    /// Compiles `spec` for `port` and, if it compiles, publishes it and waits for the grace
+    /// period. On error nothing changed.
+    pub fn replace(&self, port: usize, spec: PipelineSpec) -> Result<SwapOutcome, ControlError> {
+        let mut control = lock(&self.shared.control);
+        self.swap_locked(&mut control, port, spec)
+    }
+
+    /// Builds a new spec from the current one with `edit` and swaps to it.
+    pub fn edit(
+        &self,
+        port: usize,
+        edit: impl FnOnce(&mut PipelineSpec) -> Result<(), ControlError>,
+    ) -> Result<SwapOutcome, ControlError> {
+        let mut control = lock(&self.shared.control);
+        let mut spec = self.shared.published.current(port).spec().clone();
+        edit(&mut spec)?;
+        self.swap_locked(&mut control, port, spec)
+    }
+
+    fn swap_locked(&self, control: &mut ControlState, port: usize, spec: PipelineSpec) -> Result<SwapOutcome, ControlError> {
+        let info = self.shared.ports.get(port).ok_or_else(|| ControlError::NoPort(port.to_string()))?;
+        let new = Pipeline::compile_cached(&spec, &info.env(), &mut control.ports[port].cache)
+            .map_err(|source| ControlError::Rejected { port: info.name.clone(), source })?;
+        let compile = new.compile_time();
+        let stages = new.stages().len();
+        let t0 = Instant::now();
+        let retired = self.shared.published.replace(port, Arc::new(new), GRACE_TIMEOUT);
+        let grace = t0.elapsed();
+        let pc = &mut control.ports[port];
+        if let Retired::Lingering(_) = retired {
+            tracing::warn!(port = %info.name, "a worker still runs the previous pipeline after {GRACE_TIMEOUT:?}");
+        }
+        pc.ledger.retire(retired, &spec);
+        pc.generation += 1;
+        self.shared.swaps.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = control.config.ports.get_mut(port) {
+            p.stages = spec.stages.clone();
+            p.action = match &spec.default {
+                crate::pipeline::DefaultAction::Drop => crate::config::PortAction::Drop,
+                crate::pipeline::DefaultAction::Reflect => crate::config::PortAction::Reflect,
+                crate::pipeline::DefaultAction::Forward(to) => crate::config::PortAction::Forward(to.clone()),
+            };
+        }
+        Ok(SwapOutcome { generation: pc.generation, stages, compile, grace })
+    }
+
+    /// Every stage's counters (summed over workers and over the pipelines the id survived),
+    /// then the default action's under `None`.
+    pub fn stage_totals(&self, port: usize) -> Vec<(Option<String>, StageTotals)> {
+        let control = lock(&self.shared.control);
+        control.ports[port].ledger.totals(&self.shared.published.current(port))
+    }
+
+    /// Every socket's counters: (port, queue, counters).
+    pub fn queue_stats(&self) -> Vec<(usize, u32, QueueSnapshot)> {
+        self.shared.queues.iter().map(|q| (q.port, q.queue, q.stats.snapshot())).collect()
+    }
+
+    /// The batch-time histogram over all workers since start. Busy workers answer within a
+    /// batch; sleeping ones within their poll timeout, else their part comes with a later call.
+    pub fn histogram(&self, wait: Duration) -> Histogram<u64> {
+        let mut h = lock(&self.shared.hist);
+        let (collectors, total) = &mut *h;
+        stats::collect_histograms(collectors, total, wait);
+        total.clone()
+    }
+
+    /// Re-reads the config file and applies changed pipelines; anything else that changed
+    /// (ports, queues, interfaces, dataplane settings) needs a restart and is refused.
+    /// Returns one line per change.
+    pub fn reload(&self) -> Result<Vec<String>, ControlError> {
+        let path = self.shared.config_path.as_ref().ok_or(ControlError::NoConfigFile)?;
+        let new = Config::load(path)?;
+        let mut control = lock(&self.shared.control);
+        if new.dataplane != control.config.dataplane {
+            return Err(ControlError::Layout("[dataplane] settings changed: restart to apply them".into()));
+        }
+        let layout = |c: &Config| c.ports.iter().map(|p| (p.name.clone(), p.interface.clone(), p.queues.clone(), p.peer().map(str::to_owned))).collect::<Vec<_>>();
+        if layout(&new) != layout(&control.config) {
+            return Err(ControlError::Layout("ports, interfaces, queues or forwarding pairs changed: restart to apply them".into()));
+        }
+        // Compile everything first: a bad pipeline on any port changes nothing on any port.
+        let mut changed = Vec::new();
+        for (i, p) in new.ports.iter().enumerate() {
+            let spec = p.pipeline();
+            if spec != *self.shared.published.current(i).spec() {
+                Pipeline::check(&spec, &p.env()).map_err(|source| ControlError::Rejected { port: p.name.clone(), source })?;
+                changed.push((i, spec));
+            }
+        }
+        let mut lines = Vec::new();
+        for (i, spec) in changed {
+            let n = spec.stages.len();
+            self.swap_locked(&mut control, i, spec)?;
+            lines.push(format!("port {}: pipeline replaced ({n} stages)", self.shared.ports[i].name));
+        }
+        control.config = new;
+        Ok(lines)
+    }
+
+    /// Runs `f` on the attached steering programs (`None` after shutdown).
+    pub fn with_steering<T>(&self, f: impl FnOnce(Option<&BTreeMap<String, Steering>>) -> T) -> T {
+        f(lock(&self.shared.steering).as_ref())
+    }
+
+    /// The steering programs' counters by interface (empty after shutdown). An interface
+    /// whose counters cannot be read is logged and left out.
+    pub fn steering_counters(&self) -> Vec<(String, SteerCounters)> {
+        let steering = lock(&self.shared.steering);
+        let Some(map) = steering.as_ref() else { return Vec::new() };
+        map.iter()
+            .filter_map(|(ifname, s)| match s.counters() {
+                Ok(c) => Some((ifname.clone(), c)),
+                Err(e) => {
+                    tracing::warn!(interface = %ifname, error = %e, "read steering counters");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Detaches every steering program; returns them for their last counters.
+    pub(super) fn take_steering(&self) -> Option<BTreeMap<String, Steering>> {
+        lock(&self.shared.steering).take()
+    }
+
+    pub fn captures(&self) -> &Captures {
+        &self.shared.captures
+    }
+}

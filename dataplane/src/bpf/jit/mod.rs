@@ -27,6 +27,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
+use crate::bpf::verifier::Verified;
 use crate::bpf::{Exec, Fault, Insn, ProgKind, Program, XdpContext};
 
 pub use batch::PacketRef;
@@ -147,7 +148,16 @@ fn host_isa() -> Result<OwnedTargetIsa, JitError> {
 
 impl JitProgram {
     pub fn compile(prog: &Program) -> Result<JitProgram, JitError> {
-        let layout = analyze::analyze(prog)?;
+        Self::build(prog, analyze::analyze(prog)?)
+    }
+
+    /// Compiles a program the verifier accepted (`verified` must come from verifying `prog`):
+    /// every memory access it proved in bounds runs with no run-time check.
+    pub fn compile_verified(prog: &Program, verified: &Verified) -> Result<JitProgram, JitError> {
+        Self::build(prog, analyze::analyze_verified(prog, verified)?)
+    }
+
+    fn build(prog: &Program, layout: analyze::Layout) -> Result<JitProgram, JitError> {
         let isa = host_isa()?;
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();

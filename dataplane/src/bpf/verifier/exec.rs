@@ -155,18 +155,20 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Registers that matter for comparing states at `pc`, per frame.
-    fn live(&self, pc: usize, st: &State) -> Vec<u16> {
+    /// Per frame, the registers that matter for comparing states at `pc`: (live, precise).
+    fn live(&self, pc: usize, st: &State) -> Vec<(u16, u16)> {
         let n = st.frames.len();
         (0..n)
             .map(|i| {
                 let at = if i + 1 == n { pc } else { st.frames[i + 1].callsite + 1 };
-                let mut m = self.cfg.live_in.get(at).copied().unwrap_or(u16::MAX);
+                let mut live = self.cfg.live_in.get(at).copied().unwrap_or(u16::MAX);
+                let mut precise = self.cfg.precise_in.get(at).copied().unwrap_or(u16::MAX);
                 if i + 1 < n {
                     // The return writes r0 and clobbers r1-r5 of the caller.
-                    m &= !0x3f;
+                    live &= !0x3f;
+                    precise &= !0x3f;
                 }
-                m | 1 << REG_FP
+                (live | 1 << REG_FP, precise | 1 << REG_FP)
             })
             .collect()
     }

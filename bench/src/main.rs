@@ -5,6 +5,7 @@ mod dataplane;
 mod filters;
 mod pipeline;
 mod report;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ enum Suite {
     Filters(filters::Opts),
     /// Pipeline ns/packet for 1 vs 10 stages, and swap latency of a 100-stage pipeline under load.
     Pipeline(pipeline::Opts),
+    /// Verifier time per program and for a generated 4,000-instruction one; JIT ns/packet without and with its proofs.
+    Verify(verify::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
         Suite::Pipeline(opts) => pipeline::run(&opts),
+        Suite::Verify(opts) => verify::run(&opts),
     }
 }

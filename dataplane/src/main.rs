@@ -12,6 +12,7 @@ use sluice::runtime::{self, RunOptions};
 mod cli {
     pub mod check;
     pub mod ctl;
+    pub mod verify;
 }
 
 #[derive(Parser)]
@@ -70,6 +71,8 @@ enum FilterCommand {
         #[arg(long)]
         dump: bool,
     },
+    /// Run the static verifier on a filter file (--log prints every step).
+    Verify(cli::verify::VerifyArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
         Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
+        Command::Filter(FilterCommand::Verify(args)) => cli::verify::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Ctl(args) => cli::ctl::run(&args),
     };

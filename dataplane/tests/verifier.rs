@@ -298,3 +298,20 @@ mod random {
         }
     }
 }
+
+#[test]
+fn cli_verifies_files_and_prints_the_log() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let dir = corpus_dir();
+    let ok = dir.join("acc_pkt_ipv4_ihl.s");
+    let (success, out, _) = run(&["filter", "verify", ok.to_str().unwrap()]);
+    assert!(success && out.contains("verified (eBPF assembler)") && out.contains("2 memory accesses proven"), "{out}");
+    let bad = dir.join("rej_pkt_check_too_short.s");
+    let (success, _, err) = run(&["filter", "verify", bad.to_str().unwrap()]);
+    assert!(!success && err.contains("instruction 5 (r0 = *(u32 *)(r2 + 12)): invalid access to packet"), "{err}");
+    let (success, out, _) = run(&["filter", "verify", "--log", bad.to_str().unwrap()]);
+    assert!(!success && out.contains("4: if r4 > r3 goto +2 ;"), "{out}");
+}

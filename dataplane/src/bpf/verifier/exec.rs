@@ -11,7 +11,7 @@ use crate::bpf::check::{AluOp, Cond, Form, LddwKind, Operand, form, lddw_kind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::disasm;
 use crate::bpf::insn::*;
-use crate::bpf::MAX_CALL_DEPTH;
+use crate::bpf::{Helpers, MAX_CALL_DEPTH};
 
 /// Saved states per instruction beyond which the oldest are forgotten for comparison (they
 /// only cost time; exploration stays sound without them).
@@ -41,6 +41,7 @@ enum Step {
 
 pub(super) struct Checker<'a> {
     pub(super) insns: &'a [Insn],
+    helpers: &'a Helpers,
     pub(super) env: &'a VerifyEnv,
     cfg: Cfg,
     access: Vec<Access>,
@@ -52,9 +53,10 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(insns: &'a [Insn], env: &'a VerifyEnv) -> Self {
+    pub(super) fn new(insns: &'a [Insn], helpers: &'a Helpers, env: &'a VerifyEnv) -> Self {
         Checker {
             insns,
+            helpers,
             env,
             cfg: Cfg::build(insns),
             access: vec![Access::None; insns.len()],
@@ -251,6 +253,11 @@ impl<'a> Checker<'a> {
                 return Ok(Step::Next(pc + 2));
             }
             Form::LdPacket { size, indirect } => {
+                // An out-of-range legacy load ends the run on the spot, which must not leave a
+                // reservation open.
+                if let Some(&id) = st.refs.first() {
+                    return Err((Reason::UnreleasedRef(id), vec![]));
+                }
                 let need = insn.imm as u32 as u64 + size as u64;
                 let proven = if indirect {
                     let v = init(st, s)?;
@@ -583,7 +590,9 @@ impl<'a> Checker<'a> {
     }
 
     fn call_helper(&mut self, st: &mut State, id: i64) -> Result<(), (Reason, Vec<u8>)> {
-        let Some(proto) = super::protos::proto(id) else {
+        // The program's own table decides what runs; the prototype, what is allowed.
+        let runs = u64::try_from(id).ok().and_then(|i| self.helpers.get(i)).is_some();
+        let Some(proto) = super::protos::proto(id).filter(|_| runs) else {
             return Err((Reason::UnknownHelper(id), vec![]));
         };
         let ret = self.check_args(st, proto)?;

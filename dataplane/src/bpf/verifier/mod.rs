@@ -290,7 +290,7 @@ pub fn verify(prog: &Program, env: &VerifyEnv) -> Result<Verified, VerifyError> 
     if prog.kind() != ProgKind::Xdp {
         return Err(VerifyError::Kind(prog.kind()));
     }
-    exec::Checker::new(prog.insns(), env).run()
+    exec::Checker::new(prog.insns(), prog.helpers(), env).run()
 }
 
 #[cfg(test)]

@@ -290,10 +290,10 @@ mod random {
         #[test]
         fn accepted_random_programs_never_fault(text in program()) {
             let insns = asm::assemble(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
-            if let Ok((prog, v)) = verifier::load(insns, &helpers(), &VerifyEnv::default()) {
-                if let Err(e) = run_everywhere("random", &prog, &v) {
-                    return Err(TestCaseError::fail(format!("{e}\n{text}")));
-                }
+            if let Ok((prog, v)) = verifier::load(insns, &helpers(), &VerifyEnv::default())
+                && let Err(e) = run_everywhere("random", &prog, &v)
+            {
+                return Err(TestCaseError::fail(format!("{e}\n{text}")));
             }
         }
     }

@@ -143,7 +143,7 @@ impl Cfg {
                     }
                 }
                 Form::CallLocal => {
-                    if let Some(t) = usize::try_from(pc as i64 + 1 + insns[pc].imm as i64).ok() {
+                    if let Ok(t) = usize::try_from(pc as i64 + 1 + insns[pc].imm as i64) {
                         work.push(t);
                     }
                     if pc + 1 < n {

@@ -74,7 +74,7 @@ impl<'a> Checker<'a> {
     }
 
     fn error(&self, pc: usize, reason: Reason, state: String) -> VerifyError {
-        VerifyError::Insn { pc, text: disasm::insn(self.insns, pc), reason, state, log: self.log.clone() }
+        VerifyError::Insn { pc, text: disasm::insn(self.insns, pc), reason: Box::new(reason), state, log: self.log.clone() }
     }
 
     pub(super) fn run(mut self) -> Result<Verified, VerifyError> {
@@ -228,7 +228,7 @@ impl<'a> Checker<'a> {
                 }
                 let r = match v.var.as_const() {
                     Some(c) => Scalar::constant(end_const(f, c)),
-                    None => Scalar::loaded((bits / 8) as u8, false),
+                    None => Scalar::loaded(bits / 8, false),
                 };
                 st.set(d, Reg::scalar(r));
             }

@@ -166,7 +166,7 @@ pub enum VerifyError {
     Insn {
         pc: usize,
         text: String,
-        reason: Reason,
+        reason: Box<Reason>,
         /// The registers involved, as the verifier saw them.
         state: String,
         log: Option<String>,

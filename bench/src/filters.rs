@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::JitProgram;
+use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::tcpdump::LibpcapFilter;
 use sluice::bpf::{Exec, classic};
 use sluice::testbed::corpus;
@@ -50,10 +50,22 @@ const FILTERS: &[&str] = &[
 
 pub fn run(opts: &Opts) -> Result<()> {
     let budget = Duration::from_millis(opts.ms);
-    let anchor = vec![corpus::udp_64(53)];
+    // The anchor packet repeated to one batch, so the batch entry sees what a worker sees.
+    let anchor = vec![corpus::udp_64(53); BATCH_PACKETS];
     let mix: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(opts.mix).collect();
 
-    let mut table = Table::new(&["filter", "classic", "packets", "jit ns", "interp ns", "libpcap ns", "libpcap/jit", "libpcap/interp"]);
+    let mut table = Table::new(&[
+        "filter",
+        "classic",
+        "packets",
+        "jit batch ns",
+        "jit call ns",
+        "interp ns",
+        "libpcap ns",
+        "libpcap/jit batch",
+        "libpcap/jit call",
+        "libpcap/interp",
+    ]);
     for expr in FILTERS.iter().filter(|e| opts.only.as_ref().is_none_or(|o| e.contains(o.as_str()))) {
         let pcap = LibpcapFilter::compile(expr)?;
         let program = classic::compile(pcap.insns()).with_context(|| format!("compile `{expr}`"))?;
@@ -64,15 +76,34 @@ pub fn run(opts: &Opts) -> Result<()> {
         let by_libpcap = |p: &mut [u8]| pcap.matches(p);
         for (set, packets) in [("udp64", &anchor), ("mix", &mix)] {
             let mut bufs = packets.clone();
+            let mut batch_bufs = packets.clone();
+            let mut refs: Vec<PacketRef<'_>> = batch_bufs.iter_mut().map(|b| PacketRef::new(b)).collect();
+            let mut verdicts = vec![0u64; refs.len()];
+            jit.run_batch(&mut refs, 0, 0, &mut verdicts);
             for (i, p) in packets.iter().enumerate() {
                 let want = pcap.matches(p);
-                for (name, got) in [("jit", by_jit(&mut bufs[i])), ("interpreter", by_interp(&mut bufs[i]))] {
+                let by_batch = verdicts[i] != 0;
+                for (name, got) in [("jit", by_jit(&mut bufs[i])), ("interpreter", by_interp(&mut bufs[i])), ("jit batch entry", by_batch)] {
                     if got != want {
                         bail!("`{expr}`: the {name} disagrees with libpcap on packet {i} of {set}");
                     }
                 }
             }
-            let ns = time_engines(&by_jit, &by_interp, &by_libpcap, &mut bufs, budget);
+            let mut engines: [Box<dyn FnMut() -> u64 + '_>; 4] = [
+                Box::new(|| {
+                    // The verdicts stay in memory for the caller, as a worker reads them.
+                    for chunk in refs.chunks_mut(BATCH_PACKETS) {
+                        let n = chunk.len();
+                        jit.run_batch(black_box(chunk), 0, 0, &mut verdicts[..n]);
+                        black_box(&verdicts[..n]);
+                    }
+                    0
+                }),
+                per_packet(&by_jit, packets.clone()),
+                per_packet(&by_interp, packets.clone()),
+                per_packet(&by_libpcap, packets.clone()),
+            ];
+            let ns = time_engines(&mut engines, packets.len(), budget);
             table.row(vec![
                 short(expr),
                 pcap.insns().len().to_string(),
@@ -80,69 +111,71 @@ pub fn run(opts: &Opts) -> Result<()> {
                 format!("{:.2}", ns[0]),
                 format!("{:.2}", ns[1]),
                 format!("{:.2}", ns[2]),
-                format!("{:.1}", ns[2] / ns[0]),
-                format!("{:.1}", ns[2] / ns[1]),
+                format!("{:.2}", ns[3]),
+                format!("{:.1}", ns[3] / ns[0]),
+                format!("{:.1}", ns[3] / ns[1]),
+                format!("{:.1}", ns[3] / ns[2]),
             ]);
         }
     }
-    println!("BPF filters: ns per packet (lower is better), same packets and program for every engine");
+    println!(
+        "BPF filters: ns per packet (lower is better), same packets and program for every engine; \
+         `jit batch` is one native call per {BATCH_PACKETS} packets (the workers' way), `jit call` one per packet"
+    );
     print!("{}", table.render());
     Ok(())
 }
 
-/// Each batch lasts about this long: short enough that many run without being interrupted.
-const BATCH: Duration = Duration::from_millis(1);
+/// Packets per call of the JIT's batch entry, as a worker's RX batch.
+const BATCH_PACKETS: usize = 64;
 
-/// ns per packet of the three engines, measured in turns, batch after batch, for about
-/// `budget` each. Interleaving gives every engine the same machine (the machine is shared and
-/// its load changes from second to second); the best batch is the engine's cost, the others
-/// were interrupted by other work.
-fn time_engines(
-    jit: &impl Fn(&mut [u8]) -> bool,
-    interp: &impl Fn(&mut [u8]) -> bool,
-    libpcap: &impl Fn(&mut [u8]) -> bool,
-    packets: &mut [Vec<u8>],
-    budget: Duration,
-) -> [f64; 3] {
-    let rounds = [calibrate(jit, packets), calibrate(interp, packets), calibrate(libpcap, packets)];
-    let mut best = [f64::INFINITY; 3];
+/// One round of `f` over every packet, as an engine for [`time_engines`]; returns the matches.
+fn per_packet<'a>(f: &'a (impl Fn(&mut [u8]) -> bool + 'a), mut packets: Vec<Vec<u8>>) -> Box<dyn FnMut() -> u64 + 'a> {
+    Box::new(move || {
+        let mut hits = 0u64;
+        for p in packets.iter_mut() {
+            hits += f(black_box(p.as_mut_slice())) as u64;
+        }
+        hits
+    })
+}
+
+/// Each timed slice lasts about this long: short enough that many run uninterrupted.
+const SLICE: Duration = Duration::from_millis(1);
+
+/// ns per packet of each engine (a closure running one round over `packets` packets),
+/// measured in turns, slice after slice, for about `budget` each. Interleaving gives every
+/// engine the same machine (it is shared and its load changes from second to second); the
+/// best slice is the engine's cost, the others were interrupted by other work.
+fn time_engines(engines: &mut [Box<dyn FnMut() -> u64 + '_>], packets: usize, budget: Duration) -> Vec<f64> {
+    let rounds: Vec<u64> = engines.iter_mut().map(calibrate).collect();
+    let mut best = vec![f64::INFINITY; engines.len()];
     let start = Instant::now();
-    while start.elapsed() < budget * 3 {
-        best[0] = best[0].min(batch(jit, packets, rounds[0]));
-        best[1] = best[1].min(batch(interp, packets, rounds[1]));
-        best[2] = best[2].min(batch(libpcap, packets, rounds[2]));
+    while start.elapsed() < budget * engines.len() as u32 {
+        for (i, e) in engines.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..rounds[i] {
+                black_box(e());
+            }
+            best[i] = best[i].min(t.elapsed().as_nanos() as f64 / (rounds[i] as f64 * packets as f64));
+        }
     }
     best
 }
 
-/// Rounds over `packets` that take about [`BATCH`] (running them warms caches and predictors).
-fn calibrate(f: &impl Fn(&mut [u8]) -> bool, packets: &mut [Vec<u8>]) -> u64 {
+/// Rounds that take about [`SLICE`] (running them warms caches and predictors).
+fn calibrate(e: &mut Box<dyn FnMut() -> u64 + '_>) -> u64 {
     let mut rounds = 1u64;
     loop {
         let t = Instant::now();
-        run_rounds(f, packets, rounds);
-        if t.elapsed() >= BATCH {
+        for _ in 0..rounds {
+            black_box(e());
+        }
+        if t.elapsed() >= SLICE {
             return rounds;
         }
         rounds *= 2;
     }
-}
-
-/// ns per packet of one batch.
-fn batch(f: &impl Fn(&mut [u8]) -> bool, packets: &mut [Vec<u8>], rounds: u64) -> f64 {
-    let t = Instant::now();
-    run_rounds(f, packets, rounds);
-    t.elapsed().as_nanos() as f64 / (rounds as f64 * packets.len() as f64)
-}
-
-fn run_rounds(f: &impl Fn(&mut [u8]) -> bool, packets: &mut [Vec<u8>], rounds: u64) {
-    let mut hits = 0u64;
-    for _ in 0..rounds {
-        for p in packets.iter_mut() {
-            hits += f(black_box(p.as_mut_slice())) as u64;
-        }
-    }
-    black_box(hits);
 }
 
 fn short(expr: &str) -> String {

@@ -4,6 +4,8 @@
 mod dataplane;
 mod filters;
 mod pipeline;
+mod objects;
+mod r#gen;
 mod report;
 mod verify;
 
@@ -25,6 +27,10 @@ enum Suite {
     Filters(filters::Opts),
     /// Pipeline ns/packet for 1 vs 10 stages, and swap latency of a 100-stage pipeline under load.
     Pipeline(pipeline::Opts),
+    /// ns/packet of the example C filters (programs/filters) in sluice's interpreter and JIT.
+    Objects(objects::Opts),
+    /// Load generator: each transmit engine vs minimal loops, offline filter vs tcpdump.
+    Gen(r#gen::Opts),
     /// Verifier time per program and for a generated 4,000-instruction one; JIT ns/packet without and with its proofs.
     Verify(verify::Opts),
 }
@@ -34,6 +40,8 @@ fn main() -> anyhow::Result<()> {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
         Suite::Pipeline(opts) => pipeline::run(&opts),
+        Suite::Objects(opts) => objects::run(&opts),
+        Suite::Gen(opts) => r#gen::run(&opts),
         Suite::Verify(opts) => verify::run(&opts),
     }
 }

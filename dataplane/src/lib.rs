@@ -6,10 +6,12 @@
 //! `testbed` builds network-namespace topologies for tests, benches and the demo.
 
 pub mod bpf;
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod loadgen;
 pub mod metrics;
+pub mod pcapio;
 pub mod pipeline;
 pub mod privdrop;
 pub mod runtime;

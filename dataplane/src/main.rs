@@ -10,8 +10,11 @@ use clap::{Parser, Subcommand};
 use sluice::runtime::{self, RunOptions};
 
 mod cli {
+    pub mod capture;
     pub mod check;
     pub mod ctl;
+    pub mod r#gen;
+    pub mod offline;
     pub mod verify;
 }
 
@@ -52,9 +55,20 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Drive a running daemon through its control socket.
     Ctl(cli::ctl::CtlArgs),
-    /// Work with BPF filters without touching any interface.
-    #[command(subcommand)]
-    Filter(FilterCommand),
+    /// Work with BPF filters without touching any interface: compile one, or filter a capture
+    /// file like `tcpdump -r IN -w OUT EXPR`.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Filter {
+        #[command(subcommand)]
+        command: Option<FilterCommand>,
+        #[command(flatten)]
+        offline: cli::offline::OfflineArgs,
+    },
+    /// Generate traffic (AF_XDP or kernel live frames) with rate control and measure loss and
+    /// latency, or replay a capture.
+    Gen(Box<cli::r#gen::GenArgs>),
+    /// Capture through AF_XDP into a pcap file, filtered by a tcpdump expression run by the JIT.
+    Capture(cli::capture::CaptureArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +84,10 @@ enum FilterCommand {
         /// Print the classic and eBPF instructions.
         #[arg(long)]
         dump: bool,
+        /// For an eBPF object (clang -target bpf): the program (function or section name) to
+        /// compile when the object has several.
+        #[arg(long)]
+        section: Option<String>,
     },
     /// Run the static verifier on a filter file (--log prints every step).
     Verify(cli::verify::VerifyArgs),
@@ -82,6 +100,7 @@ enum FormatArg {
     Hex,
     Asm,
     Bytes,
+    Object,
 }
 
 fn init_logging(format: LogFormat) {
@@ -108,10 +127,15 @@ fn main() -> ExitCode {
             verbose,
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
-        Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
-        Command::Filter(FilterCommand::Verify(args)) => cli::verify::run(&args),
+        Command::Filter { command: Some(FilterCommand::Compile { filter, format, dump, section }), .. } => {
+            filter_compile(&filter, format, dump, section.as_deref())
+        }
+        Command::Filter { command: None, offline } => cli::offline::run(&offline),
+        Command::Filter { command: Some(FilterCommand::Verify(args)), .. } => cli::verify::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Ctl(args) => cli::ctl::run(&args),
+        Command::Gen(args) => cli::r#gen::run(&args),
+        Command::Capture(args) => cli::capture::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -127,13 +151,16 @@ fn main() -> ExitCode {
 
 /// `sluice filter compile`: a file argument is read and its format detected; anything else is a
 /// tcpdump expression, the way tcpdump itself takes its last argument.
-fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow::Result<()> {
+fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool, section: Option<&str>) -> anyhow::Result<()> {
     use anyhow::Context;
     use sluice::bpf::source::{self, Format};
     use sluice::bpf::{classic, disasm, jit::JitProgram};
 
     let path = std::path::Path::new(filter);
     let compiled = match format {
+        None if section.is_some() => {
+            source::compile_object(&std::fs::read(path).with_context(|| format!("read {filter}"))?, section, 1)?
+        }
         Some(f) => {
             let format = match f {
                 FormatArg::Tcpdump => Format::Tcpdump,
@@ -141,9 +168,13 @@ fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow
                 FormatArg::Hex => Format::Hex,
                 FormatArg::Asm => Format::Asm,
                 FormatArg::Bytes => Format::Bytes,
+                FormatArg::Object => Format::Object,
             };
             if format == Format::Tcpdump {
                 source::compile_text(filter, format)?
+            } else if format == Format::Object {
+                let bytes = std::fs::read(path).with_context(|| format!("read {filter}"))?;
+                source::compile_object(&bytes, section, 1)?
             } else {
                 let text = std::fs::read_to_string(path).with_context(|| format!("read {filter}"))?;
                 source::compile_text(&text, format)?
@@ -160,6 +191,10 @@ fn filter_compile(filter: &str, format: Option<FormatArg>, dump: bool) -> anyhow
         if dump {
             print!("{}", indent(&classic::disasm(c)));
         }
+    }
+    for m in compiled.program.helpers().maps().iter() {
+        let d = m.def();
+        println!("map: {} ({}, key {} B, value {} B, max_entries {})", d.name, d.kind, d.key_size, d.value_size, d.max_entries);
     }
     let insns = compiled.program.insns();
     println!("ebpf: {} instructions, valid", insns.len());

@@ -17,6 +17,7 @@ pub mod insn;
 pub mod interp;
 pub mod jit;
 pub mod maps;
+pub mod object;
 pub mod source;
 pub mod tcpdump;
 pub mod verifier;

@@ -1,5 +1,6 @@
 //! Which front end reads a filter: a tcpdump expression, classic BPF text (`tcpdump -ddd`/`-dd`),
-//! eBPF bytecode (hex text or raw bytes) or eBPF assembler text, detected or named.
+//! eBPF bytecode (hex text or raw bytes), eBPF assembler text, or a clang-built eBPF ELF object
+//! (one of its XDP programs, with its maps), detected or named.
 //!
 //! Whatever the front end, the result is a validated [`Program`] of `ProgKind::Xdp`, plus the
 //! classic code when there was one (for `--dump`), so callers never care where it came from.
@@ -7,6 +8,7 @@
 use std::fmt;
 
 use crate::bpf::classic::{self, ClassicError, ClassicInsn};
+use crate::bpf::object::{self, Object, ObjectError};
 use crate::bpf::tcpdump::{self, TcpdumpError};
 use crate::bpf::{Helpers, ProgKind, Program, asm, check, insn};
 
@@ -23,6 +25,8 @@ pub enum Format {
     Asm,
     /// Raw eBPF bytecode.
     Bytes,
+    /// An ELF object from `clang -target bpf`: one XDP program and the object's maps.
+    Object,
 }
 
 impl fmt::Display for Format {
@@ -33,6 +37,7 @@ impl fmt::Display for Format {
             Format::Hex => "eBPF bytecode (hex)",
             Format::Asm => "eBPF assembler",
             Format::Bytes => "eBPF bytecode",
+            Format::Object => "eBPF object",
         })
     }
 }
@@ -49,8 +54,8 @@ pub enum SourceError {
     Asm(#[from] asm::AsmError),
     #[error("eBPF program: {0}")]
     Check(#[from] check::CheckError),
-    #[error("this is an ELF object: eBPF objects (clang -target bpf) are not loadable yet; give the program as bytecode or assembler text")]
-    Elf,
+    #[error("eBPF object: {0}")]
+    Object(#[from] ObjectError),
 }
 
 /// A compiled filter and what it was made from.
@@ -80,17 +85,27 @@ pub fn compile_text(text: &str, format: Format) -> Result<Compiled, SourceError>
         Format::Hex => ebpf_program(Format::Hex, insn::decode(&insn::parse_hex(text)?)?),
         Format::Asm => ebpf_program(Format::Asm, asm::assemble(text)?),
         Format::Bytes => compile_bytes(text.as_bytes()),
+        Format::Object => compile_object(text.as_bytes(), None, 1),
     }
 }
 
 /// Compiles the contents of a filter file, recognising its format: raw bytecode when it is not
 /// text, else classic text, hex bytecode or assembler, in that order of evidence.
 pub fn compile_file(bytes: &[u8]) -> Result<Compiled, SourceError> {
-    if bytes.starts_with(b"\x7fELF") {
-        return Err(SourceError::Elf);
+    if object::is_elf(bytes) {
+        return compile_object(bytes, None, 1);
     }
     let Ok(text) = std::str::from_utf8(bytes) else { return compile_bytes(bytes) };
     compile_text(text, detect_text(text))
+}
+
+/// Loads an eBPF object and picks its program named `section` (a function or section name;
+/// `None`: the only one). The program's maps are created with `slots` worker slots and travel
+/// with the program (`program.helpers().maps()`).
+pub fn compile_object(bytes: &[u8], section: Option<&str>, slots: usize) -> Result<Compiled, SourceError> {
+    let obj = Object::load(bytes, slots)?;
+    let program = obj.select(section)?.program.clone();
+    Ok(Compiled { format: Format::Object, classic: None, program })
 }
 
 fn compile_bytes(bytes: &[u8]) -> Result<Compiled, SourceError> {
@@ -158,8 +173,8 @@ mod tests {
         assert!(e.starts_with("eBPF assembler: "), "{e}");
         let e = compile_file(b"r0 = 2\n").unwrap_err().to_string();
         assert!(e.starts_with("eBPF program: ") && e.contains("instruction 0"), "{e}");
-        let e = compile_file(b"\x7fELF\x02\x01\x01").unwrap_err();
-        assert!(matches!(e, SourceError::Elf));
+        let e = compile_file(b"\x7fELF\x02\x01\x01").unwrap_err().to_string();
+        assert!(e.starts_with("eBPF object: not an eBPF ELF object"), "{e}");
         let e = compile_file(b"b7000000020000").unwrap_err().to_string();
         assert!(e.contains("not a multiple of 8"), "{e}");
     }

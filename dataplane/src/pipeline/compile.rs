@@ -173,7 +173,7 @@ pub fn load_filter(id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineEr
             match (format, std::str::from_utf8(&bytes)) {
                 (None, _) => source::compile_file(&bytes),
                 (Some(f), Ok(text)) => source::compile_text(text, *f),
-                (Some(source::Format::Bytes), Err(_)) => source::compile_file(&bytes),
+                (Some(source::Format::Bytes | source::Format::Object), Err(_)) => source::compile_file(&bytes),
                 (Some(f), Err(_)) => {
                     return Err(PipelineError::Spec {
                         id: id.to_owned(),

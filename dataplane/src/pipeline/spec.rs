@@ -160,7 +160,8 @@ pub fn parse_format(name: &str) -> Result<Format, SpecError> {
         "hex" => Format::Hex,
         "asm" => Format::Asm,
         "bytes" => Format::Bytes,
-        other => return Err(bad("format", format!("unknown format `{other}` (expected tcpdump, classic, hex, asm or bytes)"))),
+        "object" => Format::Object,
+        other => return Err(bad("format", format!("unknown format `{other}` (expected tcpdump, classic, hex, asm, bytes or object)"))),
     })
 }
 
@@ -172,6 +173,7 @@ pub fn format_name(format: Format) -> &'static str {
         Format::Hex => "hex",
         Format::Asm => "asm",
         Format::Bytes => "bytes",
+        Format::Object => "object",
     }
 }
 
@@ -195,8 +197,8 @@ impl TryFrom<StageDoc> for StageSpec {
             (Some(_), Some(_)) => return Err(bad("file", "give either `filter` (inline text) or `file`, not both")),
             (None, None) => return Err(bad("filter", "a stage needs `filter` (inline text) or `file`")),
         };
-        if let FilterSpec::Text { format: Format::Bytes, .. } = filter {
-            return Err(bad("format", "raw bytecode (`bytes`) can only come from a `file`"));
+        if let FilterSpec::Text { format: Format::Bytes | Format::Object, .. } = filter {
+            return Err(bad("format", "raw bytecode (`bytes`) and eBPF objects (`object`) can only come from a `file`"));
         }
         let action = ActionSpec::parse(&doc.action, doc.to.as_deref())?;
         Ok(StageSpec { id: doc.id, filter, action })

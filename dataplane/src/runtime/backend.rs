@@ -89,8 +89,8 @@ fn to_proto_stage(s: &StageSpec) -> ProtoStage {
                 Format::Classic => FilterFormat::Classic,
                 Format::Hex => FilterFormat::Hex,
                 Format::Asm => FilterFormat::Asm,
-                // Inline raw bytecode is refused by the spec; a file carries it.
-                Format::Bytes => FilterFormat::File,
+                // Inline raw bytecode and objects are refused by the spec; a file carries them.
+                Format::Bytes | Format::Object => FilterFormat::File,
             },
         ),
         FilterSpec::File { path, .. } => (path.display().to_string(), FilterFormat::File),

@@ -23,6 +23,13 @@
 //!   ([`check::stack_reach`]) is zeroed before every run.
 //! - Local calls save r6-r9 and restore them and r10 at the callee's `exit`; r1-r5 are not
 //!   restored (callers must treat them as clobbered). Helper calls leave r1-r5 untouched.
+//! - Map memory (values a lookup returned, reserved ring-buffer records, global data) is the
+//!   third region: an access inside one of the program's map arenas is allowed (writes only
+//!   where the program may write: not `.rodata`), through raw pointers because workers and the
+//!   controller share those bytes; atomics there are real atomics. `lddw` map references are
+//!   resolved once, at pre-decoding, to the map's or value's address.
+//! - Programs with kernel helpers run inside `helpers::enter`, which tells the helpers about
+//!   the run; after `xdp_adjust_head/tail` the context's packet pointers are reloaded from it.
 //! - `ld_abs`/`ld_ind` read big-endian from the packet; out of range ends the run with r0 = 0.
 //!   `MODE_CTX` loads read the run's own context: the source register is never dereferenced.
 //! - Everything else is little-endian, whatever the host.
@@ -30,7 +37,9 @@
 use std::cell::RefCell;
 
 use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach};
+use super::helpers::{self, ADJUST_HEAD, ADJUST_TAIL, StackArea};
 use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
+use super::maps::MapTable;
 use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, ProgKind, Program, XdpContext};
 
 mod accum;
@@ -135,11 +144,39 @@ pub struct Interpreter {
     reach: StackReach,
     /// The accumulator form, for the Xdp programs it can run.
     acc: Option<accum::AccProgram>,
+    /// The program's map arenas, the third memory region (kept alive by `helpers`).
+    arenas: Box<[ArenaRef]>,
+}
+
+/// One map arena a program may address: `[base, base + len)`.
+#[derive(Debug, Clone, Copy)]
+struct ArenaRef {
+    base: u64,
+    len: u64,
+    writable: bool,
+}
+
+impl ArenaRef {
+    fn of(maps: &MapTable) -> Box<[ArenaRef]> {
+        maps.iter()
+            .filter(|m| !m.arena().is_empty())
+            .map(|m| ArenaRef { base: m.arena().base(), len: m.arena().len() as u64, writable: m.def().prog_writable() })
+            .collect()
+    }
+
+    #[inline(always)]
+    fn holds(&self, addr: u64, size: u64) -> bool {
+        addr.wrapping_sub(self.base) <= self.len.wrapping_sub(size) && size <= self.len
+    }
 }
 
 impl Interpreter {
     pub fn new(prog: &Program) -> Self {
-        let acc = if prog.kind() == ProgKind::Xdp { accum::AccProgram::build(prog.insns()) } else { None };
+        let acc = if prog.kind() == ProgKind::Xdp && !prog.helpers().needs_env() {
+            accum::AccProgram::build(prog.insns())
+        } else {
+            None
+        };
         Interpreter { acc, ..Self::general(prog) }
     }
 
@@ -150,6 +187,10 @@ impl Interpreter {
         let mut called: Vec<Helper> = Vec::new();
         let mut code = Vec::with_capacity(insns.len());
         for (pc, insn) in insns.iter().enumerate() {
+            if let Some(addr) = prog.helpers().maps().lddw_value(insns, pc) {
+                code.push(Op { code: Code::Lddw, dst: insn.dst, src: 0, off: 0, imm: addr });
+                continue;
+            }
             let op = match check::form(insn) {
                 Ok(Form::Call) => {
                     // Validation guarantees the id exists; an unknown one would have been refused.
@@ -178,6 +219,7 @@ impl Interpreter {
             helpers: prog.helpers().clone(),
             reach: check::stack_reach(insns),
             acc: None,
+            arenas: ArenaRef::of(prog.helpers().maps()),
         }
     }
 }
@@ -409,7 +451,9 @@ struct Mem<'a> {
     stack: &'a mut [u8],
     stack_base: u64,
     frames: &'a mut [Frame],
-    ctx: &'a XdpContext,
+    /// A copy: `xdp_adjust_head/tail` move its packet pointers during the run.
+    ctx: XdpContext,
+    arenas: &'a [ArenaRef],
 }
 
 #[inline(always)]
@@ -427,7 +471,35 @@ fn window_mut<const N: usize>(m: &mut [u8], base: u64, addr: u64) -> Option<&mut
 impl Mem<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
-        window(self.data, self.data_base, addr).or_else(|| window(self.stack, self.stack_base, addr))
+        window(self.data, self.data_base, addr)
+            .or_else(|| window(self.stack, self.stack_base, addr))
+            .or_else(|| self.arena_load(addr))
+    }
+
+    /// The arena holding `[addr, addr + n)`, if any (and writable, when `write`).
+    #[inline(always)]
+    fn arena(&self, addr: u64, n: u64, write: bool) -> Option<&ArenaRef> {
+        self.arenas.iter().find(|a| a.holds(addr, n) && (a.writable || !write))
+    }
+
+    #[inline(never)]
+    fn arena_load<const N: usize>(&self, addr: u64) -> Option<[u8; N]> {
+        self.arena(addr, N as u64, false)?;
+        // SAFETY: the N bytes lie inside a live map arena (checked above; the interpreter's
+        // `helpers` keeps the maps alive). Other threads may write them concurrently, which
+        // only tears the value (see `maps::Arena`).
+        Some(unsafe { std::ptr::read_unaligned(addr as *const [u8; N]) })
+    }
+
+    /// Stores into a writable map arena; false if `[addr, addr + N)` is not in one.
+    #[inline(never)]
+    fn arena_store<const N: usize>(&self, addr: u64, v: [u8; N]) -> bool {
+        if self.arena(addr, N as u64, true).is_none() {
+            return false;
+        }
+        // SAFETY: inside a live, program-writable map arena (checked above); see `arena_load`.
+        unsafe { std::ptr::write_unaligned(addr as *mut [u8; N], v) };
+        true
     }
 
     #[inline(always)]
@@ -515,13 +587,78 @@ macro_rules! atomic {
     }};
 }
 
+/// An atomic on map memory (checked by the caller to be inside a writable arena): a real
+/// atomic when aligned, since other workers update the same values; otherwise a plain
+/// read-modify-write, as the JIT does.
+fn arena_atomic32(addr: u64, a: AtomicOp, r: &mut [u64; 16], src: usize) {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    if !addr.is_multiple_of(4) {
+        // SAFETY: inside a live writable arena (caller's check); unaligned access is explicit.
+        let mut cell = unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) };
+        atomic!(u32, &mut cell, a, r, src);
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(addr as *mut [u8; 4], cell) };
+        return;
+    }
+    // SAFETY: aligned, inside a live arena that outlives this call; every other access to
+    // these bytes is atomic or a racy byte copy (see `maps::Arena`).
+    let cell = unsafe { AtomicU32::from_ptr(addr as *mut u32) };
+    let v = r[src] as u32;
+    let old = match a {
+        AtomicOp::Add | AtomicOp::FetchAdd => cell.fetch_add(v, SeqCst),
+        AtomicOp::Or | AtomicOp::FetchOr => cell.fetch_or(v, SeqCst),
+        AtomicOp::And | AtomicOp::FetchAnd => cell.fetch_and(v, SeqCst),
+        AtomicOp::Xor | AtomicOp::FetchXor => cell.fetch_xor(v, SeqCst),
+        AtomicOp::Xchg => cell.swap(v, SeqCst),
+        AtomicOp::Cmpxchg => cell.compare_exchange(r[0] as u32, v, SeqCst, SeqCst).unwrap_or_else(|x| x),
+    };
+    if a == AtomicOp::Cmpxchg {
+        r[0] = old as u64;
+    } else if a.fetches() {
+        r[src] = old as u64;
+    }
+}
+
+fn arena_atomic64(addr: u64, a: AtomicOp, r: &mut [u64; 16], src: usize) {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    if !addr.is_multiple_of(8) {
+        // SAFETY: inside a live writable arena (caller's check); unaligned access is explicit.
+        let mut cell = unsafe { std::ptr::read_unaligned(addr as *const [u8; 8]) };
+        atomic!(u64, &mut cell, a, r, src);
+        // SAFETY: as above.
+        unsafe { std::ptr::write_unaligned(addr as *mut [u8; 8], cell) };
+        return;
+    }
+    // SAFETY: as in `arena_atomic32`, with 8-byte alignment.
+    let cell = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
+    let v = r[src];
+    let old = match a {
+        AtomicOp::Add | AtomicOp::FetchAdd => cell.fetch_add(v, SeqCst),
+        AtomicOp::Or | AtomicOp::FetchOr => cell.fetch_or(v, SeqCst),
+        AtomicOp::And | AtomicOp::FetchAnd => cell.fetch_and(v, SeqCst),
+        AtomicOp::Xor | AtomicOp::FetchXor => cell.fetch_xor(v, SeqCst),
+        AtomicOp::Xchg => cell.swap(v, SeqCst),
+        AtomicOp::Cmpxchg => cell.compare_exchange(r[0], v, SeqCst, SeqCst).unwrap_or_else(|x| x),
+    };
+    if a == AtomicOp::Cmpxchg {
+        r[0] = old;
+    } else if a.fetches() {
+        r[src] = old;
+    }
+}
+
 impl Interpreter {
     /// Runs with `data` as the memory (Raw) or packet (Xdp) region and `r1` as given.
     #[inline(always)]
     fn execute(&self, data: &mut [u8], r1: u64, r2: u64, ctx: &XdpContext) -> Result<u64, Fault> {
         if self.reach == StackReach::None {
+            let (base, len) = (data.as_ptr() as u64, data.len());
+            let arenas = &self.arenas;
             let mut mem =
-                Mem { data_base: data.as_ptr() as u64, data, stack: &mut [], stack_base: 0, frames: &mut [], ctx };
+                Mem { data_base: base, data, stack: &mut [], stack_base: 0, frames: &mut [], ctx: *ctx, arenas };
+            if self.helpers.needs_env() {
+                return helpers::enter(&self.helpers, base, len, StackArea::None, || self.run(&mut mem, r1, r2, 0));
+            }
             return self.run(&mut mem, r1, r2, 0);
         }
         self.execute_with_stack(data, r1, r2, ctx)
@@ -541,15 +678,22 @@ impl Interpreter {
                 reached.fill(0);
             }
             let stack_base = s.stack.as_ptr() as u64;
+            let (base, len) = (data.as_ptr() as u64, data.len());
             let mut mem = Mem {
-                data_base: data.as_ptr() as u64,
+                data_base: base,
                 data: &mut *data,
                 stack: &mut s.stack,
                 stack_base,
                 frames: &mut s.frames,
-                ctx,
+                ctx: *ctx,
+                arenas: &self.arenas,
             };
-            self.run(&mut mem, r1, r2, stack_base + STACK_AREA as u64)
+            let top = stack_base + STACK_AREA as u64;
+            if self.helpers.needs_env() {
+                let area = StackArea::Area { lo: stack_base, hi: top };
+                return helpers::enter(&self.helpers, base, len, area, || self.run(&mut mem, r1, r2, top));
+            }
+            self.run(&mut mem, r1, r2, top)
         };
         let shared = SCRATCH.try_with(|cell| cell.try_borrow_mut().ok().map(|mut s| go(&mut s)));
         match shared {
@@ -606,9 +750,11 @@ impl Interpreter {
             macro_rules! store {
                 ($n:literal, $v:expr) => {{
                     let addr_d = d!().wrapping_add(op.off as i64 as u64);
-                    match mem.place::<$n>(addr_d) {
-                        Some(cell) => *cell = $v,
-                        None => return Err(oob(here, addr_d, $n, true)),
+                    let v = $v;
+                    if let Some(cell) = mem.place::<$n>(addr_d) {
+                        *cell = v;
+                    } else if !mem.arena_store::<$n>(addr_d, v) {
+                        return Err(oob(here, addr_d, $n, true));
                     }
                 }};
             }
@@ -714,7 +860,7 @@ impl Interpreter {
                 IndB => abs!(1, u8, op.imm + s!() as u32 as u64),
                 IndH => abs!(2, u16, op.imm + s!() as u32 as u64),
                 IndW => abs!(4, u32, op.imm + s!() as u32 as u64),
-                Ctx => d!() = ctx_field(mem.ctx, op.off),
+                Ctx => d!() = ctx_field(&mem.ctx, op.off),
                 LdxB => ldx!(1, |b: [u8; 1]| b[0] as u64),
                 LdxH => ldx!(2, |b| u16::from_le_bytes(b) as u64),
                 LdxW => ldx!(4, |b| u32::from_le_bytes(b) as u64),
@@ -733,14 +879,24 @@ impl Interpreter {
                 AtomicW => {
                     let addr_d = d!().wrapping_add(op.off as i64 as u64);
                     let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
-                    let Some(cell) = mem.place::<4>(addr_d) else { return Err(oob(here, addr_d, 4, true)) };
-                    atomic!(u32, cell, a, r, (op.src & 15) as usize);
+                    if let Some(cell) = mem.place::<4>(addr_d) {
+                        atomic!(u32, cell, a, r, (op.src & 15) as usize);
+                    } else if mem.arena(addr_d, 4, true).is_some() {
+                        arena_atomic32(addr_d, a, &mut r, (op.src & 15) as usize);
+                    } else {
+                        return Err(oob(here, addr_d, 4, true));
+                    }
                 }
                 AtomicDw => {
                     let addr_d = d!().wrapping_add(op.off as i64 as u64);
                     let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
-                    let Some(cell) = mem.place::<8>(addr_d) else { return Err(oob(here, addr_d, 8, true)) };
-                    atomic!(u64, cell, a, r, (op.src & 15) as usize);
+                    if let Some(cell) = mem.place::<8>(addr_d) {
+                        atomic!(u64, cell, a, r, (op.src & 15) as usize);
+                    } else if mem.arena(addr_d, 8, true).is_some() {
+                        arena_atomic64(addr_d, a, &mut r, (op.src & 15) as usize);
+                    } else {
+                        return Err(oob(here, addr_d, 8, true));
+                    }
                 }
                 Ja => pc = op.off as usize,
                 Jeq64I => jump!(d!() == op.imm),
@@ -795,6 +951,11 @@ impl Interpreter {
                         r[0] = v;
                     } else {
                         return Ok(0);
+                    }
+                    if (h.id == ADJUST_HEAD || h.id == ADJUST_TAIL)
+                        && let Some((data, end)) = helpers::packet_bounds()
+                    {
+                        (mem.ctx.data, mem.ctx.data_end, mem.ctx.data_meta) = (data, end, data);
                     }
                 }
                 Callx => {

@@ -26,8 +26,8 @@ pub(super) type BatchFn = unsafe extern "C" fn(*mut PacketRef<'_>, u64, *mut u64
 #[repr(C)]
 #[derive(Debug)]
 pub struct PacketRef<'a> {
-    data: *mut u8,
-    len: u64,
+    pub(super) data: *mut u8,
+    pub(super) len: u64,
     _borrow: PhantomData<&'a mut [u8]>,
 }
 

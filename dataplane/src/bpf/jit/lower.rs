@@ -21,6 +21,7 @@ use crate::bpf::check::StackReach;
 use super::{trap_word, JitError, TrapKind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
+use crate::bpf::helpers::{ADJUST_HEAD, ADJUST_TAIL};
 use crate::bpf::{Helper, Program, MAX_CALL_DEPTH};
 
 const I64: Type = types::I64;
@@ -620,6 +621,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             .helpers
             .get(id)
             .ok_or_else(|| unsupported(pc, *insn, "call to a helper id that is not in the helper table"))?;
+        Self::refuse_adjust(pc, insn, &helper)?;
         let r0 = self.call_helper(&helper);
         self.set(0, r0);
         Ok(())
@@ -719,10 +721,17 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     fn ld(&mut self, pc: usize, insn: &Insn) -> Result<(), JitError> {
         match insn.mode() {
             MODE_IMM if insn.is_lddw() => {
-                if insn.src != 0 {
-                    return Err(unsupported(pc, *insn, "lddw with a map reference needs a loader"));
-                }
-                let v = self.b.ins().iconst(I64, lddw_imm(&self.env.prog.insns, pc) as i64);
+                let value = match insn.src {
+                    0 => lddw_imm(&self.env.prog.insns, pc),
+                    _ => self
+                        .env
+                        .prog
+                        .helpers
+                        .maps()
+                        .lddw_value(&self.env.prog.insns, pc)
+                        .ok_or_else(|| unsupported(pc, *insn, "lddw source is not a map reference"))?,
+                };
+                let v = self.b.ins().iconst(I64, value as i64);
                 self.set(insn.dst, v);
             }
             MODE_ABS => {
@@ -956,6 +965,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         let other = self.b.create_block();
         self.b.ins().brif(in_packet, cont, &[], other, &[]);
         self.enter(other);
+        self.admit_map_memory(addr, size, write, cont);
         let trap = self.trap_block();
         let args = self.trap_args(word, addr);
         if self.env.layout.stack != StackReach::None {
@@ -966,6 +976,36 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             self.b.ins().jump(trap, &args);
         }
         self.enter(cont);
+    }
+}
+
+impl Lower<'_, '_, '_> {
+    /// Map memory, the third region: continues to `cont` when `[addr, addr + size)` lies in
+    /// one of the program's map arenas (writable ones for a store). Arenas never move, so
+    /// each test is a subtraction and a compare against constants. Leaves the builder in the
+    /// block reached when none matches.
+    fn admit_map_memory(&mut self, addr: Value, size: usize, write: bool, cont: Block) {
+        let arenas: Vec<(u64, u64)> = (self.env.prog.helpers.maps().iter())
+            .filter(|m| !write || m.def().prog_writable())
+            .map(|m| (m.arena().base(), m.arena().len() as u64))
+            .filter(|&(_, len)| len >= size as u64)
+            .collect();
+        for (base, len) in arenas {
+            let off = self.b.ins().iadd_imm_s(addr, (base as i64).wrapping_neg());
+            let inside = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, (len - size as u64) as i64);
+            let next = self.b.create_block();
+            self.b.ins().brif(inside, cont, &[], next, &[]);
+            self.enter(next);
+        }
+    }
+
+    /// `xdp_adjust_head/tail` move the packet, which the JIT keeps in registers for the whole
+    /// run; such programs are left to the interpreter.
+    fn refuse_adjust(pc: usize, insn: &Insn, helper: &Helper) -> Result<(), JitError> {
+        if helper.id == ADJUST_HEAD || helper.id == ADJUST_TAIL {
+            return Err(unsupported(pc, *insn, "xdp_adjust_head/tail are not supported by the jit: run in the interpreter"));
+        }
+        Ok(())
     }
 }
 

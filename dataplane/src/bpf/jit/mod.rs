@@ -27,6 +27,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
+use crate::bpf::helpers::{self, Helpers, StackArea};
 use crate::bpf::verifier::Verified;
 use crate::bpf::{Exec, Fault, Insn, ProgKind, Program, XdpContext};
 
@@ -116,6 +117,9 @@ pub struct JitProgram {
     module: Mutex<ManuallyDrop<JITModule>>,
     code_size: usize,
     uses_ctx: bool,
+    /// Kept for programs with kernel helpers: runs go through `helpers::enter`, and the maps
+    /// whose addresses the code holds stay alive as long as the code.
+    helpers: Helpers,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -127,23 +131,48 @@ impl std::fmt::Debug for JitProgram {
 fn host_isa() -> Result<OwnedTargetIsa, JitError> {
     static ISA: OnceLock<Result<OwnedTargetIsa, String>> = OnceLock::new();
     ISA.get_or_init(|| {
-        let mut flags = settings::builder();
-        let set = |flags: &mut settings::Builder, name: &str, value: &str| {
-            flags.set(name, value).map_err(|e| format!("set {name}={value}: {e}"))
-        };
-        set(&mut flags, "opt_level", "speed")?;
-        set(&mut flags, "is_pic", "false")?;
-        set(&mut flags, "use_colocated_libcalls", "false")?;
-        set(&mut flags, "unwind_info", "false")?;
-        // The 4 KiB stack area must not jump over a guard page.
-        set(&mut flags, "enable_probestack", "true")?;
-        set(&mut flags, "probestack_strategy", "inline")?;
-        set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
         let builder = cranelift_native::builder().map_err(|e| format!("detect host: {e}"))?;
-        builder.finish(settings::Flags::new(flags)).map_err(|e| format!("build isa: {e}"))
+        finish_isa(builder)
     })
     .clone()
     .map_err(JitError::Host)
+}
+
+/// The code generator for `builder`'s target, with sluice's settings.
+fn finish_isa(builder: cranelift_codegen::isa::Builder) -> Result<OwnedTargetIsa, String> {
+    let mut flags = settings::builder();
+    let set = |flags: &mut settings::Builder, name: &str, value: &str| {
+        flags.set(name, value).map_err(|e| format!("set {name}={value}: {e}"))
+    };
+    set(&mut flags, "opt_level", "speed")?;
+    set(&mut flags, "is_pic", "false")?;
+    set(&mut flags, "use_colocated_libcalls", "false")?;
+    set(&mut flags, "unwind_info", "false")?;
+    // The 4 KiB stack area must not jump over a guard page.
+    set(&mut flags, "enable_probestack", "true")?;
+    set(&mut flags, "probestack_strategy", "inline")?;
+    set(&mut flags, "enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })?;
+    // Local functions return r0..r5 and a status word: seven values, one more than aarch64's
+    // `tail` convention has return registers (x2..x7); the extra one goes through memory.
+    set(&mut flags, "enable_multi_ret_implicit_sret", "true")?;
+    builder.finish(settings::Flags::new(flags)).map_err(|e| format!("build isa: {e}"))
+}
+
+/// Compiles `prog` for another architecture (a target triple such as `aarch64-unknown-linux-gnu`,
+/// if this build of Cranelift includes it) and returns the size of the machine code; the code
+/// is generated exactly as for the host, then discarded, never run. This is how the aarch64
+/// back end is tested on an x86-64 machine.
+pub fn cross_compile(prog: &Program, triple: &str) -> Result<usize, JitError> {
+    let builder = cranelift_codegen::isa::lookup_by_name(triple).map_err(|e| JitError::Host(format!("target `{triple}`: {e}")))?;
+    let isa = finish_isa(builder).map_err(JitError::Host)?;
+    let layout = analyze::analyze(prog)?;
+    let call_conv = isa.default_call_conv();
+    let frontend = isa.frontend_config();
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let defined = JitProgram::define(&mut module, prog, &layout, call_conv, frontend, false);
+    // SAFETY: nothing from this module was handed out or ever ran (it was never finalized).
+    unsafe { module.free_memory() };
+    defined.map(|(_, _, size)| size)
 }
 
 impl JitProgram {
@@ -162,7 +191,7 @@ impl JitProgram {
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        match Self::define(&mut module, prog, &layout, call_conv, frontend) {
+        match Self::define(&mut module, prog, &layout, call_conv, frontend, true) {
             Ok((main, batch, code_size)) => {
                 let code = module.get_finalized_function(main);
                 // SAFETY: `code` is the finalized entry function, built with `entry_signature`
@@ -181,6 +210,7 @@ impl JitProgram {
                     module: Mutex::new(ManuallyDrop::new(module)),
                     code_size,
                     uses_ctx: layout.uses_ctx,
+                    helpers: prog.helpers().clone(),
                 })
             }
             Err(e) => {
@@ -191,13 +221,15 @@ impl JitProgram {
         }
     }
 
-    /// Declares, builds and finalizes every function; returns the entry id and code bytes.
+    /// Declares and builds every function, and finalizes them when asked (not for a foreign
+    /// target); returns the entry ids and the code bytes.
     fn define(
         module: &mut JITModule,
         prog: &Program,
         layout: &analyze::Layout,
         call_conv: cranelift_codegen::isa::CallConv,
         frontend: cranelift_codegen::isa::TargetFrontendConfig,
+        finalize: bool,
     ) -> Result<(FuncId, Option<FuncId>, usize), JitError> {
         let module_err = |stage, entry| move |e| JitError::Module { stage, entry, source: Box::new(e) };
         let mut ids = Vec::with_capacity(layout.funcs.len());
@@ -238,7 +270,9 @@ impl JitProgram {
         } else {
             None
         };
-        module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        if finalize {
+            module.finalize_definitions().map_err(module_err("finalize", 0))?;
+        }
         Ok((ids[0], batch, code_size))
     }
 
@@ -252,6 +286,20 @@ impl JitProgram {
     pub fn run_batch(&self, packets: &mut [PacketRef<'_>], ingress_ifindex: u32, rx_queue_index: u32, verdicts: &mut [u64]) -> usize {
         let batch = self.batch.expect("run_batch needs an Xdp program");
         assert!(verdicts.len() >= packets.len(), "run_batch: {} verdict slots for {} packets", verdicts.len(), packets.len());
+        if self.helpers.needs_env() {
+            // Kernel helpers read per-run state (the packet window, map slots) that is set
+            // around each run, so such programs take one call per packet.
+            let mut faults = 0;
+            for (p, v) in packets.iter_mut().zip(verdicts.iter_mut()) {
+                // SAFETY: a `PacketRef` holds a live, exclusive borrow of `len` bytes at `data`.
+                let packet = unsafe { std::slice::from_raw_parts_mut(p.data, p.len as usize) };
+                *v = self.run_xdp(packet, ingress_ifindex, rx_queue_index).unwrap_or_else(|_| {
+                    faults += 1;
+                    Fault::VERDICT
+                });
+            }
+            return faults;
+        }
         let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         // SAFETY: `batch` points into code owned by `self.module`, alive for `&self`. For each
         // of the `packets.len()` descriptors it reads, the code touches only that packet's
@@ -293,6 +341,19 @@ impl Exec for JitProgram {
 
     #[inline]
     fn run_xdp(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
+        if self.helpers.needs_env() {
+            let (data, len) = (packet.as_ptr() as u64, packet.len());
+            return helpers::enter(&self.helpers, data, len, StackArea::Native, || {
+                self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index)
+            });
+        }
+        self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index)
+    }
+}
+
+impl JitProgram {
+    #[inline(always)]
+    fn run_xdp_direct(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> Result<u64, Fault> {
         let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         if self.uses_ctx {
             let ctx = XdpContext::new(packet, ingress_ifindex, rx_queue_index);

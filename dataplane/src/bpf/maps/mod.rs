@@ -24,6 +24,8 @@ mod ringbuf;
 
 use std::sync::Arc;
 
+use super::insn::{Insn, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
+
 pub use arena::Arena;
 
 /// Map types, numbered as the kernel's `enum bpf_map_type`.
@@ -481,6 +483,24 @@ impl MapTable {
     #[inline]
     pub fn by_addr(&self, addr: u64) -> Option<&Map> {
         self.maps.iter().find(|m| Arc::as_ptr(m) as u64 == addr).map(|m| &**m)
+    }
+
+    /// The value an `lddw` with a map reference at `pc` loads: the map's address
+    /// (`PSEUDO_MAP_FD`, imm = map index) or the address of a byte of its single value
+    /// (`PSEUDO_MAP_VALUE`, imm = map index, second slot's imm = offset). `None` for a plain
+    /// `lddw`; 0 for an index or offset this table lacks (the object loader refuses those).
+    /// Both back ends resolve references through this, once, before running.
+    pub fn lddw_value(&self, insns: &[Insn], pc: usize) -> Option<u64> {
+        let i = insns.get(pc).filter(|i| i.is_lddw())?;
+        let map = usize::try_from(i.imm).ok().and_then(|m| self.maps.get(m));
+        match i.src {
+            PSEUDO_MAP_FD => Some(map.map_or(0, |m| Arc::as_ptr(m) as u64)),
+            PSEUDO_MAP_VALUE => {
+                let off = insns.get(pc + 1).map_or(0, |n| n.imm as u32 as u64);
+                Some(map.filter(|m| off < m.arena().len() as u64).map_or(0, |m| m.arena().base() + off))
+            }
+            _ => None,
+        }
     }
 
     /// The map whose arena holds `[addr, addr + size)`, if any.

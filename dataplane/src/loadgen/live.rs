@@ -1,10 +1,14 @@
-//! The kernel live-frames transmit engine: a fast frame source for tests and benches.
+//! The kernel live-frames transmit engine: a fast frame source for tests, benches and
+//! `sluice gen --engine live`.
 //!
 //! `gen_tx` (programs/xdp/gen.bpf.c) returns XDP_TX; running it with BPF_PROG_RUN and
 //! BPF_F_TEST_XDP_LIVE_FRAMES makes the kernel build `repeat` copies of a template frame
 //! in a page pool and transmit each one out of the context's ingress interface — no socket,
 //! no skb, no copy from userspace per frame. On veth the frame appears on the peer, which
 //! must run a native XDP program (the dataplane's steering program, or an [`XdpSink`]).
+//! `gen_stamp` does the same and also writes the measurement stamp (sequence number and
+//! `bpf_ktime_get_ns` time) into each frame and varies one 16-bit flow field, fixing the
+//! checksum, so live frames can be measured like the AF_XDP engine's.
 //!
 //! The syscall resolves the ingress interface in the *calling thread's* network namespace,
 //! so a [`LiveSender`] remembers the namespace it was created in and refuses to send from
@@ -15,8 +19,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use aya::{Ebpf, EbpfError};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+
+use super::LoadgenError;
+use super::traffic::Template;
 
 /// The XDP programs of the engine, compiled by build.rs.
 static GEN_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
@@ -27,56 +34,23 @@ const LIVE_BATCH: u32 = 64;
 /// Every BPF_PROG_RUN call in live-frames mode costs about 25 ms of fixed set-up and
 /// teardown on kernel 6.18 (measured: 1,000 frames per call give 0.04 Mpps, 16 M per call
 /// 12 Mpps), so [`LiveSender::flood`] starts at this many frames per call...
-const FLOOD_MIN_CHUNK: u32 = 1 << 20;
+pub const FLOOD_MIN_CHUNK: u32 = 1 << 20;
 /// ...and doubles the count while a call takes less than this, so the fixed cost stays a few
 /// percent while a stop request is still seen within about half a second.
 const FLOOD_CALL_TARGET: Duration = Duration::from_millis(200);
 const FLOOD_MAX_CHUNK: u32 = 1 << 26;
+/// Time's worth of frames a paced live-frames call sends.
+pub const PACED_CALL: Duration = Duration::from_millis(100);
 /// Size of `struct xdp_md` (six u32 fields).
 const XDP_MD_LEN: usize = 24;
 
-/// A failure of the transmit engine.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadgenError {
-    #[error("load gen.bpf.o: {0}")]
-    Load(#[from] EbpfError),
-    #[error("program {name}: {source}")]
-    Program {
-        name: &'static str,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("program {name} missing from gen.bpf.o")]
-    MissingProgram { name: &'static str },
-    #[error("interface {ifname}: not found in this network namespace")]
-    NoInterface { ifname: String },
-    #[error("frame of {len} bytes: {reason}")]
-    Frame { len: usize, reason: &'static str },
-    #[error("send on {ifname}: {source}")]
-    Send {
-        ifname: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("attach {program} to {ifname}: {source}")]
-    Attach {
-        program: &'static str,
-        ifname: String,
-        #[source]
-        source: ProgramError,
-    },
-    #[error("read network namespace of this thread: {0}")]
-    Namespace(#[source] std::io::Error),
-    #[error(
-        "sender for {ifname} used from another network namespace ({now:?}, created in {created:?})"
-    )]
-    WrongNamespace {
-        ifname: String,
-        created: PathBuf,
-        now: PathBuf,
-    },
-    #[error("build frame: {0}")]
-    Build(String),
+/// How `gen_stamp` varies flows: it sets the 16-bit field at `offset` (big-endian) to
+/// `base + seq % count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveFlows {
+    pub offset: usize,
+    pub base: u16,
+    pub count: u32,
 }
 
 /// Transmits copies of one frame out of an interface at kernel speed (live frames).
@@ -85,8 +59,9 @@ pub enum LoadgenError {
 /// [`crate::testbed::netns::Netns::run_in`]).
 #[derive(Debug)]
 pub struct LiveSender {
-    /// Owns the loaded `gen_tx` program; the kernel unloads it when this drops.
+    /// Owns the loaded program; the kernel unloads it when this drops.
     ebpf: Ebpf,
+    program: &'static str,
     ifname: String,
     frame: Vec<u8>,
     ctx: [u8; XDP_MD_LEN],
@@ -103,9 +78,60 @@ impl LiveSender {
                 reason: "shorter than an ethernet header",
             });
         }
+        let ebpf = Ebpf::load(GEN_OBJ)?;
+        Self::with_program(ebpf, "gen_tx", ifname, frame)
+    }
+
+    /// Loads `gen_stamp` for `template` (a frame set's template: zero stamp at its end) sending
+    /// as stream `stream`, varying `flows` if given. Sequence numbers start at 0.
+    pub fn stamped(
+        ifname: &str,
+        template: &Template,
+        stream: u8,
+        flows: Option<LiveFlows>,
+    ) -> Result<Self, LoadgenError> {
+        let frame = &template.bytes;
+        let bad = |reason| LoadgenError::Frame { len: frame.len(), reason };
+        let stamp_off = frame
+            .len()
+            .checked_sub(super::stamp::STAMP_LEN)
+            .ok_or(bad("shorter than the stamp"))?;
+        let u32_of = |v: usize| u32::try_from(v).map_err(|_| bad("too long"));
+        let stamp_off = u32_of(stamp_off)?;
+        let (csum_off, csum_odd, csum_udp) = match template.fix {
+            Some(f) => (u32_of(f.field)?, u8::from(f.odd), u8::from(f.udp)),
+            None => (0, 0, 0),
+        };
+        let (flow_off, flow_count, flow_base) = match flows {
+            Some(f) if f.count > 1 => {
+                if f.offset + 2 > frame.len() {
+                    return Err(bad("flow field beyond the frame"));
+                }
+                (u32_of(f.offset)?, f.count, f.base)
+            }
+            _ => (0, 1, 0),
+        };
+        let ebpf = EbpfLoader::new()
+            .override_global("stamp_off", &stamp_off, true)
+            .override_global("csum_off", &csum_off, true)
+            .override_global("csum_odd", &csum_odd, true)
+            .override_global("csum_udp", &csum_udp, true)
+            .override_global("flow_off", &flow_off, true)
+            .override_global("flows", &flow_count, true)
+            .override_global("flow_base", &flow_base, true)
+            .override_global("stream", &stream, true)
+            .load(GEN_OBJ)?;
+        Self::with_program(ebpf, "gen_stamp", ifname, frame)
+    }
+
+    fn with_program(
+        mut ebpf: Ebpf,
+        program: &'static str,
+        ifname: &str,
+        frame: &[u8],
+    ) -> Result<Self, LoadgenError> {
         let ifindex = ifindex(ifname)?;
-        let mut ebpf = Ebpf::load(GEN_OBJ)?;
-        load_xdp(&mut ebpf, "gen_tx")?;
+        load_xdp(&mut ebpf, program)?;
         let data_end = u32::try_from(frame.len()).map_err(|_| LoadgenError::Frame {
             len: frame.len(),
             reason: "too long",
@@ -117,6 +143,7 @@ impl LiveSender {
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         Ok(LiveSender {
             ebpf,
+            program,
             ifname: ifname.to_string(),
             frame: frame.to_vec(),
             ctx,
@@ -161,6 +188,96 @@ impl LiveSender {
         Ok(sent)
     }
 
+    /// Transmits `count` frames (or until `limit`/`stop`) following the schedule of `rate`
+    /// packets per second (None: as fast as the kernel goes), publishing the running count in
+    /// `progress` after every call.
+    ///
+    /// Each call has a fixed cost of about 25 ms, so pacing is by calls: a paced sender sends
+    /// [`PACED_CALL`] worth of frames per call at the moment the schedule has them due; within
+    /// a call the kernel sends back to back. A full-speed sender grows its calls like
+    /// [`flood`](Self::flood).
+    pub fn send_paced(
+        &self,
+        rate: Option<(f64, Duration)>,
+        limit: super::xsk_tx::Limit,
+        stop: &AtomicBool,
+        progress: &std::sync::atomic::AtomicU64,
+    ) -> Result<super::xsk_tx::SenderReport, LoadgenError> {
+        self.check_netns()?;
+        let count = limit.count.unwrap_or(u64::MAX);
+        let pacer = rate.map(|(pps, ramp)| {
+            let chunk = (pps * PACED_CALL.as_secs_f64()).clamp(1.0, f64::from(FLOOD_MAX_CHUNK)) as u64;
+            super::pace::Pacer::with_batch(pps, ramp, chunk)
+        });
+        let start = Instant::now();
+        let mut sent = 0u64;
+        let mut chunk = u64::from(FLOOD_MIN_CHUNK);
+        while sent < count && !stop.load(Ordering::Relaxed) {
+            let elapsed = start.elapsed();
+            if limit.duration.is_some_and(|d| elapsed >= d) {
+                break;
+            }
+            let n = match &pacer {
+                Some(p) => {
+                    let n = p.batch().min(count - sent);
+                    let due = p.time_of(sent + n);
+                    if due > elapsed {
+                        // Wait in short steps so a stop or the duration limit is seen.
+                        let until = due.min(elapsed + Duration::from_millis(20));
+                        super::pace::wait_until(start, until);
+                        continue;
+                    }
+                    n
+                }
+                None => chunk.min(count - sent),
+            };
+            let call = Instant::now();
+            self.run(n as u32)?;
+            sent += n;
+            progress.store(sent, Ordering::Relaxed);
+            if pacer.is_none() && call.elapsed() < FLOOD_CALL_TARGET {
+                chunk = (chunk * 2).min(u64::from(FLOOD_MAX_CHUNK));
+            }
+        }
+        Ok(super::xsk_tx::SenderReport {
+            sent,
+            elapsed: start.elapsed(),
+            behind: 0,
+            mode: None,
+            ring_full: 0,
+        })
+    }
+
+    /// Runs the program once on the template without transmitting (plain BPF_PROG_RUN) and
+    /// returns the frame it produced: what the next live frame looks like. Advances the
+    /// program's sequence number like a sent frame.
+    pub fn preview(&self) -> Result<Vec<u8>, LoadgenError> {
+        let send_err = |source| LoadgenError::Send { ifname: self.ifname.clone(), source };
+        let prog: &Xdp = self
+            .ebpf
+            .program(self.program)
+            .ok_or(LoadgenError::MissingProgram { name: self.program })?
+            .try_into()
+            .map_err(send_err)?;
+        let mut out = vec![0u8; self.frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(&self.frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&self.ctx),
+            repeat: 1,
+            ..TestRunOptions::new()
+        };
+        let result = prog.test_run(opts).map_err(send_err)?;
+        out.truncate(result.data_size_out as usize);
+        Ok(out)
+    }
+
+    /// Transmits one call's worth (`count` frames, one BPF_PROG_RUN) — what paced senders use.
+    pub fn send_call(&self, count: u32) -> Result<(), LoadgenError> {
+        self.check_netns()?;
+        self.run(count)
+    }
+
     fn run(&self, repeat: u32) -> Result<(), LoadgenError> {
         let send_err = |source| LoadgenError::Send {
             ifname: self.ifname.clone(),
@@ -168,8 +285,8 @@ impl LiveSender {
         };
         let prog: &Xdp = self
             .ebpf
-            .program("gen_tx")
-            .ok_or(LoadgenError::MissingProgram { name: "gen_tx" })?
+            .program(self.program)
+            .ok_or(LoadgenError::MissingProgram { name: self.program })?
             .try_into()
             .map_err(send_err)?;
         let opts = TestRunOptions {

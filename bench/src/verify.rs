@@ -1,6 +1,7 @@
 //! `sluice-bench verify`: how long the static verifier takes, and what its proofs are worth.
 //!
-//! For each packet-parsing program of the verifier corpus (`dataplane/tests/verifier`, the
+//! First the example C filters (`programs/filters`, built with clang-19): verification time
+//! per program, with its maps. Then, for each packet-parsing program of the verifier corpus (`dataplane/tests/verifier`, the
 //! accepted ones without helpers or maps) and for a generated program of about 4,000
 //! instructions (the target: verified in under 50 ms), it reports the verification
 //! time, the instructions explored and the states saved, and then the JIT's ns/packet for the
@@ -11,11 +12,13 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sluice::bpf::jit::JitProgram;
-use sluice::bpf::verifier::{self, VerifyEnv};
+use sluice::bpf::object::Object;
+use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
 use sluice::bpf::{Exec, Helpers, Program, asm};
 
 use crate::report::Table;
@@ -108,8 +111,57 @@ fn ns_per_packet(jit: &JitProgram, pkts: &mut [Vec<u8>], budget: Duration) -> f6
     per_call.as_nanos() as f64 / pkts.len() as f64
 }
 
+const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler"];
+
+/// `programs/filters/NAME.c` built with clang-19, as a user would.
+fn build_example(name: &str) -> Result<Vec<u8>> {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../programs/filters").join(format!("{name}.c"));
+    let out = std::env::temp_dir().join(format!("sluice-bench-verify-{}-{name}.o", std::process::id()));
+    let status = Command::new("clang-19")
+        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .context("run clang-19")?;
+    let bytes = std::fs::read(&out);
+    let _ = std::fs::remove_file(&out);
+    if !status.success() {
+        bail!("clang-19 failed on {}", src.display());
+    }
+    Ok(bytes?)
+}
+
+fn examples(budget: Duration) -> Result<()> {
+    let mut table = Table::new(&["example", "program", "insns", "verify ms", "explored", "states", "proven"]);
+    for name in EXAMPLES {
+        let obj = Object::load(&build_example(name)?, 1).with_context(|| format!("load {name}"))?;
+        let env = VerifyEnv::with_maps(obj.maps().iter().map(|m| MapShape::from(m.def())).collect());
+        for p in obj.programs() {
+            let v = verifier::verify(&p.program, &env).with_context(|| format!("verify {name}/{}", p.name))?;
+            let t = time(budget, || {
+                black_box(verifier::verify(&p.program, &env).is_ok());
+            });
+            table.row(vec![
+                name.to_string(),
+                p.name.clone(),
+                p.program.insns().len().to_string(),
+                format!("{:.3}", t.as_secs_f64() * 1e3),
+                v.processed().to_string(),
+                v.states().to_string(),
+                v.proven_count().to_string(),
+            ]);
+        }
+    }
+    println!("verifier: example C filters (clang-19 -O2 -target bpf)");
+    print!("{}", table.render());
+    Ok(())
+}
+
 pub fn run(opts: &Opts) -> Result<()> {
     let budget = Duration::from_millis(opts.ms);
+    examples(budget)?;
+    println!();
     let mut programs = corpus_programs()?;
     programs.push((format!("generated ({} insns)", opts.generated), generate(opts.generated)));
 

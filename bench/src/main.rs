@@ -7,6 +7,7 @@ mod pipeline;
 mod objects;
 mod r#gen;
 mod report;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,8 @@ enum Suite {
     Objects(objects::Opts),
     /// Load generator: each transmit engine vs minimal loops, offline filter vs tcpdump.
     Gen(r#gen::Opts),
+    /// Verifier time per program and for a generated 4,000-instruction one; JIT ns/packet without and with its proofs.
+    Verify(verify::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Pipeline(opts) => pipeline::run(&opts),
         Suite::Objects(opts) => objects::run(&opts),
         Suite::Gen(opts) => r#gen::run(&opts),
+        Suite::Verify(opts) => verify::run(&opts),
     }
 }

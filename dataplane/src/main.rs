@@ -15,6 +15,7 @@ mod cli {
     pub mod ctl;
     pub mod r#gen;
     pub mod offline;
+    pub mod verify;
 }
 
 #[derive(Parser)]
@@ -88,6 +89,8 @@ enum FilterCommand {
         #[arg(long)]
         section: Option<String>,
     },
+    /// Run the static verifier on a filter file (--log prints every step).
+    Verify(cli::verify::VerifyArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             filter_compile(&filter, format, dump, section.as_deref())
         }
         Command::Filter { command: None, offline } => cli::offline::run(&offline),
+        Command::Filter { command: Some(FilterCommand::Verify(args)), .. } => cli::verify::run(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Ctl(args) => cli::ctl::run(&args),
         Command::Gen(args) => cli::r#gen::run(&args),

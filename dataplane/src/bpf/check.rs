@@ -148,6 +148,19 @@ pub fn validate_with_maps(
     helpers: &Helpers,
     map_value_sizes: &[u32],
 ) -> Result<Program, CheckError> {
+    validate_full(insns, kind, helpers, map_value_sizes, false)
+}
+
+/// [`validate_with_maps`], optionally admitting back-edges in [`ProgKind::Xdp`] programs.
+/// Only the verifier's loader passes `loops`: such a program is safe to run only once the
+/// verifier has bounded its loops, so it never leaves the loader unverified.
+pub(crate) fn validate_full(
+    insns: Vec<Insn>,
+    kind: ProgKind,
+    helpers: &Helpers,
+    map_value_sizes: &[u32],
+    loops: bool,
+) -> Result<Program, CheckError> {
     if insns.is_empty() {
         return Err(CheckError::Empty);
     }
@@ -156,7 +169,7 @@ pub fn validate_with_maps(
     }
     let second = check_slots(&insns, kind, helpers, map_value_sizes)?;
     let funcs = Functions::find(&insns, &second)?;
-    check_jumps(&insns, kind, &second, &funcs)?;
+    check_jumps(&insns, kind, loops, &second, &funcs)?;
     check_ends(&insns, &second, &funcs)?;
     let mut insns = insns;
     if kind == ProgKind::Xdp {
@@ -291,7 +304,7 @@ impl Functions {
     }
 }
 
-fn check_jumps(insns: &[Insn], kind: ProgKind, second: &[bool], funcs: &Functions) -> Result<(), CheckError> {
+fn check_jumps(insns: &[Insn], kind: ProgKind, loops: bool, second: &[bool], funcs: &Functions) -> Result<(), CheckError> {
     for (pc, insn, f) in each_insn(insns, second) {
         if !matches!(f, Form::Ja | Form::Ja32 | Form::Jump { .. }) {
             continue;
@@ -301,7 +314,7 @@ fn check_jumps(insns: &[Insn], kind: ProgKind, second: &[bool], funcs: &Function
         if t < start || t >= end {
             return Err(CheckError::at(insns, pc, Reason::JumpLeavesFunction { target: t, start, end }));
         }
-        if kind == ProgKind::Xdp && t <= pc {
+        if kind == ProgKind::Xdp && t <= pc && !loops {
             return Err(CheckError::at(insns, pc, Reason::BackEdge { from: pc, to: t }));
         }
     }

@@ -97,6 +97,9 @@ pub(super) struct CtxFlow<'a> {
     entry: Vec<Option<State>>,
     /// What each function returns in r0.
     ret: Vec<Cx>,
+    /// Joined states arriving over back-edges (programs the verifier bounds may loop), by
+    /// target; they reach the target on the next sweep.
+    back: HashMap<usize, State>,
 }
 
 impl<'a> CtxFlow<'a> {
@@ -108,14 +111,14 @@ impl<'a> CtxFlow<'a> {
         graph: &'a CallGraph,
     ) -> Result<Vec<(usize, CtxField)>, CheckError> {
         let n = funcs.count();
-        let mut flow = CtxFlow { insns, funcs, entry: vec![None; n], ret: vec![Cx::Unset; n] };
+        let mut flow = CtxFlow { insns, funcs, entry: vec![None; n], ret: vec![Cx::Unset; n], back: HashMap::new() };
         flow.entry[0] = Some(State::entry(true));
         loop {
-            let before = (flow.entry.clone(), flow.ret.clone());
+            let before = (flow.entry.clone(), flow.ret.clone(), flow.back.clone());
             for &f in &graph.order {
                 flow.function(f, None)?;
             }
-            if (flow.entry.clone(), flow.ret.clone()) == before {
+            if (flow.entry.clone(), flow.ret.clone(), flow.back.clone()) == before {
                 break;
             }
         }
@@ -126,9 +129,9 @@ impl<'a> CtxFlow<'a> {
         Ok(rewrites)
     }
 
-    /// One pass over function `f` in slot order, which is a topological order because filters
-    /// have no back-edges. With `out`, uses of the context pointer are checked and rewrites
-    /// collected.
+    /// One pass over function `f` in slot order, which is a topological order apart from
+    /// back-edges (their states wait in `back` for the next sweep). With `out`, uses of the
+    /// context pointer are checked and rewrites collected.
     fn function(&mut self, f: usize, mut out: Option<&mut Vec<(usize, CtxField)>>) -> Result<(), CheckError> {
         let Some(entry) = self.entry[f].clone() else { return Ok(()) };
         let (start, end) = self.funcs.range(f);
@@ -136,7 +139,7 @@ impl<'a> CtxFlow<'a> {
         let mut cur = Some(entry);
         let mut pc = start;
         while pc < end {
-            if let Some(p) = pending.remove(&pc) {
+            for p in [pending.remove(&pc), self.back.get(&pc).cloned()].into_iter().flatten() {
                 match &mut cur {
                     Some(c) => {
                         c.join(&p);
@@ -176,8 +179,9 @@ impl<'a> CtxFlow<'a> {
                     _ => {}
                 }
                 if let Some(t) = jump_to {
-                    // check_jumps guarantees the target is a forward slot of this function.
+                    // check_jumps guarantees the target is a slot of this function.
                     let t = t as usize;
+                    let pending = if t <= pc { &mut self.back } else { &mut pending };
                     match pending.get_mut(&t) {
                         Some(p) => {
                             p.join(&st);

@@ -11,6 +11,10 @@
 //! - per register, its value relative to a base: a constant, `r10 + c`, `data + c` or
 //!   `data_end + c`, so that `*(r10 - 8)` or `*(data + 12)` can be classified at compile time.
 //!
+//! For a program the verifier accepted ([`analyze_verified`]), its proofs replace this
+//! module's weaker ones: every access it proved in bounds (packet at any offset, stack at any
+//! depth, map values) is `Proven`, so no run-time check is left on them.
+//!
 //! A packet check that must be emitted is made as wide as possible: a backward pass finds, per
 //! instruction, how short a packet must be for the rest of the run to end in r0 = 0 with no
 //! visible effect (`short_means_zero`), so one check can cover every LD_ABS on all paths below
@@ -22,6 +26,7 @@ use super::JitError;
 use crate::bpf::check::{self, StackReach};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
+use crate::bpf::verifier::Verified;
 use crate::bpf::{Program, MAX_CALL_DEPTH};
 
 /// Bytes of the whole stack area (every call frame).
@@ -189,6 +194,20 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
         f.notes = plan(prog, f, index == 0, stack != StackReach::None);
     }
     Ok(Layout { funcs, stack, uses_ctx })
+}
+
+/// [`analyze`] for a program the verifier accepted: every access it proved in bounds needs
+/// no check. The verifier's proof covers every path, so it holds in every function copy.
+pub(super) fn analyze_verified(prog: &Program, verified: &Verified) -> Result<Layout, JitError> {
+    let mut layout = analyze(prog)?;
+    for f in &mut layout.funcs {
+        for &pc in &f.pcs {
+            if verified.proven(pc) {
+                f.notes.insert(pc, Note::Proven);
+            }
+        }
+    }
+    Ok(layout)
 }
 
 /// Instructions reachable from `entry` (calls fall through) and the block leaders among them.
@@ -591,4 +610,52 @@ fn refine(insn: &Insn, state: &State) -> (State, State) {
     taken.proven = taken.proven.max(on_taken);
     not_taken.proven = not_taken.proven.max(on_not_taken);
     (taken, not_taken)
+}
+
+#[cfg(test)]
+mod verified_tests {
+    use super::*;
+    use crate::bpf::verifier::{self, VerifyEnv};
+    use crate::bpf::{asm, Helpers};
+
+    fn notes(text: &str) -> (Vec<Note>, Vec<Note>) {
+        let insns = asm::assemble(text).unwrap();
+        let (prog, v) = verifier::load(insns, &Helpers::none(), &VerifyEnv::default()).unwrap();
+        let all = |l: Layout| l.funcs.iter().flat_map(|f| f.notes.values().copied().collect::<Vec<_>>()).collect();
+        (all(analyze(&prog).unwrap()), all(analyze_verified(&prog, &v).unwrap()))
+    }
+
+    #[test]
+    fn verified_accesses_lose_their_checks() {
+        // A variable header length: the plain analysis cannot follow it, the verifier can.
+        let (plain, verified) = notes(
+            "r2 = *(u32 *)(r1 + 0)
+             r3 = *(u32 *)(r1 + 4)
+             r4 = r2
+             r4 += 34
+             if r4 > r3 goto drop
+             r5 = *(u8 *)(r2 + 14)
+             r5 &= 15
+             r5 <<= 2
+             r6 = r2
+             r6 += 14
+             r6 += r5
+             r7 = r6
+             r7 += 4
+             if r7 > r3 goto drop
+             r0 = *(u16 *)(r6 + 2)
+             r1 = r10
+             r1 += -8
+             call f
+             r0 &= 3
+             exit
+             drop: r0 = 1
+             exit
+             f: *(u64 *)(r1 + 0) = 7
+             r0 = *(u64 *)(r1 + 0)
+             exit",
+        );
+        assert!(plain.contains(&Note::Checked), "{plain:?}");
+        assert!(!verified.contains(&Note::Checked), "{verified:?}");
+    }
 }

@@ -29,6 +29,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
 use crate::bpf::helpers::{self, Helpers, StackArea};
+use crate::bpf::verifier::Verified;
 use crate::bpf::{Exec, Fault, Insn, ProgKind, Program, XdpContext};
 
 pub use batch::PacketRef;
@@ -177,7 +178,16 @@ pub fn cross_compile(prog: &Program, triple: &str) -> Result<usize, JitError> {
 
 impl JitProgram {
     pub fn compile(prog: &Program) -> Result<JitProgram, JitError> {
-        let layout = analyze::analyze(prog)?;
+        Self::build(prog, analyze::analyze(prog)?)
+    }
+
+    /// Compiles a program the verifier accepted (`verified` must come from verifying `prog`):
+    /// every memory access it proved in bounds runs with no run-time check.
+    pub fn compile_verified(prog: &Program, verified: &Verified) -> Result<JitProgram, JitError> {
+        Self::build(prog, analyze::analyze_verified(prog, verified)?)
+    }
+
+    fn build(prog: &Program, layout: analyze::Layout) -> Result<JitProgram, JitError> {
         let isa = host_isa()?;
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();

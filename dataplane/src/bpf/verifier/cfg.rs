@@ -15,6 +15,11 @@ pub struct Cfg {
     /// Registers (bit r) that may be read before being written, from each instruction on,
     /// within its function (an `exit` reads r0; a call reads its argument registers).
     pub live_in: Vec<u16>,
+    /// Registers whose exact value may still matter from each instruction on: it may flow
+    /// (through arithmetic) into an address, a comparison, a helper or callee argument, a
+    /// store, or a callee's return value. A scalar outside this set only needs to be a scalar
+    /// for two states to be interchangeable (the kernel's "precise" marks, computed ahead).
+    pub precise_in: Vec<u16>,
 }
 
 const ALL_ARGS: u16 = 0b11_1110;
@@ -75,6 +80,25 @@ fn uses_defs(insn: &Insn, f: Form) -> (u16, u16) {
     }
 }
 
+/// (registers whose value matters, registers overwritten) for the precision analysis, given
+/// the registers that matter after the instruction (`out`).
+fn precise_step(insn: &Insn, f: Form, out: u16, main_exit: bool) -> (u16, u16) {
+    let bit = |r: u8| 1u16 << r;
+    let (d, s) = (insn.dst, insn.src);
+    match f {
+        // A result that matters makes its operands matter.
+        Form::Alu { .. } | Form::End { .. } => {
+            let (u, w) = uses_defs(insn, f);
+            (if out & bit(d) != 0 { u } else { 0 }, w)
+        }
+        Form::Lddw => (0, bit(d)),
+        Form::LdPacket { indirect, .. } => (if indirect { bit(s) } else { 0 }, 1),
+        Form::Exit if main_exit => (0, 0),
+        // Stores keep their value in memory, where later loads may use it: always precise.
+        _ => uses_defs(insn, f),
+    }
+}
+
 impl Cfg {
     /// `insns` passed structural validation, so every target is an instruction of the same
     /// function and every function ends in `exit` or `ja`.
@@ -119,7 +143,7 @@ impl Cfg {
                     }
                 }
                 Form::CallLocal => {
-                    if let Some(t) = usize::try_from(pc as i64 + 1 + insns[pc].imm as i64).ok() {
+                    if let Ok(t) = usize::try_from(pc as i64 + 1 + insns[pc].imm as i64) {
                         work.push(t);
                     }
                     if pc + 1 < n {
@@ -154,7 +178,36 @@ impl Cfg {
                 break;
             }
         }
-        Cfg { reachable, prune, live_in }
+        // Function starts other than the entry: code before the first one is the entry's, whose
+        // `exit` ends the run (its r0 needs only be a scalar).
+        let first_callee = (0..n)
+            .filter(|&pc| form_at(pc) == Some(Form::CallLocal))
+            .filter_map(|pc| usize::try_from(pc as i64 + 1 + insns[pc].imm as i64).ok())
+            .filter(|&t| t > 0)
+            .min()
+            .unwrap_or(n);
+        let mut precise_in = vec![0u16; n];
+        loop {
+            let mut changed = false;
+            for pc in (0..n).rev() {
+                let Some(f) = form_at(pc).filter(|_| reachable[pc]) else { continue };
+                let out = successors(insns, pc, f)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&t| t < n)
+                    .fold(0u16, |m, t| m | precise_in[t]);
+                let (u, d) = precise_step(&insns[pc], f, out, pc < first_callee);
+                let v = u | (out & !d);
+                if v != precise_in[pc] {
+                    precise_in[pc] = v;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        Cfg { reachable, prune, live_in, precise_in }
     }
 
     /// The first instruction no path reaches, skipping second `lddw` slots.

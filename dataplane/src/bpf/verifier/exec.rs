@@ -11,10 +11,10 @@ use crate::bpf::check::{AluOp, Cond, Form, LddwKind, Operand, form, lddw_kind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::disasm;
 use crate::bpf::insn::*;
-use crate::bpf::MAX_CALL_DEPTH;
+use crate::bpf::{Helpers, MAX_CALL_DEPTH};
 
-/// Saved states per instruction beyond which the oldest finished ones are forgotten (they
-/// only cost comparisons; exploration stays sound without them).
+/// Saved states per instruction beyond which the oldest are forgotten for comparison (they
+/// only cost time; exploration stays sound without them).
 const MAX_STATES_PER_INSN: usize = 64;
 
 /// Largest constant or variable offset a pointer may carry (the kernel's `BPF_MAX_VAR_OFF`).
@@ -41,6 +41,7 @@ enum Step {
 
 pub(super) struct Checker<'a> {
     pub(super) insns: &'a [Insn],
+    helpers: &'a Helpers,
     pub(super) env: &'a VerifyEnv,
     cfg: Cfg,
     access: Vec<Access>,
@@ -52,9 +53,10 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(insns: &'a [Insn], env: &'a VerifyEnv) -> Self {
+    pub(super) fn new(insns: &'a [Insn], helpers: &'a Helpers, env: &'a VerifyEnv) -> Self {
         Checker {
             insns,
+            helpers,
             env,
             cfg: Cfg::build(insns),
             access: vec![Access::None; insns.len()],
@@ -72,7 +74,7 @@ impl<'a> Checker<'a> {
     }
 
     fn error(&self, pc: usize, reason: Reason, state: String) -> VerifyError {
-        VerifyError::Insn { pc, text: disasm::insn(self.insns, pc), reason, state, log: self.log.clone() }
+        VerifyError::Insn { pc, text: disasm::insn(self.insns, pc), reason: Box::new(reason), state, log: self.log.clone() }
     }
 
     pub(super) fn run(mut self) -> Result<Verified, VerifyError> {
@@ -155,18 +157,20 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Registers that matter for comparing states at `pc`, per frame.
-    fn live(&self, pc: usize, st: &State) -> Vec<u16> {
+    /// Per frame, the registers that matter for comparing states at `pc`: (live, precise).
+    fn live(&self, pc: usize, st: &State) -> Vec<(u16, u16)> {
         let n = st.frames.len();
         (0..n)
             .map(|i| {
                 let at = if i + 1 == n { pc } else { st.frames[i + 1].callsite + 1 };
-                let mut m = self.cfg.live_in.get(at).copied().unwrap_or(u16::MAX);
+                let mut live = self.cfg.live_in.get(at).copied().unwrap_or(u16::MAX);
+                let mut precise = self.cfg.precise_in.get(at).copied().unwrap_or(u16::MAX);
                 if i + 1 < n {
                     // The return writes r0 and clobbers r1-r5 of the caller.
-                    m &= !0x3f;
+                    live &= !0x3f;
+                    precise &= !0x3f;
                 }
-                m | 1 << REG_FP
+                (live | 1 << REG_FP, precise | 1 << REG_FP)
             })
             .collect()
     }
@@ -190,9 +194,10 @@ impl<'a> Checker<'a> {
         self.cps.push(Checkpoint { state: st.clone(), branches: 1, parent: cp });
         let list = &mut self.visited[pc];
         if list.len() >= MAX_STATES_PER_INSN {
-            if let Some(i) = list.iter().position(|&o| self.cps[o].branches == 0) {
-                list.remove(i);
-            }
+            // Forget the oldest finished state, else the oldest open one (a long loop): the
+            // state itself stays in the chain for branch counting, it is just not compared.
+            let i = list.iter().position(|&o| self.cps[o].branches == 0).unwrap_or(0);
+            list.remove(i);
         }
         list.push(c);
         Ok(Some(c))
@@ -223,7 +228,7 @@ impl<'a> Checker<'a> {
                 }
                 let r = match v.var.as_const() {
                     Some(c) => Scalar::constant(end_const(f, c)),
-                    None => Scalar::loaded((bits / 8) as u8, false),
+                    None => Scalar::loaded(bits / 8, false),
                 };
                 st.set(d, Reg::scalar(r));
             }
@@ -248,6 +253,11 @@ impl<'a> Checker<'a> {
                 return Ok(Step::Next(pc + 2));
             }
             Form::LdPacket { size, indirect } => {
+                // An out-of-range legacy load ends the run on the spot, which must not leave a
+                // reservation open.
+                if let Some(&id) = st.refs.first() {
+                    return Err((Reason::UnreleasedRef(id), vec![]));
+                }
                 let need = insn.imm as u32 as u64 + size as u64;
                 let proven = if indirect {
                     let v = init(st, s)?;
@@ -580,7 +590,9 @@ impl<'a> Checker<'a> {
     }
 
     fn call_helper(&mut self, st: &mut State, id: i64) -> Result<(), (Reason, Vec<u8>)> {
-        let Some(proto) = super::protos::proto(id) else {
+        // The program's own table decides what runs; the prototype, what is allowed.
+        let runs = u64::try_from(id).ok().and_then(|i| self.helpers.get(i)).is_some();
+        let Some(proto) = super::protos::proto(id).filter(|_| runs) else {
             return Err((Reason::UnknownHelper(id), vec![]));
         };
         let ret = self.check_args(st, proto)?;

@@ -246,7 +246,7 @@ impl Checker<'_> {
             let bad = |want: &str| {
                 (Reason::HelperArg { helper: proto.name, arg: r, want: want.to_string(), got: v.to_string() }, vec![r])
             };
-            if *arg != Arg::None && !v.is_init() {
+            if !matches!(arg, Arg::None | Arg::Anything) && !v.is_init() {
                 return Err((Reason::UninitReg(r), vec![r]));
             }
             match *arg {

@@ -29,8 +29,9 @@ pub mod scalar;
 pub mod state;
 pub mod tnum;
 
+use super::check::{self, CheckError};
 use super::maps::{MapDef, MapKind};
-use super::{ProgKind, Program};
+use super::{Helpers, Insn, ProgKind, Program};
 
 /// What the verifier must know about a map of the program's map table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +166,7 @@ pub enum VerifyError {
     Insn {
         pc: usize,
         text: String,
-        reason: Reason,
+        reason: Box<Reason>,
         /// The registers involved, as the verifier saw them.
         state: String,
         log: Option<String>,
@@ -255,12 +256,41 @@ pub enum Reason {
     Atomic(String),
 }
 
+/// Why [`load`] refused a program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error("validate: {0}")]
+    Check(#[from] CheckError),
+    #[error("verify: {0}")]
+    Verify(#[from] VerifyError),
+}
+
+impl LoadError {
+    /// The log of a verification failure, when [`VerifyEnv::log`] was set.
+    pub fn log(&self) -> Option<&str> {
+        match self {
+            LoadError::Verify(e) => e.log(),
+            LoadError::Check(_) => None,
+        }
+    }
+}
+
+/// Validates `insns` as an xdp program whose map references index `env.maps`, then verifies
+/// it. This is the only way to obtain a filter with loops: structural validation admits
+/// back-edges here because the verifier then bounds them.
+pub fn load(insns: Vec<Insn>, helpers: &Helpers, env: &VerifyEnv) -> Result<(Program, Verified), LoadError> {
+    let sizes: Vec<u32> = env.maps.iter().map(|m| m.value_size).collect();
+    let prog = check::validate_full(insns, ProgKind::Xdp, helpers, &sizes, true)?;
+    let verified = verify(&prog, env)?;
+    Ok((prog, verified))
+}
+
 /// Proves `prog` safe under `env`, or says why not.
 pub fn verify(prog: &Program, env: &VerifyEnv) -> Result<Verified, VerifyError> {
     if prog.kind() != ProgKind::Xdp {
         return Err(VerifyError::Kind(prog.kind()));
     }
-    exec::Checker::new(prog.insns(), env).run()
+    exec::Checker::new(prog.insns(), prog.helpers(), env).run()
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use crate::bpf::maps::MapKind;
 pub enum Arg {
     /// Not passed (must not be read by the helper).
     None,
-    /// Any initialised value, pointer or not.
+    /// Any value, even unset (`trace_printk`'s optional format arguments, which C callers
+    /// leave unset when the format has fewer conversions).
     Anything,
     /// A scalar.
     Scalar,
@@ -103,7 +104,6 @@ pub const PROTOS: &[Proto] = &[
     Proto { changes_packet: true, ..p(44, "xdp_adjust_head", [Ctx, S, N, N, N], Ret::Scalar) },
     p(51, "redirect_map", [Map(Maps::Redirect), S, S, N, N], Ret::Scalar),
     Proto { changes_packet: true, ..p(65, "xdp_adjust_tail", [Ctx, S, N, N, N], Ret::Scalar) },
-    p(125, "ktime_get_boot_ns", [N, N, N, N, N], Ret::Scalar),
     p(130, "ringbuf_output", [Map(Maps::RingBuf), Mem, Size, S, N], Ret::Scalar),
     p(131, "ringbuf_reserve", [Map(Maps::RingBuf), AllocSize, S, N, N], Ret::RingMemOrNull),
     p(132, "ringbuf_submit", [Arg::RingMem, S, N, N, N], Ret::Void),

@@ -229,10 +229,10 @@ pub fn alu(op: AluOp, wide: bool, a: &Scalar, b: &Scalar) -> Scalar {
 fn alu64(op: AluOp, a: &Scalar, b: &Scalar) -> Scalar {
     let shift = b.as_const().filter(|&k| k < 64).map(|k| k as u32);
     match op {
-        AluOp::Add => add_ranges(a, b, a.tn.add(b.tn)),
-        AluOp::Sub => sub_ranges(a, b, a.tn.sub(b.tn)),
+        AluOp::Add => add_ranges(a, b, a.tn + b.tn),
+        AluOp::Sub => sub_ranges(a, b, a.tn - b.tn),
         AluOp::Mul => {
-            let tn = a.tn.mul(b.tn);
+            let tn = a.tn * b.tn;
             match a.umax.checked_mul(b.umax) {
                 Some(hi) => Scalar { umin: a.umin * b.umin, umax: hi, ..Scalar::from_tnum(tn) }
                     .normalize()
@@ -318,7 +318,10 @@ fn alu32(op: AluOp, a: &Scalar, b: &Scalar) -> Scalar {
 
 /// Refinements of a conditional jump `a cond b`: `(a, b)` on the taken edge and on the
 /// fall-through edge; `None` for an edge no member can take.
-pub fn branch(cond: Cond, wide: bool, a: &Scalar, b: &Scalar) -> (Option<(Scalar, Scalar)>, Option<(Scalar, Scalar)>) {
+/// The operands on the taken and on the fall-through edge of a jump; `None` = edge never taken.
+pub type Edges = (Option<(Scalar, Scalar)>, Option<(Scalar, Scalar)>);
+
+pub fn branch(cond: Cond, wide: bool, a: &Scalar, b: &Scalar) -> Edges {
     if !wide {
         // A 32-bit comparison means the same as a 64-bit one when both values fit 31 bits
         // (signed and unsigned alike); otherwise only constants decide it.

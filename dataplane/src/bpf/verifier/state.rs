@@ -301,8 +301,9 @@ impl IdMap {
 
 /// Whether every concrete run `new` stands for is also one `old` stands for, given that `old`
 /// was fully explored without error. `live[f]` are the registers of frame `f` that may still
-/// be read: the others cannot affect the outcome.
-pub fn subsumes(old: &State, new: &State, live: &[u16]) -> bool {
+/// be read (the others cannot affect the outcome) and those whose exact value may matter (for
+/// the others, any scalar will do).
+pub fn subsumes(old: &State, new: &State, live: &[(u16, u16)]) -> bool {
     if old.frames.len() != new.frames.len() || new.pkt_min < old.pkt_min || old.refs.len() != new.refs.len() {
         return false;
     }
@@ -311,9 +312,18 @@ pub fn subsumes(old: &State, new: &State, live: &[u16]) -> bool {
         if fo.callsite != fnew.callsite {
             return false;
         }
-        let mask = live.get(i).copied().unwrap_or(u16::MAX);
+        let (mask, precise) = live.get(i).copied().unwrap_or((u16::MAX, u16::MAX));
         for r in 0..NUM_REGS as usize {
-            if mask >> r & 1 == 1 && !reg_subsumes(&fo.regs[r], &fnew.regs[r], &mut ids) {
+            if mask >> r & 1 == 0 {
+                continue;
+            }
+            let (o, n) = (&fo.regs[r], &fnew.regs[r]);
+            let ok = if precise >> r & 1 == 0 && o.kind == Kind::Scalar {
+                n.kind == Kind::Scalar
+            } else {
+                reg_subsumes(o, n, &mut ids)
+            };
+            if !ok {
                 return false;
             }
         }

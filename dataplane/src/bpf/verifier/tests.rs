@@ -24,3 +24,105 @@ fn accepts_a_bounds_checked_packet_load() {
     let v = verify(&p, &VerifyEnv::default()).unwrap();
     assert_eq!(v.access(5), Access::Proven(Region::Packet));
 }
+
+fn load(text: &str, env: &VerifyEnv) -> Result<Verified, LoadError> {
+    let insns = asm::assemble(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    super::load(insns, &Helpers::none(), env).map(|(_, v)| v)
+}
+
+/// `n` diamonds, each adding 1 or 2 to r0 depending on a packet byte.
+fn diamonds(n: usize) -> String {
+    let mut t = String::from("r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 64\nif r4 > r3 goto out\nr0 = 0\n");
+    for i in 0..n {
+        t.push_str(&format!("r5 = *(u8 *)(r2 + {})\nif r5 > 10 goto +2\nr0 += 1\ngoto +1\nr0 += 2\n", i % 64));
+    }
+    t.push_str("r0 &= 3\nexit\nout:\nr0 = 2\nexit\n");
+    t
+}
+
+#[test]
+fn imprecise_scalars_do_not_block_pruning() {
+    // r0 differs on every path but only reaches the exit: 2^30 paths collapse to one.
+    let v = load(&diamonds(30), &VerifyEnv::default()).unwrap();
+    assert!(v.processed() < 1000, "explored {} instructions", v.processed());
+}
+
+#[test]
+fn a_value_that_reaches_an_address_stays_precise() {
+    // The same shape, but r0 ends up as a stack offset: pruning must not merge r0 = 1 and 2
+    // when only one of them stays in bounds.
+    let text = "*(u64 *)(r10 - 8) = 0
+        call 7
+        r0 &= 1
+        if r0 == 0 goto a
+        r6 = 1
+        goto b
+        a: r6 = 8
+        b: r7 = r10
+        r7 += -8
+        r7 += r6
+        r0 = *(u8 *)(r7 + 0)
+        exit";
+    let e = load(text, &VerifyEnv::default()).unwrap_err().to_string();
+    assert!(e.contains("unknown helper id 7"), "{e}");
+    let insns = asm::assemble(text).unwrap();
+    let helpers = crate::bpf::Helpers::from_list(&[crate::bpf::Helper { id: 7, name: "prandom", func: nop, unwind_on_zero: false }]);
+    let e = super::load(insns, &helpers, &VerifyEnv::default()).unwrap_err();
+    assert!(matches!(e.reason_is(), Some(Reason::StackRange { .. })), "{e}");
+}
+
+unsafe extern "C" fn nop(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0
+}
+
+impl LoadError {
+    fn reason_is(&self) -> Option<&Reason> {
+        match self {
+            LoadError::Verify(v) => v.reason(),
+            LoadError::Check(_) => None,
+        }
+    }
+}
+
+#[test]
+fn loops_are_run_until_their_bound_and_unbounded_ones_stop() {
+    let v = load("r1 = 0\nloop: r1 += 1\nif r1 < 100 goto loop\nr0 = 2\nexit", &VerifyEnv::default()).unwrap();
+    assert!(v.processed() >= 200 && v.processed() < 400, "{}", v.processed());
+    let env = VerifyEnv { max_insns: 5000, ..VerifyEnv::default() };
+    let e = load("r1 = 0\nloop: r1 += 1\nif r1 < 100000 goto loop\nr0 = 2\nexit", &env).unwrap_err();
+    assert!(matches!(e, LoadError::Verify(VerifyError::TooComplex { limit: 5000, .. })), "{e}");
+    let e = load("r0 = 0\nloop: goto loop", &VerifyEnv::default()).unwrap_err();
+    assert_eq!(e.reason_is(), Some(&Reason::InfiniteLoop(1)));
+}
+
+#[test]
+fn only_xdp_programs_are_verified() {
+    let p = check::validate(asm::assemble("r0 = 0\nexit").unwrap(), ProgKind::Raw, &Helpers::none()).unwrap();
+    assert_eq!(verify(&p, &VerifyEnv::default()).unwrap_err(), VerifyError::Kind(ProgKind::Raw));
+}
+
+#[test]
+fn facts_name_the_region_of_each_access() {
+    let v = load(
+        "r2 = *(u32 *)(r1 + 0)
+         r3 = *(u32 *)(r1 + 4)
+         r4 = r2
+         r4 += 8
+         if r4 > r3 goto out
+         *(u64 *)(r10 - 8) = r2
+         r5 = *(u64 *)(r10 - 8)
+         r0 = *(u8 *)(r5 + 7)
+         r0 = *(u8 *)skb[3]
+         r0 = *(u8 *)skb[30]
+         out: r0 = 2
+         exit",
+        &VerifyEnv::default(),
+    )
+    .unwrap();
+    assert_eq!(v.access(5), Access::Proven(Region::Stack));
+    assert_eq!(v.access(7), Access::Proven(Region::Packet));
+    // Legacy loads: proven when the checked length covers them, else still checked.
+    assert_eq!(v.access(8), Access::Proven(Region::Packet));
+    assert_eq!(v.access(9), Access::Checked);
+    assert_eq!(v.access(4), Access::None);
+}

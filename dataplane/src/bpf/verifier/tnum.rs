@@ -53,7 +53,7 @@ impl Tnum {
         Some(Tnum { value: v & !mask, mask })
     }
 
-    pub fn add(self, o: Tnum) -> Tnum {
+    fn plus(self, o: Tnum) -> Tnum {
         let sm = self.mask.wrapping_add(o.mask);
         let sv = self.value.wrapping_add(o.value);
         let sigma = sm.wrapping_add(sv);
@@ -62,7 +62,7 @@ impl Tnum {
         Tnum { value: sv & !mu, mask: mu }
     }
 
-    pub fn sub(self, o: Tnum) -> Tnum {
+    fn minus(self, o: Tnum) -> Tnum {
         let dv = self.value.wrapping_sub(o.value);
         let alpha = dv.wrapping_add(self.mask);
         let beta = dv.wrapping_sub(o.mask);
@@ -91,20 +91,20 @@ impl Tnum {
     }
 
     /// Long multiplication over the known and unknown parts of `self`'s bits.
-    pub fn mul(self, o: Tnum) -> Tnum {
+    fn times(self, o: Tnum) -> Tnum {
         let acc_v = self.value.wrapping_mul(o.value);
         let mut acc_m = Tnum::constant(0);
         let (mut a, mut b) = (self, o);
         while a.value != 0 || a.mask != 0 {
             if a.value & 1 != 0 {
-                acc_m = acc_m.add(Tnum { value: 0, mask: b.mask });
+                acc_m = acc_m.plus(Tnum { value: 0, mask: b.mask });
             } else if a.mask & 1 != 0 {
-                acc_m = acc_m.add(Tnum { value: 0, mask: b.value | b.mask });
+                acc_m = acc_m.plus(Tnum { value: 0, mask: b.value | b.mask });
             }
             a = a.rshift(1);
             b = b.lshift(1);
         }
-        Tnum::constant(acc_v).add(acc_m)
+        Tnum::constant(acc_v).plus(acc_m)
     }
 
     pub fn lshift(self, k: u32) -> Tnum {
@@ -144,6 +144,28 @@ impl Tnum {
     }
 }
 
+impl std::ops::Add for Tnum {
+    type Output = Tnum;
+    fn add(self, o: Tnum) -> Tnum {
+        self.plus(o)
+    }
+}
+
+impl std::ops::Sub for Tnum {
+    type Output = Tnum;
+    fn sub(self, o: Tnum) -> Tnum {
+        self.minus(o)
+    }
+}
+
+/// Long multiplication over the known and unknown parts of the bits.
+impl std::ops::Mul for Tnum {
+    type Output = Tnum;
+    fn mul(self, o: Tnum) -> Tnum {
+        self.times(o)
+    }
+}
+
 impl fmt::Debug for Tnum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "({:#x}; {:#x})", self.value, self.mask)
@@ -175,9 +197,9 @@ mod tests {
             for b in samples {
                 for x in members(a) {
                     for y in members(b) {
-                        assert!(a.add(b).contains(Tnum::constant(x.wrapping_add(y))), "{a:?}+{b:?}");
-                        assert!(a.sub(b).contains(Tnum::constant(x.wrapping_sub(y))), "{a:?}-{b:?}");
-                        assert!(a.mul(b).contains(Tnum::constant(x.wrapping_mul(y))), "{a:?}*{b:?}");
+                        assert!((a + b).contains(Tnum::constant(x.wrapping_add(y))), "{a:?}+{b:?}");
+                        assert!((a - b).contains(Tnum::constant(x.wrapping_sub(y))), "{a:?}-{b:?}");
+                        assert!((a * b).contains(Tnum::constant(x.wrapping_mul(y))), "{a:?}*{b:?}");
                         assert!(a.and(b).contains(Tnum::constant(x & y)));
                         assert!(a.or(b).contains(Tnum::constant(x | y)));
                         assert!(a.xor(b).contains(Tnum::constant(x ^ y)));

@@ -1,0 +1,11 @@
+; the callee writes through a pointer into the caller's stack
+; expect: accept
+r1 = r10
+r1 += -8
+call fill
+r0 = *(u64 *)(r10 - 8)
+exit
+fill:
+*(u64 *)(r1 + 0) = 42
+r0 = 0
+exit

@@ -1,0 +1,17 @@
+; a loop counting down from a packet byte terminates after at most 255 rounds
+; expect: accept
+r2 = *(u32 *)(r1 + 0)          ; data
+r3 = *(u32 *)(r1 + 4)          ; data_end
+r4 = r2
+r4 += 1
+if r4 > r3 goto out
+r5 = *(u8 *)(r2 + 0)
+r0 = 0
+loop:
+if r5 == 0 goto out
+r5 -= 1
+r0 += 2
+goto loop
+out:
+r0 = 2
+exit

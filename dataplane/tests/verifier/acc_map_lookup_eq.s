@@ -1,0 +1,14 @@
+; lookup, compare with 0, read the value
+; expect: accept
+; maps: hash 4 8 16
+*(u32 *)(r10 - 4) = 1
+r2 = r10
+r2 += -4
+r1 = map[0] ll
+call 1
+if r0 == 0 goto miss
+r0 = *(u64 *)(r0 + 0)
+exit
+miss:
+r0 = 2
+exit

@@ -1,0 +1,6 @@
+; byte-swapping a pointer
+; expect: reject "byte swap of a fp pointer"
+r1 = r10
+r1 = be64 r1
+r0 = 2
+exit

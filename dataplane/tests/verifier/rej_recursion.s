@@ -1,0 +1,7 @@
+; a function calling itself
+; expect: reject "recursion is not allowed"
+call f
+exit
+f:
+call f
+exit

@@ -1,0 +1,15 @@
+; a store past the end of the reservation
+; expect: reject "outside the 16-byte value"
+; maps: ringbuf 0 0 4096
+r1 = map[0] ll
+r2 = 16
+r3 = 0
+call 131
+if r0 == 0 goto out
+*(u64 *)(r0 + 12) = 1
+r1 = r0
+r2 = 0
+call 132
+out:
+r0 = 2
+exit

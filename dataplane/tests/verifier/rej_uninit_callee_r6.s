@@ -1,0 +1,8 @@
+; a callee does not see the caller's r6
+; expect: reject "R6 !read_ok"
+r6 = 1
+call f
+exit
+f:
+r0 = r6
+exit

@@ -1,0 +1,4 @@
+; exit without setting r0
+; expect: reject "R0 !read_ok"
+r1 = 1
+exit

@@ -7,6 +7,7 @@
 
 pub mod bpf;
 pub mod config;
+pub mod firewall;
 pub mod loadgen;
 pub mod runtime;
 pub mod stats;

@@ -11,6 +11,7 @@
 //! Which of `passthrough`/`local_addrs` can match is also written into the program's read-only
 //! globals before verification, so an interface without rules pays for no hash lookup.
 
+pub mod firewall;
 pub mod rules;
 mod sys;
 

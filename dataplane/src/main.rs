@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 
 use sluice::runtime::{self, RunOptions};
 
+mod cli {
+    pub mod fw;
+}
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "AF_XDP packet-processing dataplane with JIT-compiled BPF filters")]
 struct Cli {
@@ -45,6 +49,9 @@ enum Command {
     /// Work with BPF filters without touching any interface.
     #[command(subcommand)]
     Filter(FilterCommand),
+    /// Firewall rules: explain their placement, test packets, load the kernel part.
+    #[command(subcommand)]
+    Fw(cli::fw::FwCommand),
 }
 
 #[derive(Subcommand)]
@@ -97,6 +104,7 @@ fn main() -> ExitCode {
             stats_interval: Duration::from_millis(stats_interval_ms),
         }),
         Command::Filter(FilterCommand::Compile { filter, format, dump }) => filter_compile(&filter, format, dump),
+        Command::Fw(cmd) => cli::fw::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,7 +112,10 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain(&e));
             // Bad input (config, filter) is exit status 2, like clap's usage errors; failures at run time 1.
             let bad_input = e.downcast_ref::<sluice::config::ConfigError>().is_some()
-                || e.downcast_ref::<sluice::bpf::source::SourceError>().is_some();
+                || e.downcast_ref::<sluice::bpf::source::SourceError>().is_some()
+                || e.downcast_ref::<sluice::firewall::FwConfigError>().is_some()
+                || e.downcast_ref::<sluice::firewall::RulesetError>().is_some()
+                || e.downcast_ref::<sluice::firewall::describe::DescribeError>().is_some();
             if bad_input { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }

@@ -206,7 +206,8 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let iface = ingress.unwrap_or("any interface not named in an `in` list");
     let _ = writeln!(out, "interface: {iface}");
     for (i, (rule, place)) in cfg.rules.iter().zip(&p.places).enumerate() {
-        let _ = writeln!(out, "  {:>3}  {:<20} line {:<5} {:<28} {place}", i + 1, rule.name, rule.line, describe(cfg, rule));
+        let _ = writeln!(out, "  {:>3}  {:<20} line {:<5} {place}", i + 1, rule.name, rule.line);
+        let _ = writeln!(out, "       {}", describe(cfg, rule));
     }
     let default_place = if p.kernel_default {
         "kernel (every rule is in the kernel)"
@@ -307,7 +308,7 @@ action = "accept"
         assert_eq!(k.v4, vec![(0, [192, 0, 2, 0], 24)]);
         assert!(!k.fallback_drop);
         let text = explain(&c, Some("eth0"));
-        assert!(text.contains("rule1                line 6     src @bad -> drop"), "{text}");
+        assert!(text.contains("    1  rule1                line 6     kernel\n       src @bad -> drop\n"), "{text}");
     }
 
     #[test]

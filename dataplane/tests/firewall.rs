@@ -443,3 +443,93 @@ fn kernel_stage_agrees_with_the_engine() {
     })
     .unwrap();
 }
+
+// ---- stateful behaviour, engine level (the pipeline that runs the engine on live traffic is
+// ---- not merged yet, so these drive it with crafted frames and a simulated clock) ----------
+
+const NS: u64 = 1_000_000_000;
+
+#[test]
+fn rate_limit_holds_within_five_percent() {
+    let rs = ruleset(
+        "[firewall]\ndefault = \"accept\"\n[[rule]]\nname = \"limit\"\nproto = \"udp\"\naction = \"rate-limit\"\nrate = 5000\nburst = 50\n\
+         [[rule]]\nname = \"per-src\"\nproto = \"icmp\"\naction = \"rate-limit\"\nrate = 200\nburst = 10\nper = \"source\"\nprefix = 24\n",
+    );
+    let mut e = Engine::new(Arc::clone(&rs), false);
+    let any = rs.ingress(IFNAME);
+    let mut udp = describe::frame("udp 10.0.0.5:1 > 10.0.0.1:53").unwrap();
+    // 20,000 pps offered (4x the rate) for 10 s.
+    let offered = 200_000u64;
+    let passed = (0..offered).filter(|i| e.classify(&mut udp, any, i * (NS / 20_000)).verdict == Verdict::Accept).count() as u64;
+    let want = 5000 * 10;
+    assert!(passed.abs_diff(want) * 20 <= want, "passed {passed} of {offered}, want {want} ± 5 %");
+    // Two /24s flooding ICMP each get their own 200/s; a third host in the first /24 shares.
+    let mut a = describe::frame("icmp 10.1.1.1 > 10.0.0.1 type 8").unwrap();
+    let mut a2 = describe::frame("icmp 10.1.1.2 > 10.0.0.1 type 8").unwrap();
+    let mut b = describe::frame("icmp 10.2.2.2 > 10.0.0.1 type 8").unwrap();
+    let (mut pa, mut pb) = (0u64, 0u64);
+    for i in 0..20_000u64 {
+        let now = i * (NS / 2000); // 2,000 pps per source for 10 s
+        let frame = if i % 2 == 0 { &mut a } else { &mut a2 };
+        pa += u64::from(e.classify(frame, any, now).verdict == Verdict::Accept);
+        pb += u64::from(e.classify(&mut b, any, now).verdict == Verdict::Accept);
+    }
+    for (name, got) in [("10.1.1.0/24", pa), ("10.2.2.0/24", pb)] {
+        assert!(got.abs_diff(2000) * 20 <= 2000, "{name}: passed {got}, want 2000 ± 5 %");
+    }
+}
+
+#[test]
+fn established_only_rule_lets_replies_in_and_drops_unsolicited() {
+    let rs = ruleset(
+        r#"
+[firewall]
+default = "drop"
+[[rule]]
+name = "replies"
+state = ["established", "related"]
+action = "accept"
+[[rule]]
+name = "outbound"
+in = "lan0"
+state = "new"
+action = "accept"
+"#,
+    );
+    let mut e = Engine::new(Arc::clone(&rs), false);
+    let (lan, wan) = (rs.ingress("lan0"), rs.ingress("wan0"));
+    let mut run = |text: &str, ingress, t: u64| {
+        let d = e.classify(&mut describe::frame(text).unwrap(), ingress, t * NS / 10);
+        (d.rule.map_or("default", |i| rs.rule(i).name.as_str()).to_owned(), d.verdict)
+    };
+    let replies = ("replies".to_owned(), Verdict::Accept);
+    let dropped = ("default".to_owned(), Verdict::Drop);
+    // Unsolicited from outside: SYN, SYN-ACK, ACK, UDP, ping.
+    for text in [
+        "tcp 8.8.8.8:443 > 10.0.0.1:40000 flags S",
+        "tcp 8.8.8.8:443 > 10.0.0.1:40000 flags SA",
+        "tcp 8.8.8.8:443 > 10.0.0.1:40000 flags A",
+        "udp 8.8.8.8:53 > 10.0.0.1:5353",
+        "icmp 8.8.8.8 > 10.0.0.1 type 0",
+    ] {
+        assert_eq!(run(text, wan, 0), dropped, "{text}");
+    }
+    // A TCP connection from inside: the handshake and data replies come in, a different
+    // port does not, and after RST nothing does.
+    assert_eq!(run("tcp 10.0.0.1:40000 > 8.8.8.8:443 flags S", lan, 1), ("outbound".to_owned(), Verdict::Accept));
+    assert_eq!(run("tcp 8.8.8.8:443 > 10.0.0.1:40000 flags SA", wan, 2), replies);
+    assert_eq!(run("tcp 10.0.0.1:40000 > 8.8.8.8:443 flags A", lan, 3), replies);
+    assert_eq!(run("tcp 8.8.8.8:443 > 10.0.0.1:40000 flags PA", wan, 4), replies);
+    assert_eq!(run("tcp 8.8.8.8:443 > 10.0.0.1:40001 flags PA", wan, 4), dropped);
+    assert_eq!(run("tcp 10.0.0.1:40000 > 8.8.8.8:443 flags R", lan, 5), replies);
+    // A closed flow lingers for the closing timeout, then replies are unsolicited again.
+    assert_eq!(run("tcp 8.8.8.8:443 > 10.0.0.1:40000 flags PA", wan, 5 + 11 * 10), dropped);
+    // UDP and ping replies, an ICMP error about the UDP flow (related), and expiry.
+    assert_eq!(run("udp 10.0.0.1:5353 > 8.8.8.8:53", lan, 200), ("outbound".to_owned(), Verdict::Accept));
+    assert_eq!(run("udp 8.8.8.8:53 > 10.0.0.1:5353", wan, 201), replies);
+    assert_eq!(run("icmp 10.0.0.1 > 8.8.8.8 type 8", lan, 202), ("outbound".to_owned(), Verdict::Accept));
+    assert_eq!(run("icmp 8.8.8.8 > 10.0.0.1 type 0", wan, 203), replies);
+    assert_eq!(run("udp 8.8.8.8:53 > 10.0.0.1:5353", wan, 200 + 31 * 10), dropped, "udp flow expired");
+    let stats = e.conntrack().unwrap();
+    assert_eq!((stats.inserted, stats.closed), (3, 1), "{stats:?}");
+}

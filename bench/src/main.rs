@@ -3,6 +3,7 @@
 
 mod dataplane;
 mod filters;
+mod firewall;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -21,11 +22,15 @@ enum Suite {
     Dataplane(dataplane::Opts),
     /// ns/packet of BPF filters: sluice JIT, sluice interpreter and libpcap's bpf_filter.
     Filters(filters::Opts),
+    /// Firewall: engine ns/packet vs set size and rule count; kernel-stage, userspace and
+    /// nftables drop rates on veth.
+    Firewall(firewall::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().suite {
         Suite::Dataplane(opts) => dataplane::run(&opts),
         Suite::Filters(opts) => filters::run(&opts),
+        Suite::Firewall(opts) => firewall::run(&opts),
     }
 }

@@ -294,6 +294,29 @@ impl Engine {
         }
     }
 
+    /// Switches to `rules` (a reload), at a batch boundary: the flow table survives when the
+    /// new ruleset also tracks connections with the same table size, so established flows
+    /// stay established; counters and token buckets of rules with the same name carry over.
+    /// Allocates (new counter and limiter tables), so it belongs with the swap, not per packet.
+    pub fn adopt(&mut self, rules: Arc<Ruleset>) {
+        let mut next = Engine::new(Arc::clone(&rules), self.kernel_offload);
+        let keep_flows = rules.config.conntrack == self.rules.config.conntrack;
+        if let (Some(old), true, true) = (self.flows.take(), next.flows.is_some(), keep_flows) {
+            next.flows = Some(old);
+        }
+        for (j, new_rule) in rules.config.rules.iter().enumerate() {
+            let Some(i) = self.rules.config.rules.iter().position(|r| r.name == new_rule.name) else { continue };
+            next.counters[j] = self.counters[i];
+            next.samples[j] = self.samples[i];
+            if self.rules.config.rules[i].action == new_rule.action {
+                next.limiters[j] = self.limiters[i].take();
+            }
+        }
+        let (old_default, new_default) = (self.rules.len(), rules.len());
+        next.counters[new_default] = self.counters[old_default];
+        *self = next;
+    }
+
     pub fn ruleset(&self) -> &Arc<Ruleset> {
         &self.rules
     }
@@ -458,6 +481,25 @@ action = "accept"
         assert_eq!(e.classify(&mut out, lan, 1).rule, Some(1));
         assert_eq!(e.classify(&mut back, wan, 2), Decision { rule: Some(0), verdict: Verdict::Accept, sampled: false });
         assert_eq!(e.conntrack().unwrap().inserted, 1);
+    }
+
+    #[test]
+    fn adopting_a_new_ruleset_keeps_flows_and_counters_by_name() {
+        let text = "[firewall]\ndefault = \"drop\"\n[[rule]]\nname = \"replies\"\nstate = \"established\"\naction = \"accept\"\n\
+                    [[rule]]\nname = \"out\"\nin = \"lan\"\naction = \"accept\"\n";
+        let mut e = engine(text);
+        let lan = e.ruleset().ingress("lan");
+        e.classify(&mut udp([10, 0, 0, 1], 53), lan, 0);
+        let mut reply = Vec::new();
+        PacketBuilder::ethernet2([4; 6], [2; 6]).ipv4([10, 0, 0, 2], [10, 0, 0, 1], 64).udp(53, 999).write(&mut reply, b"a").unwrap();
+        // The new ruleset puts a count rule first and renames nothing else.
+        let next = text.replace("[[rule]]\nname = \"replies\"", "[[rule]]\nname = \"c\"\naction = \"count\"\n[[rule]]\nname = \"replies\"");
+        let rs = Arc::new(Ruleset::new(FirewallConfig::parse(&next, Path::new("t")).unwrap()).unwrap());
+        e.adopt(Arc::clone(&rs));
+        let wan = rs.ingress("wan");
+        assert_eq!(e.classify(&mut reply, wan, 1).rule, Some(1), "the flow survived the swap");
+        let c = e.counters();
+        assert_eq!((c[0].packets, c[1].packets, c[2].packets), (1, 1, 1));
     }
 
     #[test]

@@ -104,8 +104,8 @@ pub(crate) fn mask128(len: u8) -> u128 {
 /// Sorted disjoint ranges of one family with an optional top-16-bit index.
 #[derive(Debug, Clone, Default)]
 struct Ranges<K> {
-    starts: Vec<K>,
-    ends: Vec<K>,
+    /// `(start, end)` pairs, so the range a search ends on is one cache line.
+    ranges: Vec<(K, K)>,
     /// `index[b]` = number of ranges starting below slot `b` (len INDEX_SLOTS + 1), or empty.
     index: Vec<u32>,
 }
@@ -146,10 +146,9 @@ impl RangeKey for u128 {
 impl<K: RangeKey> Ranges<K> {
     fn build(mut ranges: Vec<(K, K)>) -> Ranges<K> {
         ranges.sort_unstable();
-        let mut starts: Vec<K> = Vec::with_capacity(ranges.len());
-        let mut ends: Vec<K> = Vec::with_capacity(ranges.len());
+        let mut merged: Vec<(K, K)> = Vec::with_capacity(ranges.len());
         for (s, e) in ranges {
-            if let Some(last) = ends.last_mut() {
+            if let Some((_, last)) = merged.last_mut() {
                 // Overlapping or adjacent: extend the previous range.
                 if last.succ().is_none_or(|next| s <= next) {
                     if e > *last {
@@ -158,44 +157,40 @@ impl<K: RangeKey> Ranges<K> {
                     continue;
                 }
             }
-            starts.push(s);
-            ends.push(e);
+            merged.push((s, e));
         }
         let mut index = Vec::new();
-        if starts.len() > INDEX_MIN {
+        if merged.len() > INDEX_MIN {
             index.reserve_exact(INDEX_SLOTS + 1);
             let mut i = 0usize;
             for slot in 0..INDEX_SLOTS {
                 let bound = K::slot_start(slot);
-                while i < starts.len() && starts[i] < bound {
+                while i < merged.len() && merged[i].0 < bound {
                     i += 1;
                 }
                 index.push(i as u32);
             }
-            index.push(starts.len() as u32);
+            index.push(merged.len() as u32);
         }
-        Ranges { starts, ends, index }
+        Ranges { ranges: merged, index }
     }
 
     #[inline]
     fn contains(&self, x: K) -> bool {
         let (lo, hi) = if self.index.is_empty() {
-            (0, self.starts.len())
+            (0, self.ranges.len())
         } else {
             let slot = x.slot();
             (self.index[slot] as usize, self.index[slot + 1] as usize)
         };
         // The last range starting at or below x: inside [lo, hi), or the one before lo.
-        let within = self.starts[lo..hi].partition_point(|&s| s <= x);
+        let within = self.ranges[lo..hi].partition_point(|&(s, _)| s <= x);
         let at = lo + within;
-        if at == 0 {
-            return false;
-        }
-        x <= self.ends[at - 1]
+        at != 0 && x <= self.ranges[at - 1].1
     }
 
     fn len(&self) -> usize {
-        self.starts.len()
+        self.ranges.len()
     }
 }
 

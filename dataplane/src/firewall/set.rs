@@ -102,6 +102,10 @@ pub(crate) fn mask128(len: u8) -> u128 {
 }
 
 /// Sorted disjoint ranges of one family with an optional top-16-bit index.
+///
+/// With the index, ranges are cut at slot boundaries, so every candidate for an address lies
+/// among the few pieces of its own slot: a lookup reads the index and one short run of pairs
+/// (two cache lines at most), however large the set.
 #[derive(Debug, Clone, Default)]
 struct Ranges<K> {
     /// `(start, end)` pairs, so the range a search ends on is one cache line.
@@ -115,6 +119,7 @@ trait RangeKey: Copy + Ord {
     fn slot(self) -> usize;
     fn slot_start(slot: usize) -> Self;
     fn succ(self) -> Option<Self>;
+    fn pred(self) -> Self;
 }
 
 impl RangeKey for u32 {
@@ -128,6 +133,9 @@ impl RangeKey for u32 {
     fn succ(self) -> Option<u32> {
         self.checked_add(1)
     }
+    fn pred(self) -> u32 {
+        self.wrapping_sub(1)
+    }
 }
 
 impl RangeKey for u128 {
@@ -140,6 +148,9 @@ impl RangeKey for u128 {
     }
     fn succ(self) -> Option<u128> {
         self.checked_add(1)
+    }
+    fn pred(self) -> u128 {
+        self.wrapping_sub(1)
     }
 }
 
@@ -161,6 +172,16 @@ impl<K: RangeKey> Ranges<K> {
         }
         let mut index = Vec::new();
         if merged.len() > INDEX_MIN {
+            let mut pieces = Vec::with_capacity(merged.len());
+            for &(mut s, e) in &merged {
+                while s.slot() != e.slot() {
+                    let next = K::slot_start(s.slot() + 1);
+                    pieces.push((s, next.pred()));
+                    s = next;
+                }
+                pieces.push((s, e));
+            }
+            merged = pieces;
             index.reserve_exact(INDEX_SLOTS + 1);
             let mut i = 0usize;
             for slot in 0..INDEX_SLOTS {
@@ -183,10 +204,9 @@ impl<K: RangeKey> Ranges<K> {
             let slot = x.slot();
             (self.index[slot] as usize, self.index[slot + 1] as usize)
         };
-        // The last range starting at or below x: inside [lo, hi), or the one before lo.
-        let within = self.ranges[lo..hi].partition_point(|&(s, _)| s <= x);
-        let at = lo + within;
-        at != 0 && x <= self.ranges[at - 1].1
+        // The last range starting at or below x, among those of x's slot.
+        let at = lo + self.ranges[lo..hi].partition_point(|&(s, _)| s <= x);
+        at > lo && x <= self.ranges[at - 1].1
     }
 
     fn len(&self) -> usize {
@@ -335,7 +355,10 @@ mod tests {
             cidrs.push(Cidr::V4((x >> 32) as u32 & mask32(len), len));
         }
         cidrs.push(Cidr::V6(0x2001_0db8 << 96, 32));
+        cidrs.push(Cidr::V4(0x0a00_0000, 8)); // spans 256 slots
+        cidrs.push(Cidr::V4(0xfffe_0000, 15)); // the last two
         let s = AddrSet::new(cidrs.clone());
+        assert!(s.contains_v4(0x0a12_3456) && s.contains_v4(u32::MAX) && s.contains_v4(0xfffe_0000));
         assert!(!s.v4.index.is_empty());
         for i in 0..20_000u64 {
             let a = (i.wrapping_mul(0x9e37_79b9) ^ (i << 20)) as u32;

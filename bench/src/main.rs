@@ -6,6 +6,7 @@ mod filters;
 mod pipeline;
 mod objects;
 mod r#gen;
+mod firewall;
 mod report;
 mod verify;
 
@@ -33,6 +34,9 @@ enum Suite {
     Gen(r#gen::Opts),
     /// Verifier time per program and for a generated 4,000-instruction one; JIT ns/packet without and with its proofs.
     Verify(verify::Opts),
+    /// Firewall: engine ns/packet vs set size and rule count; kernel-stage, userspace and
+    /// nftables drop rates on veth.
+    Firewall(firewall::Opts),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Objects(opts) => objects::run(&opts),
         Suite::Gen(opts) => r#gen::run(&opts),
         Suite::Verify(opts) => verify::run(&opts),
+        Suite::Firewall(opts) => firewall::run(&opts),
     }
 }

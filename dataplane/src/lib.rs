@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod capture;
 pub mod config;
 pub mod control;
+pub mod firewall;
 pub mod loadgen;
 pub mod metrics;
 pub mod pcapio;

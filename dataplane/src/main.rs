@@ -16,6 +16,7 @@ mod cli {
     pub mod r#gen;
     pub mod offline;
     pub mod verify;
+    pub mod fw;
 }
 
 #[derive(Parser)]
@@ -69,6 +70,9 @@ enum Command {
     Gen(Box<cli::r#gen::GenArgs>),
     /// Capture through AF_XDP into a pcap file, filtered by a tcpdump expression run by the JIT.
     Capture(cli::capture::CaptureArgs),
+    /// Firewall rules: explain their placement, test packets, load the kernel part.
+    #[command(subcommand)]
+    Fw(cli::fw::FwCommand),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
         Command::Ctl(args) => cli::ctl::run(&args),
         Command::Gen(args) => cli::r#gen::run(&args),
         Command::Capture(args) => cli::capture::run(&args),
+        Command::Fw(cmd) => cli::fw::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,7 +148,10 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain(&e));
             // Bad input (config, filter) is exit status 2, like clap's usage errors; failures at run time 1.
             let bad_input = e.downcast_ref::<sluice::config::ConfigError>().is_some()
-                || e.downcast_ref::<sluice::bpf::source::SourceError>().is_some();
+                || e.downcast_ref::<sluice::bpf::source::SourceError>().is_some()
+                || e.downcast_ref::<sluice::firewall::FwConfigError>().is_some()
+                || e.downcast_ref::<sluice::firewall::RulesetError>().is_some()
+                || e.downcast_ref::<sluice::firewall::describe::DescribeError>().is_some();
             if bad_input { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }

@@ -6,11 +6,14 @@
 //! - `xsks`: XSKMAP, u32 rx queue → AF_XDP socket fd, [`MAX_QUEUES`] entries;
 //! - `passthrough`: HASH, `{u8 proto; u8 pad; __be16 port}` → u8 1 ([`PassRule::key`]);
 //! - `local_addrs`: HASH, `{u8 addr[16]; u8 family; u8 pad[3]}` → u8 1 ([`rules::addr_key`]);
-//! - `counters`: PERCPU_ARRAY, one entry of four u64 ([`SteerCounters`]).
+//! - `counters`: PERCPU_ARRAY, one entry of four u64 ([`SteerCounters`]);
+//! - `fw_state`, `fw_rules`, `fw_v4`, `fw_v6`, `fw_ports`, `fw_counters`: the firewall stage
+//!   ([`firewall`]), off until rules are loaded.
 //!
 //! Which of `passthrough`/`local_addrs` can match is also written into the program's read-only
 //! globals before verification, so an interface without rules pays for no hash lookup.
 
+pub mod firewall;
 pub mod rules;
 mod sys;
 

@@ -71,7 +71,8 @@ pub fn addr_key(addr: IpAddr) -> [u8; 20] {
 ///   counts it in the socket's own statistics);
 /// - `passed`: given to the kernel stack (XDP_PASS): runts, ARP, IPv6 neighbour discovery,
 ///   local destinations, passthrough matches, and frames for queues without a socket;
-/// - `dropped`: XDP_DROP for frames too short for the VLAN tag, IP header or TCP/UDP port
+/// - `dropped`: XDP_DROP by the firewall stage (its `fw_counters` say which rule), and for
+///   frames too short for the VLAN tag, IP header or TCP/UDP port
 ///   their headers announce, and IPv4 headers with IHL < 5.
 ///
 /// `seen == redirected + passed + dropped` once no frame is in flight.

@@ -1,10 +1,11 @@
-//! The verifier corpus (`tests/verifier/*.s`): each program states its expected verdict in a
+//! The verifier corpus (`tests/verifier/*.s`, and `*.c` built here with clang-19 into eBPF
+//! objects whose maps come along): each program states its expected verdict in a
 //! header comment and the test asserts both the verdict and the message. Accepted programs
 //! are then run in the interpreter and the JIT on crafted packets: they must never fault (a
 //! faulting accepted program is a verifier bug), and both back ends must agree. A property
 //! test does the same for random programs.
 //!
-//! Header lines (assembler comments):
+//! Header lines (assembler comments, or `//` comments in C):
 //! - `; expect: accept` or `; expect: reject "message substring"`
 //! - `; maps: KIND KEY VALUE ENTRIES [ro], ...` (the program's map table, in order)
 //! - `; strict_div`, `; max_insns: N`
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::JitProgram;
 use sluice::bpf::maps::MapKind;
+use sluice::bpf::object::Object;
 use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
 use sluice::bpf::{Exec, Fault, Helper, Helpers, Program, asm, insn};
 
@@ -68,7 +70,8 @@ fn parse_case(path: &Path) -> Case {
     let mut expect = None;
     let mut env = VerifyEnv::default();
     for line in text.lines() {
-        let Some(h) = line.trim().strip_prefix(';') else { continue };
+        let l = line.trim();
+        let Some(h) = l.strip_prefix(';').or_else(|| l.strip_prefix("//")) else { continue };
         let h = h.trim();
         if let Some(e) = h.strip_prefix("expect:") {
             let e = e.trim();
@@ -104,7 +107,7 @@ fn corpus() -> Vec<Case> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
         .expect("tests/verifier exists")
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "s"))
+        .filter(|p| p.extension().is_some_and(|e| e == "s" || e == "c"))
         .collect();
     paths.sort();
     paths.iter().map(|p| parse_case(p)).collect()
@@ -157,6 +160,19 @@ fn corpus_verdicts_and_messages() {
     let mut failures = Vec::new();
     let mut ran = 0;
     for c in &cases {
+        if c.name.ends_with(".c") {
+            let got = verify_c(c);
+            match (&c.expect, got) {
+                (Expect::Accept, Ok(())) => {}
+                (Expect::Accept, Err(e)) => failures.push(format!("{}: expected accept, got: {e}", c.name)),
+                (Expect::Reject(m), Ok(())) => failures.push(format!("{}: expected reject {m:?}, was accepted", c.name)),
+                (Expect::Reject(m), Err(e)) if !e.contains(m.as_str()) => {
+                    failures.push(format!("{}: expected {m:?} in: {e}", c.name));
+                }
+                _ => {}
+            }
+            continue;
+        }
         let insns = match asm::assemble(&c.text) {
             Ok(i) => i,
             Err(e) => {
@@ -185,6 +201,26 @@ fn corpus_verdicts_and_messages() {
     }
     assert!(failures.is_empty(), "{} of {} corpus programs failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
     assert!(ran >= 30, "only {ran} accepted programs ran in the back ends");
+}
+
+/// Builds a C corpus program with clang-19 and verifies its one program with the object's maps.
+fn verify_c(c: &Case) -> Result<(), String> {
+    let src = corpus_dir().join(&c.name);
+    let out = std::env::temp_dir().join(format!("sluice-verifier-{}-{}.o", std::process::id(), c.name));
+    let status = std::process::Command::new("clang-19")
+        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run clang-19 (apt-get install clang-19)");
+    let bytes = std::fs::read(&out);
+    let _ = std::fs::remove_file(&out);
+    assert!(status.success(), "clang-19 failed on {}", c.name);
+    let obj = Object::load(&bytes.unwrap(), 1).map_err(|e| e.to_string())?;
+    let prog = &obj.select(None).map_err(|e| e.to_string())?.program;
+    let env = VerifyEnv { maps: obj.maps().iter().map(|m| MapShape::from(m.def())).collect(), ..VerifyEnv::default() };
+    verifier::verify(prog, &env).map(|_| ()).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -32,7 +32,7 @@ use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleErr
 
 use super::analyze::{self, Layout, STACK_AREA};
 use super::batch::PacketRef;
-use super::lower::{self, Env, Lower};
+use super::lower::{self, Env, Exits, Lower};
 use super::{host_isa, JitError};
 use crate::bpf::check::StackReach;
 use crate::bpf::{ProgKind, Program};
@@ -507,67 +507,87 @@ impl Builder<'_> {
                 }
                 _ => zero,
             };
+
+            // The blocks handling the stage's outcomes exist before its code, so that its
+            // exits with a constant r0 (a classic filter's `ret #0` / `ret #k`) branch to them
+            // directly instead of through the exit block's join and re-test.
             let exit = b.create_block();
             let (verdict, faulted) = (b.append_block_param(exit, I64), b.append_block_param(exit, I64));
-            let inputs = [r1, zero, data, len, ifq];
-            let lower = match frame.stack {
-                Some(area) => Lower::inline_on_stack(b, env, inputs, exit, area),
-                None => Lower::inline(b, env, inputs, exit),
-            };
-            lower.run().map_err(|source| FuseError::Stage { stage: i, source })?;
-
-            b.switch_to_block(exit);
-            b.seal_block(exit);
             let next = b.create_block();
             let abort = b.create_block();
             b.set_cold_block(abort);
+            let ends: Vec<(Block, u32)> = match stage.rule {
+                Rule::Match { end: _, mark: _ } => vec![(b.create_block(), 0)],
+                Rule::Verdict(steps) => steps
+                    .iter()
+                    .filter_map(|s| match *s {
+                        Step::End(code) => Some((b.create_block(), code)),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            // Where each outcome goes: for `Match`, [no match, match]; for `Verdict`, by r0.
+            let targets: Vec<Block> = match stage.rule {
+                Rule::Match { .. } => vec![next, ends[0].0],
+                Rule::Verdict(steps) => {
+                    let mut end_blocks = ends.iter().map(|e| e.0);
+                    steps
+                        .iter()
+                        .map(|s| match s {
+                            Step::Pass => next,
+                            Step::Abort => abort,
+                            Step::End(_) => end_blocks.next().unwrap_or(abort),
+                        })
+                        .collect()
+                }
+            };
+            let shortcuts = match stage.rule {
+                Rule::Match { .. } => Exits { zero: Some(targets[0]), nonzero: Some(targets[1]) },
+                Rule::Verdict(_) => Exits { zero: Some(targets[0]), nonzero: None },
+            };
+            Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts)
+                .run()
+                .map_err(|source| FuseError::Stage { stage: i, source })?;
+
+            b.switch_to_block(exit);
+            b.seal_block(exit);
             let ran = b.create_block();
             b.ins().brif(faulted, abort, &[], ran, &[]);
             b.switch_to_block(ran);
             b.seal_block(ran);
             match stage.rule {
-                Rule::Match { end, mark: marks } => {
-                    let matched = b.create_block();
-                    b.ins().brif(verdict, matched, &[], next, &[]);
-                    b.switch_to_block(matched);
-                    b.seal_block(matched);
-                    hit(b, slot);
-                    if marks {
-                        let m = b.use_var(mark);
-                        let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
-                        let this = b.ins().iconst(I64, i as i64 + 1);
-                        let m = b.ins().select(unset, this, m);
-                        b.def_var(mark, m);
-                    }
-                    match end {
-                        Some(code) => finish_with(b, code),
-                        None => {
-                            b.ins().jump(next, &[]);
-                        }
-                    }
+                Rule::Match { .. } => {
+                    b.ins().brif(verdict, targets[1], &[], targets[0], &[]);
                 }
-                Rule::Verdict(steps) => {
+                Rule::Verdict(_) => {
                     let mut switch = Switch::new();
-                    let mut ends = Vec::new();
-                    for (v, step) in steps.iter().enumerate() {
-                        let target = match *step {
-                            Step::Pass => next,
-                            Step::Abort => abort,
-                            Step::End(code) => {
-                                let blk = b.create_block();
-                                ends.push((blk, code));
-                                blk
-                            }
-                        };
-                        switch.set_entry(v as u128, target);
+                    for (v, target) in targets.iter().enumerate() {
+                        switch.set_entry(v as u128, *target);
                     }
                     switch.emit(b, verdict, abort);
-                    for (blk, code) in ends {
-                        b.switch_to_block(blk);
-                        b.seal_block(blk);
-                        hit(b, slot);
-                        finish_with(b, code);
+                }
+            }
+            for (blk, code) in ends {
+                b.switch_to_block(blk);
+                b.seal_block(blk);
+                hit(b, slot);
+                match stage.rule {
+                    Rule::Match { end, mark: marks } => {
+                        if marks {
+                            let m = b.use_var(mark);
+                            let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
+                            let this = b.ins().iconst(I64, i as i64 + 1);
+                            let m = b.ins().select(unset, this, m);
+                            b.def_var(mark, m);
+                        }
+                        match end {
+                            Some(code) => finish_with(b, code),
+                            None => {
+                                b.ins().jump(next, &[]);
+                            }
+                        }
                     }
+                    Rule::Verdict(_) => finish_with(b, code),
                 }
             }
             b.switch_to_block(abort);
@@ -710,6 +730,8 @@ mod tests {
         let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
         let stack = program("*(u64 *)(r10 - 8) = 3\nr0 = *(u64 *)(r10 - 8)\nexit\n", Format::Asm);
         let seven = program("r0 = 7\nexit\n", Format::Asm);
+        // Constant exits take the shortcut to the outcome's block: 0 aborts a verdict stage.
+        let aborts = program("w0 = 0\nexit\n", Format::Asm);
         let stages = [
             Stage { program: &udp, rule: Rule::Match { end: None, mark: false } },
             Stage { program: &big, rule: Rule::Match { end: None, mark: true } },
@@ -719,6 +741,7 @@ mod tests {
             Stage { program: &stack, rule: Rule::Verdict(XDP_STEPS) },
             Stage { program: &tcp, rule: Rule::Match { end: Some(1), mark: false } },
             Stage { program: &seven, rule: Rule::Verdict(XDP_STEPS) },
+            Stage { program: &aborts, rule: Rule::Verdict(XDP_STEPS) },
         ];
         for n in 0..=stages.len() {
             for batch in [false, true] {

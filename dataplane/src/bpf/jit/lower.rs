@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, Block, BlockArg, FuncRef, InstBuilder, MemFlagsData, SigRef, Signature, StackSlotData,
+    types, AbiParam, Block, BlockArg, FuncRef, InstBuilder, InstructionData, Opcode, MemFlagsData, SigRef, Signature, StackSlotData,
     StackSlotKind, Type, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
@@ -73,6 +73,14 @@ pub(super) struct Env<'a> {
     pub frontend: TargetFrontendConfig,
 }
 
+/// Where an inlined program's clean exits with a constant r0 go instead of the exit block:
+/// see `Lower::shortcuts`. `None` keeps those exits on the exit block.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Exits {
+    pub zero: Option<Block>,
+    pub nonzero: Option<Block>,
+}
+
 pub(super) struct Lower<'a, 'b, 'f> {
     b: &'b mut FunctionBuilder<'f>,
     env: &'a Env<'a>,
@@ -83,6 +91,10 @@ pub(super) struct Lower<'a, 'b, 'f> {
     /// inlined into, as the batch loop does. The verdict follows `Outcome::into_result`: r0
     /// after a normal or unwinding exit, `Fault::VERDICT` after a fault.
     exit: Option<Block>,
+    /// Shortcuts for an inlined program's clean exits whose r0 is a compile-time constant:
+    /// r0 = 0 jumps to `zero`, any other constant to `nonzero` (both without arguments), so
+    /// the enclosing code need not join and re-test a value it could know (see [`Exits`]).
+    shortcuts: Exits,
     regs: [Variable; NUM_REGS as usize],
     data: Value,
     len: Value,
@@ -125,17 +137,22 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     }
 
     /// [`inline`](Self::inline), with the stack area at `stack` (`STACK_AREA` bytes, 16-byte
-    /// aligned) instead of a slot of its own: programs inlined one after another (a fused
-    /// pipeline) then share one area rather than growing the frame by one area each. Each
-    /// program still zeroes the part it can reach on entry, as a run of its own would.
-    pub fn inline_on_stack(
+    /// aligned, or `None` for a slot of its own) and exit shortcuts: programs inlined one after
+    /// another (a fused pipeline) then share one area rather than growing the frame by one
+    /// area each — each still zeroes the part it can reach on entry, as a run of its own would
+    /// — and a classic filter's `ret #0` / `ret #k` branch straight to where the enclosing code
+    /// handles "no match" / "match".
+    pub fn inline_with(
         b: &'b mut FunctionBuilder<'f>,
         env: &'a Env<'a>,
         inputs: [Value; 5],
         exit: Block,
-        stack: Value,
+        stack: Option<Value>,
+        shortcuts: Exits,
     ) -> Self {
-        Self::start(b, env, 0, &inputs, Some(exit), Some(stack))
+        let mut lower = Self::start(b, env, 0, &inputs, Some(exit), stack);
+        lower.shortcuts = shortcuts;
+        lower
     }
 
     fn start(
@@ -209,6 +226,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             func,
             main,
             exit,
+            shortcuts: Exits::default(),
             regs,
             data,
             len,
@@ -271,8 +289,12 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         if let Some(exit) = self.exit {
             if let Some(blk) = self.ret_zero {
                 self.enter(blk);
-                let zero = self.b.ins().iconst(I64, 0);
-                self.b.ins().jump(exit, &[BlockArg::Value(zero), BlockArg::Value(zero)]);
+                if let Some(zero) = self.shortcuts.zero {
+                    self.b.ins().jump(zero, &[]);
+                } else {
+                    let zero = self.b.ins().iconst(I64, 0);
+                    self.b.ins().jump(exit, &[BlockArg::Value(zero), BlockArg::Value(zero)]);
+                }
             }
             if let Some(blk) = self.trap_block {
                 // Every trap site records a fault (never `Stop`, which only callees return).
@@ -621,6 +643,15 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
 
     fn exit(&mut self) {
         let r0 = self.reg(0);
+        let shortcut = match self.constant_of(r0) {
+            Some(0) => self.shortcuts.zero,
+            Some(_) => self.shortcuts.nonzero,
+            None => None,
+        };
+        if let (Some(target), Some(_)) = (shortcut, self.exit) {
+            self.b.ins().jump(target, &[]);
+            return;
+        }
         let ok = self.b.ins().iconst(I64, 0);
         if let Some(exit) = self.exit {
             self.b.ins().jump(exit, &[BlockArg::Value(r0), BlockArg::Value(ok)]);
@@ -630,6 +661,20 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             let mut rets: Vec<Value> = (0..6u8).map(|r| self.reg(r)).collect();
             rets.push(ok);
             self.b.ins().return_(&rets);
+        }
+    }
+
+    /// The value of `v` if an `iconst` defines it, directly or zero-extended (a 32-bit move).
+    fn constant_of(&self, v: Value) -> Option<u64> {
+        let dfg = &self.b.func.dfg;
+        let inst = dfg.value_def(v).inst()?;
+        match dfg.insts[inst] {
+            InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => {
+                let bits = dfg.value_type(v).bits();
+                Some(imm.bits() as u64 & (u64::MAX >> (64 - bits)))
+            }
+            InstructionData::Unary { opcode: Opcode::Uextend, arg } => self.constant_of(arg),
+            _ => None,
         }
     }
 

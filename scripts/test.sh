@@ -19,13 +19,14 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 
-# Bounded fuzzing of the BPF engine: validation never panics, and the interpreter and the JIT
-# agree on every program validation accepts. FUZZ_SECONDS=0 skips it.
+# Bounded fuzzing of the BPF engine: validation never panics, the interpreter and the JIT agree
+# on every program validation accepts, and no program the verifier accepts ever faults.
+# FUZZ_SECONDS=0 skips it.
 fuzz_seconds=${FUZZ_SECONDS:-60}
 if ((fuzz_seconds > 0)); then
-  for target in ebpf classic; do
+  for target in ebpf classic verify; do
     echo "test: fuzzing $target for ${fuzz_seconds}s"
     (cd dataplane && cargo fuzz run --sanitizer none "$target" -- \
        -max_total_time="$fuzz_seconds" -rss_limit_mb=4096 -print_final_stats=1 2>&1 | grep -v '# Uses:' | tail -n 60)

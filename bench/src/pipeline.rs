@@ -75,7 +75,7 @@ fn spec(stages: usize) -> PipelineSpec {
 /// One way to run a pipeline over a set of packets, counting every matching stage.
 enum Engine<'p> {
     Fused(&'p Pipeline),
-    Batch(FusedPipeline, Vec<Word>),
+    Batch(Box<FusedPipeline>, Vec<Word>),
     Unfused(Vec<JitProgram>, Vec<u64>),
 }
 
@@ -138,7 +138,7 @@ fn engines(p: &Pipeline) -> Result<Vec<Engine<'_>>> {
     let counters = (0..batch.counter_words()).map(|_| Word::new(0)).collect();
     let jits = p.stages().iter().map(|s| JitProgram::compile(&s.source.program)).collect::<Result<Vec<_>, _>>().context("jit a stage")?;
     let counts = vec![0; jits.len()];
-    Ok(vec![Engine::Fused(p), Engine::Batch(batch, counters), Engine::Unfused(jits, counts)])
+    Ok(vec![Engine::Fused(p), Engine::Batch(Box::new(batch), counters), Engine::Unfused(jits, counts)])
 }
 
 /// Swaps measured with the compile inside the window.

@@ -873,3 +873,84 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `[metrics] listen` alone (no control socket) still starts the controller's listener; and a
+/// stage sees the real ingress ifindex: it matches only packets whose `ingress_ifindex` is the
+/// DUT port's interface index, and it counts the client's datagrams.
+#[test]
+fn metrics_without_a_control_socket_and_filters_see_the_ingress_ifindex() {
+    use sluice::testbed::netns::{Topology, TopologyOpts, privileged};
+    if !privileged("metrics_without_a_control_socket_and_filters_see_the_ingress_ifindex") {
+        return;
+    }
+    let topo = Topology::new(TopologyOpts { tag: "mx".into(), ..Default::default() }).expect("topology");
+    let dir = std::env::temp_dir().join(format!("sluice-mx-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("sluice.toml");
+    let program = format!("r0 = 0\nr2 = *(u32 *)(r1 + 12)\nif r2 != {} goto +1\nr0 = 1\nexit\n", topo.dut_a.ifindex);
+    std::fs::write(
+        &config,
+        format!(
+            "[metrics]\nlisten = '9465'\n[dataplane]\ncores = [0]\n\
+             [[port]]\nname = 'a'\ninterface = 'dut-a0'\naction = 'forward'\nforward_to = 'b'\n\
+             [[port.stage]]\nid = 'ifx'\nformat = 'asm'\nfilter = '''\n{program}'''\naction = 'count'\n\
+             [[port]]\nname = 'b'\ninterface = 'dut-b0'\naction = 'forward'\nforward_to = 'a'\n"
+        ),
+    )
+    .unwrap();
+    let child = topo
+        .dut
+        .exec([env!("CARGO_BIN_EXE_sluice"), "run", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let mut daemon = Daemon(child);
+    let scrape = || {
+        topo.dut
+            .run_in(|| {
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9465").ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out)
+            })
+            .unwrap()
+    };
+    let counted = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("sluice_stage_packets_total{port=\"a\",stage=\"ifx\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let started = Instant::now();
+    while scrape().is_none() {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            let mut err = String::new();
+            let _ = daemon.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("sluice exited with {status}: {err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no metrics listener without a control socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dst = std::net::SocketAddrV4::new(topo.server_if.addr.expect("server addr"), 9);
+    let started = Instant::now();
+    let matched = loop {
+        topo.client
+            .run_in(|| {
+                let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                for _ in 0..5 {
+                    // Until ARP resolves through the DUT, sends may be refused: keep trying.
+                    let _ = s.send_to(b"ifindex", dst);
+                }
+            })
+            .unwrap();
+        if let Some(n) = scrape().as_deref().and_then(counted).filter(|&n| n > 0) {
+            break n;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the ifindex stage never matched: {:?}", scrape());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(matched > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -171,6 +171,11 @@ impl WorkerView {
     pub fn is_parked(&self) -> bool {
         self.cached.is_empty()
     }
+
+    /// The publish generation the worker's pipelines are from (as of its last refresh).
+    pub fn generation(&self) -> u64 {
+        self.seen
+    }
 }
 
 #[cfg(test)]

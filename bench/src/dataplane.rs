@@ -420,26 +420,7 @@ impl Bed<'_> {
 
     /// Floods the dut's port a from the client while `during` runs; stops the sender after.
     fn flood_while<T>(&self, during: impl FnOnce() -> Result<T>) -> Result<T> {
-        let stop = AtomicBool::new(false);
-        let topo = self.topo;
-        std::thread::scope(|scope| {
-            let flood = scope.spawn(|| {
-                topo.client.run_in(|| {
-                    pin(self.sender_core);
-                    LiveSender::new(&topo.client_if.name, self.frame)?.flood(&stop)
-                })
-            });
-            let result = during();
-            stop.store(true, Ordering::Relaxed);
-            match flood.join() {
-                Ok(sent) => {
-                    sent.context("enter sender namespace")?
-                        .context("live-frames sender")?;
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-            result
-        })
+        flood_while(self.topo, self.frame, self.sender_core, during)
     }
 }
 
@@ -457,7 +438,35 @@ fn sum(stats: &[Arc<QueueStats>]) -> QueueSnapshot {
         .fold(QueueSnapshot::default(), |acc, s| acc.add(&s.snapshot()))
 }
 
-fn pin(core: Option<core_affinity::CoreId>) {
+/// Floods `topo`'s dut port a from the client with `frame` (live frames, sender pinned to
+/// `sender_core`) while `during` runs; stops the sender after. Shared by the benches on veth.
+pub fn flood_while<T>(
+    topo: &Topology,
+    frame: &[u8],
+    sender_core: Option<core_affinity::CoreId>,
+    during: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            topo.client.run_in(|| {
+                pin(sender_core);
+                LiveSender::new(&topo.client_if.name, frame)?.flood(&stop)
+            })
+        });
+        let result = during();
+        stop.store(true, Ordering::Relaxed);
+        match flood.join() {
+            Ok(sent) => {
+                sent.context("enter sender namespace")?.context("live-frames sender")?;
+            }
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        result
+    })
+}
+
+pub fn pin(core: Option<core_affinity::CoreId>) {
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }

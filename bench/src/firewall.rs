@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sluice::firewall::{describe, place};
 use sluice::firewall::{Engine, FirewallConfig, Ruleset, Verdict};
-use sluice::loadgen::{LiveSender, SinkAction, XdpSink};
+use sluice::loadgen::{SinkAction, XdpSink};
 use sluice::steer::firewall::FwCounter;
 use sluice::steer::{AttachPref, Steering};
 use sluice::testbed::netns::{Topology, TopologyOpts};
 use sluice::xsk::{Verdict as XskVerdict, XskConfig, XskGroup};
 
+use crate::dataplane::pin;
 use crate::report::Table;
 
 #[derive(clap::Args)]
@@ -217,34 +218,10 @@ struct Bed<'a> {
     window: Duration,
 }
 
-fn pin(core: Option<core_affinity::CoreId>) {
-    if let Some(core) = core {
-        core_affinity::set_for_current(core);
-    }
-}
-
 impl Bed<'_> {
     /// Floods dut port a while `during` runs.
     fn flood_while<T>(&self, during: impl FnOnce() -> Result<T>) -> Result<T> {
-        let stop = AtomicBool::new(false);
-        let topo = self.topo;
-        std::thread::scope(|scope| {
-            let flood = scope.spawn(|| {
-                topo.client.run_in(|| {
-                    pin(self.sender_core);
-                    LiveSender::new(&topo.client_if.name, self.frame)?.flood(&stop)
-                })
-            });
-            let result = during();
-            stop.store(true, Ordering::Relaxed);
-            match flood.join() {
-                Ok(sent) => {
-                    sent.context("enter sender namespace")?.context("live-frames sender")?;
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-            result
-        })
+        crate::dataplane::flood_while(self.topo, self.frame, self.sender_core, during)
     }
 
     /// Rate of a counter read by `read` over the window, after a warm-up.

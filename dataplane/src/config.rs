@@ -134,6 +134,18 @@ pub struct Dataplane {
     /// Packets addressed to a port's own IP addresses go to the kernel (management traffic).
     pub pass_local: bool,
     pub passthrough: Vec<PassRule>,
+    /// `firewall`: the firewall rules file (resolved against the config's directory), applied
+    /// to every port's traffic before its pipeline. Its contents are read by the runtime (and
+    /// `sluice check`), and re-read on every reload.
+    pub firewall: Option<PathBuf>,
+}
+
+impl Dataplane {
+    /// Whether `other` differs only in what a reload may change (the firewall file).
+    pub fn same_layout(&self, other: &Dataplane) -> bool {
+        let strip = |d: &Dataplane| Dataplane { firewall: None, ..d.clone() };
+        strip(self) == strip(other)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,6 +261,7 @@ struct RawDataplane {
     cores: Option<Vec<usize>>,
     pass_local: bool,
     passthrough: Vec<String>,
+    firewall: Option<String>,
 }
 
 impl Default for RawDataplane {
@@ -267,6 +280,7 @@ impl Default for RawDataplane {
             cores: None,
             pass_local: true,
             passthrough: Vec::new(),
+            firewall: None,
         }
     }
 }
@@ -320,6 +334,11 @@ impl RawConfig {
         for (i, s) in d.passthrough.iter().enumerate() {
             passthrough.push(s.parse::<PassRule>().map_err(|r| bad(format!("dataplane.passthrough[{i}]"), r))?);
         }
+        let firewall = match &d.firewall {
+            None => None,
+            Some(f) if f.is_empty() => return Err(bad("dataplane.firewall".into(), "must name a file".into())),
+            Some(f) => Some(file.parent().unwrap_or(Path::new(".")).join(f)),
+        };
 
         if self.ports.is_empty() {
             return Err(bad("port".into(), "at least one [[port]] is required".into()));
@@ -416,6 +435,7 @@ impl RawConfig {
                 cores,
                 pass_local: d.pass_local,
                 passthrough,
+                firewall,
             },
             ports,
             daemon,
@@ -549,6 +569,19 @@ mod tests {
         assert_eq!(c.ports[0].action, PortAction::Forward("b".into()));
         assert_eq!(c.ports[1].queues, vec![0]);
         assert_eq!(c.port("b").unwrap().interface, "dut-b");
+        assert_eq!(c.dataplane.firewall, None);
+    }
+
+    #[test]
+    fn the_firewall_file_is_relative_to_the_config() {
+        let base = "[[port]]\nname='a'\ninterface='x'\naction='drop'\n";
+        let text = format!("[dataplane]\nfirewall = 'fw.toml'\n{base}");
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let c = raw.validate(Path::new("/etc/sluice/sluice.toml"), 2).unwrap();
+        assert_eq!(c.dataplane.firewall.as_deref(), Some(Path::new("/etc/sluice/fw.toml")));
+        let other = Dataplane { firewall: None, ..c.dataplane.clone() };
+        assert!(c.dataplane.same_layout(&other) && c.dataplane != other);
+        assert!(err(&format!("[dataplane]\nfirewall = ''\n{base}")).contains("dataplane.firewall: must name a file"));
     }
 
     #[test]

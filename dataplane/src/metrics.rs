@@ -68,12 +68,45 @@ pub struct SteerEntry {
     pub counters: SteerEntryCounters,
 }
 
+/// One firewall rule's counters (or the default policy's, named `default`), summed over the
+/// kernel stages of every port interface and the engines of every worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwRuleEntry {
+    /// Index in the firewall file's rule order (0 = first); the default policy's is the number
+    /// of rules.
+    pub index: usize,
+    pub rule: String,
+    /// Line of the rule's `[[rule]]` header; 0 for the default policy.
+    pub line: usize,
+    /// Counted in the steering programs (dropped or passed before AF_XDP).
+    pub kernel_packets: u64,
+    pub kernel_bytes: u64,
+    /// Counted by the workers' engines.
+    pub user_packets: u64,
+    pub user_bytes: u64,
+    /// Interfaces whose kernel stage runs this rule.
+    #[serde(default)]
+    pub kernel_on: Vec<String>,
+}
+
+impl FwRuleEntry {
+    pub fn packets(&self) -> u64 {
+        self.kernel_packets + self.user_packets
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.kernel_bytes + self.user_bytes
+    }
+}
+
 /// Monotonic totals since the daemon started.
 #[derive(Debug, Clone)]
 pub struct MetricsSnapshot {
     pub queues: Vec<QueueEntry>,
     pub stages: Vec<StageEntry>,
     pub steering: Vec<SteerEntry>,
+    /// Per firewall rule, in rule order, then the default policy; empty without a firewall.
+    pub firewall: Vec<FwRuleEntry>,
     /// Pipelines published since start, over all ports.
     pub swaps: u64,
     /// Time a worker spent on one non-empty RX batch, in nanoseconds, over all workers.
@@ -84,7 +117,14 @@ impl MetricsSnapshot {
     /// A snapshot with no counters and an empty histogram (for a dataplane with no workers
     /// yet, and for tests).
     pub fn empty() -> MetricsSnapshot {
-        MetricsSnapshot { queues: Vec::new(), stages: Vec::new(), steering: Vec::new(), swaps: 0, batch_ns: new_batch_histogram() }
+        MetricsSnapshot {
+            queues: Vec::new(),
+            stages: Vec::new(),
+            steering: Vec::new(),
+            firewall: Vec::new(),
+            swaps: 0,
+            batch_ns: new_batch_histogram(),
+        }
     }
 }
 
@@ -150,6 +190,21 @@ pub fn render(m: &MetricsSnapshot) -> String {
         }
     }
 
+    type FwField = fn(&FwRuleEntry) -> (u64, u64);
+    let fw_counters: [(&str, &str, FwField); 2] = [
+        ("sluice_firewall_rule_packets_total", "Packets a firewall rule matched, by where it was counted (kernel stage or userspace engine).", |r| (r.kernel_packets, r.user_packets)),
+        ("sluice_firewall_rule_bytes_total", "Bytes of the packets a firewall rule matched, by where it was counted.", |r| (r.kernel_bytes, r.user_bytes)),
+    ];
+    for (name, help, get) in fw_counters {
+        header(&mut out, name, help, "counter");
+        for r in &m.firewall {
+            let (kernel, user) = get(r);
+            for (path, v) in [("kernel", kernel), ("userspace", user)] {
+                let _ = writeln!(out, "{name}{{index=\"{}\",rule=\"{}\",path=\"{path}\"}} {v}", r.index, escape(&r.rule));
+            }
+        }
+    }
+
     header(&mut out, "sluice_pipeline_swaps_total", "Pipelines published to the workers since start.", "counter");
     let _ = writeln!(out, "sluice_pipeline_swaps_total {}", m.swaps);
 
@@ -204,6 +259,16 @@ mod tests {
         });
         m.stages.push(StageEntry { port: "a".into(), id: "q\"x".into(), packets: 4, bytes: 256 });
         m.steering.push(SteerEntry { interface: "dut-a".into(), counters: SteerEntryCounters { seen: 12, redirected: 10, passed: 2, dropped: 0 } });
+        m.firewall.push(FwRuleEntry {
+            index: 0,
+            rule: "block".into(),
+            line: 3,
+            kernel_packets: 7,
+            kernel_bytes: 420,
+            user_packets: 1,
+            user_bytes: 60,
+            kernel_on: vec!["dut-a".into()],
+        });
         m.swaps = 3;
         for v in [100, 300, 300, 5_000, 100_000_000] {
             m.batch_ns.record(v).unwrap();
@@ -220,6 +285,8 @@ mod tests {
             "sluice_stage_packets_total{port=\"a\",stage=\"q\\\"x\"} 4\n",
             "sluice_steer_passed_total{interface=\"dut-a\"} 2\n",
             "sluice_pipeline_swaps_total 3\n",
+            "sluice_firewall_rule_packets_total{index=\"0\",rule=\"block\",path=\"kernel\"} 7\n",
+            "sluice_firewall_rule_bytes_total{index=\"0\",rule=\"block\",path=\"userspace\"} 60\n",
             "sluice_batch_duration_seconds_bucket{le=\"0.000000256\"} 1\n",
             "sluice_batch_duration_seconds_bucket{le=\"0.000000512\"} 3\n",
             "sluice_batch_duration_seconds_bucket{le=\"0.016777216\"} 4\n",

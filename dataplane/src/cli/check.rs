@@ -9,6 +9,7 @@ use clap::Args;
 use sluice::config::{Config, ConfigError, PortAction};
 use sluice::pipeline::Pipeline;
 use sluice::privdrop;
+use sluice::runtime::{FirewallError, load_ruleset};
 
 #[derive(Args)]
 pub struct CheckArgs {
@@ -52,6 +53,32 @@ pub fn run(args: &CheckArgs) -> Result<()> {
             p.stages.len(),
             action_name(&p.action),
             pipeline.code_size()
+        ));
+    }
+    // The firewall file too, with its tcpdump matches through the JIT; its errors carry the
+    // firewall file's line and column.
+    if let Some(path) = &config.dataplane.firewall {
+        let rules = load_ruleset(path).map_err(|e| -> anyhow::Error {
+            match e {
+                FirewallError::Config(_) | FirewallError::Compile { .. } => {
+                    ConfigError::Invalid { file: args.config.clone(), key: "dataplane.firewall".into(), reason: e.to_string() }.into()
+                }
+                FirewallError::Kernel(_) => e.into(),
+            }
+        })?;
+        let mut interfaces: Vec<&str> = config.ports.iter().map(|p| p.interface.as_str()).collect();
+        interfaces.sort_unstable();
+        interfaces.dedup();
+        let kernel: Vec<String> = interfaces
+            .iter()
+            .map(|i| format!("{} on {i}", rules.placement(rules.ingress(i)).kernel_rules().count()))
+            .collect();
+        lines.push(format!(
+            "firewall {}: {} rule(s), default {}; in the kernel: {}",
+            path.display(),
+            rules.len(),
+            rules.config().default,
+            kernel.join(", ")
         ));
     }
     println!("{}: valid", args.config.display());

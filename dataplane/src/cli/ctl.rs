@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use sluice::control::client::{Client, DEFAULT_SOCKET};
 use sluice::control::proto::{
-    Action, CaptureInfo, CaptureSpec, Command, FilterFormat, HistogramReply, PipelineInfo, PipelineSource, PipelineSpec, ReloadReport,
+    Action, CaptureInfo, CaptureSpec, Command, FilterFormat, FwStatsReply, HistogramReply, PipelineInfo, PipelineSource, PipelineSpec, ReloadReport,
     StageSpec, StatsReply, Status, SwapReport,
 };
 
@@ -106,6 +106,15 @@ enum CtlCommand {
     /// Start or stop writing sampled packets to a pcap file.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// The firewall (`[dataplane] firewall`).
+    #[command(subcommand)]
+    Fw(FwCommand),
+}
+
+#[derive(Subcommand)]
+enum FwCommand {
+    /// Per-rule packet/byte counters, kernel stage and userspace engines merged.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -171,6 +180,7 @@ pub fn run(args: &CtlArgs) -> Result<()> {
             Command::CaptureStart(CaptureSpec { path: absolute(path)?, port: port.clone(), limit: *limit, snaplen: *snaplen })
         }
         CtlCommand::Capture(CaptureCommand::Stop) => Command::CaptureStop,
+        CtlCommand::Fw(FwCommand::Stats) => Command::FwStats,
     };
     let mut client = Client::connect(&args.socket)?;
     let result = client.call(command.clone())?;
@@ -286,6 +296,37 @@ fn human(command: &Command, result: Value) -> Result<String> {
         Command::CaptureStart(_) | Command::CaptureStop => {
             let c: CaptureInfo = typed(result)?;
             out.push_str(&capture_line(&c));
+        }
+        Command::FwStats => {
+            let r: FwStatsReply = typed(result)?;
+            match &r.file {
+                Some(f) => {
+                    let _ = writeln!(out, "firewall {}:", f.display());
+                }
+                None => {
+                    let _ = writeln!(out, "no firewall ([dataplane] firewall not set)");
+                }
+            }
+            if !r.rules.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{:>4} {:<20} {:>12} {:>14} {:>12} {:>12}  kernel on",
+                    "#", "rule", "packets", "bytes", "in kernel", "in userspace"
+                );
+            }
+            for e in &r.rules {
+                let index = if e.rule == "default" && e.line == 0 { "-".to_owned() } else { (e.index + 1).to_string() };
+                let on = if e.kernel_on.is_empty() { "-".to_owned() } else { e.kernel_on.join(",") };
+                let _ = writeln!(
+                    out,
+                    "{index:>4} {:<20} {:>12} {:>14} {:>12} {:>12}  {on}",
+                    e.rule,
+                    e.packets(),
+                    e.bytes(),
+                    e.kernel_packets,
+                    e.user_packets
+                );
+            }
         }
     }
     Ok(out)

@@ -8,7 +8,7 @@
 use std::fmt;
 
 use crate::control::proto::{
-    Action, CaptureInfo, CaptureSpec, ErrorCode, PipelineInfo, PipelineSpec, ProtoError, ReloadReport, StageSpec, Status,
+    Action, CaptureInfo, CaptureSpec, ErrorCode, FwStatsReply, PipelineInfo, PipelineSpec, ProtoError, ReloadReport, StageSpec, Status,
     SwapReport,
 };
 pub use crate::metrics::MetricsSnapshot;
@@ -113,4 +113,9 @@ pub trait Backend: Send + Sync {
 
     /// Stops the running capture and reports its final counts (`NotFound` if none runs).
     fn capture_stop(&self) -> BackendResult<CaptureInfo>;
+
+    /// The firewall's per-rule counters, merged over the kernel stages and the workers.
+    fn fw_stats(&self) -> BackendResult<FwStatsReply> {
+        Err(BackendError::unsupported("this dataplane has no firewall"))
+    }
 }

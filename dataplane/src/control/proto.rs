@@ -17,7 +17,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-pub use crate::metrics::{QueueEntry, SteerEntry, SteerEntryCounters, StageEntry};
+pub use crate::metrics::{FwRuleEntry, QueueEntry, SteerEntry, SteerEntryCounters, StageEntry};
 
 /// The protocol version this build speaks. A request with another `v` is refused with
 /// [`ErrorCode::BadVersion`]; additive changes (new commands, new optional fields, new reply
@@ -293,6 +293,7 @@ pub enum Command {
     Histogram { reset: bool },
     CaptureStart(CaptureSpec),
     CaptureStop,
+    FwStats,
 }
 
 /// Every command name, for error messages and the documentation test.
@@ -309,6 +310,7 @@ pub const COMMANDS: &[&str] = &[
     "histogram",
     "capture_start",
     "capture_stop",
+    "fw_stats",
 ];
 
 impl Command {
@@ -326,6 +328,7 @@ impl Command {
             Command::Histogram { .. } => "histogram",
             Command::CaptureStart(_) => "capture_start",
             Command::CaptureStop => "capture_stop",
+            Command::FwStats => "fw_stats",
         }
     }
 
@@ -336,7 +339,7 @@ impl Command {
             m.insert(k.to_owned(), v);
         };
         match self {
-            Command::Status | Command::Reload | Command::CaptureStop => {}
+            Command::Status | Command::Reload | Command::CaptureStop | Command::FwStats => {}
             Command::Stats { reset } | Command::Histogram { reset } => {
                 if *reset {
                     put("reset", Value::Bool(true));
@@ -524,6 +527,7 @@ fn parse_command(cmd: &str, mut a: Args) -> Result<Command, ProtoError> {
             Command::CaptureStart(CaptureSpec { path, port, limit, snaplen })
         }
         "capture_stop" => Command::CaptureStop,
+        "fw_stats" => Command::FwStats,
         other => {
             return Err(ProtoError::new(
                 ErrorCode::UnknownCommand,
@@ -819,6 +823,17 @@ pub struct HistogramReply {
     pub buckets: Vec<(u64, u64)>,
 }
 
+/// `fw_stats`: the firewall's per-rule counters since start (counters of a rule that kept its
+/// name across reloads continue).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FwStatsReply {
+    /// The firewall file the rules came from; absent when the daemon runs no firewall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Every rule in order, then the default policy (named `default`).
+    pub rules: Vec<FwRuleEntry>,
+}
+
 /// A capture, running or just stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaptureInfo {
@@ -869,6 +884,7 @@ mod tests {
             Command::Histogram { reset: false },
             Command::CaptureStart(CaptureSpec { path: "/tmp/c.pcap".into(), port: Some("a".into()), limit: Some(10), snaplen: Some(128) }),
             Command::CaptureStop,
+            Command::FwStats,
         ];
         let mut names = std::collections::BTreeSet::new();
         for (i, command) in commands.into_iter().enumerate() {

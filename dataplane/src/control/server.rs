@@ -753,7 +753,10 @@ impl Dispatcher {
 
     fn handle(&mut self, req: Request, peer: PeerCred) -> Response {
         let name = req.command.name();
-        let mutating = !matches!(req.command, Command::Status | Command::Stats { .. } | Command::PipelineList { .. } | Command::Histogram { .. });
+        let mutating = !matches!(
+            req.command,
+            Command::Status | Command::Stats { .. } | Command::PipelineList { .. } | Command::Histogram { .. } | Command::FwStats
+        );
         let started = Instant::now();
         let result = self.run(req.command);
         let us = started.elapsed().as_micros() as u64;
@@ -810,6 +813,7 @@ impl Dispatcher {
             }
             Command::CaptureStart(spec) => b.capture_start(&spec)?.to_json(),
             Command::CaptureStop => b.capture_stop()?.to_json(),
+            Command::FwStats => b.fw_stats()?.to_json(),
         })
     }
 }

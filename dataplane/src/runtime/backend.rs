@@ -5,15 +5,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::control::proto::{
-    Action, CaptureInfo, CaptureSpec, FilterFormat, PipelineInfo, PipelineSpec as ProtoPipeline, PortStatus, ReloadReport,
+    Action, CaptureInfo, CaptureSpec, FilterFormat, FwStatsReply, PipelineInfo, PipelineSpec as ProtoPipeline, PortStatus, ReloadReport,
     StageInfo, StageSpec as ProtoStage, Status, SwapReport,
 };
 use crate::control::{Backend, BackendError, BackendErrorKind, BackendResult, MetricsSnapshot};
-use crate::metrics::{QueueEntry, SteerEntry, SteerEntryCounters, StageEntry};
+use crate::metrics::{FwRuleEntry, QueueEntry, SteerEntry, SteerEntryCounters, StageEntry};
 use crate::pipeline::spec::check_id;
 use crate::pipeline::{ActionSpec, DefaultAction, FilterSpec, PipelineSpec, StageSpec};
 use crate::bpf::source::Format;
 
+use super::firewall::{FirewallError, FwRuleTotals};
 use super::capture::{CaptureError, CaptureReport, CaptureRequest};
 use super::handle::{ControlError, RuntimeHandle, SwapOutcome};
 
@@ -31,6 +32,8 @@ impl From<ControlError> for BackendError {
                 BackendErrorKind::Rejected
             }
             ControlError::NoConfigFile => BackendErrorKind::Unsupported,
+            ControlError::Firewall(FirewallError::Kernel(_)) => BackendErrorKind::Internal,
+            ControlError::Firewall(_) => BackendErrorKind::Rejected,
         };
         BackendError { kind, message: e.to_string() }
     }
@@ -196,7 +199,8 @@ impl Backend for RuntimeHandle {
                 counters: SteerEntryCounters { seen: c.seen, redirected: c.redirected, passed: c.passed, dropped: c.dropped },
             })
             .collect();
-        MetricsSnapshot { queues, stages, steering, swaps: self.swaps(), batch_ns: self.histogram(HIST_WAIT) }
+        let firewall = fw_entries(self.firewall_totals().1);
+        MetricsSnapshot { queues, stages, steering, firewall, swaps: self.swaps(), batch_ns: self.histogram(HIST_WAIT) }
     }
 
     fn pipelines(&self, port: Option<&str>) -> BackendResult<Vec<PipelineInfo>> {
@@ -301,6 +305,27 @@ impl Backend for RuntimeHandle {
         let r = self.captures().stop()?;
         Ok(capture_info(self, r))
     }
+
+    fn fw_stats(&self) -> BackendResult<FwStatsReply> {
+        let (file, totals) = self.firewall_totals();
+        Ok(FwStatsReply { file, rules: fw_entries(totals) })
+    }
+}
+
+fn fw_entries(totals: Vec<FwRuleTotals>) -> Vec<FwRuleEntry> {
+    totals
+        .into_iter()
+        .map(|t| FwRuleEntry {
+            index: t.index,
+            rule: t.stats.name,
+            line: t.line,
+            kernel_packets: t.stats.kernel.packets,
+            kernel_bytes: t.stats.kernel.bytes,
+            user_packets: t.stats.user.packets,
+            user_bytes: t.stats.user.bytes,
+            kernel_on: t.kernel_on,
+        })
+        .collect()
 }
 
 #[cfg(test)]

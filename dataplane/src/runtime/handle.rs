@@ -18,6 +18,7 @@ use crate::stats::{self, HistCollector, QueueSnapshot, QueueStats};
 use crate::steer::{SteerCounters, Steering};
 
 use super::capture::Captures;
+use super::firewall::{FirewallControl, FirewallError, FwRuleTotals, load_ruleset};
 
 /// How long a swap waits for every worker to leave the old pipeline before leaving it to be
 /// freed later (a worker would have to be stuck for this long).
@@ -49,6 +50,10 @@ pub enum ControlError {
     Config(#[from] ConfigError),
     #[error("reload: {0}")]
     Layout(String),
+    /// The firewall file failed to read or compile (`file:line:column: reason`), or its
+    /// kernel part failed to load.
+    #[error("reload: firewall: {0}")]
+    Firewall(#[from] FirewallError),
     #[error("the dataplane was started without a config file")]
     NoConfigFile,
 }
@@ -90,6 +95,7 @@ struct PortControl {
 struct ControlState {
     config: Config,
     ports: Vec<PortControl>,
+    firewall: FirewallControl,
 }
 
 pub(super) struct Shared {
@@ -147,6 +153,7 @@ pub(super) struct SharedParts {
     pub hist: Vec<HistCollector>,
     pub captures: Captures,
     pub steering: BTreeMap<String, Steering>,
+    pub firewall: FirewallControl,
 }
 
 impl RuntimeHandle {
@@ -160,6 +167,7 @@ impl RuntimeHandle {
         let control = ControlState {
             ports: ports.iter().map(|_| PortControl { generation: 1, ledger: Ledger::new(), cache: CodeCache::new(CODE_CACHE) }).collect(),
             config: parts.config,
+            firewall: parts.firewall,
         };
         RuntimeHandle {
             shared: Arc::new(Shared {
@@ -286,7 +294,7 @@ impl RuntimeHandle {
         let path = self.shared.config_path.as_ref().ok_or(ControlError::NoConfigFile)?;
         let new = Config::load(path)?;
         let mut control = lock(&self.shared.control);
-        if new.dataplane != control.config.dataplane {
+        if !new.dataplane.same_layout(&control.config.dataplane) {
             return Err(ControlError::Layout("[dataplane] settings changed: restart to apply them".into()));
         }
         let layout = |c: &Config| c.ports.iter().map(|p| (p.name.clone(), p.interface.clone(), p.queues.clone(), p.peer().map(str::to_owned))).collect::<Vec<_>>();
@@ -302,7 +310,18 @@ impl RuntimeHandle {
                 changed.push((i, spec));
             }
         }
+        // The firewall is read and compiled whether or not its path changed: the file may have.
+        let rules = new.dataplane.firewall.as_deref().map(load_ruleset).transpose()?;
         let mut lines = Vec::new();
+        let path = new.dataplane.firewall.clone();
+        let line = match (&path, &rules) {
+            (Some(p), Some(r)) => Some(format!("firewall: {} rules from {}", r.len(), p.display())),
+            _ => control.firewall.path().map(|_| "firewall: off".to_owned()),
+        };
+        if let Some(line) = line {
+            control.firewall.replace(path, rules)?;
+            lines.push(line);
+        }
         for (i, spec) in changed {
             let n = spec.stages.len();
             self.swap_locked(&mut control, i, spec)?;
@@ -310,6 +329,12 @@ impl RuntimeHandle {
         }
         control.config = new;
         Ok(lines)
+    }
+
+    /// The running firewall's file and every rule's merged counters (empty without one).
+    pub fn firewall_totals(&self) -> (Option<PathBuf>, Vec<FwRuleTotals>) {
+        let control = lock(&self.shared.control);
+        (control.firewall.path().map(PathBuf::from), control.firewall.totals())
     }
 
     /// Runs `f` on the attached steering programs (`None` after shutdown).

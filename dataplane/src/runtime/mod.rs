@@ -7,11 +7,13 @@
 
 mod backend;
 mod capture;
+mod firewall;
 mod handle;
 mod plan;
 mod report;
 
 pub use capture::{CaptureError, CaptureReport, CaptureRequest, Captures};
+pub use firewall::{FirewallError, FwRuleTotals, kernel_tables, load_ruleset};
 pub use handle::{ControlError, PortInfo, RuntimeHandle, SwapOutcome};
 pub use plan::{SocketPlan, WorkerPlan, plan};
 
@@ -32,6 +34,7 @@ use crate::pipeline::Published;
 use crate::pipeline::capture::{CaptureSink, capture_link};
 use crate::stats::{HistCollector, QueueSnapshot, QueueStats, hist_link};
 use crate::steer::{self, SteerCounters, Steering};
+use crate::worker::firewall::{FirewallCell, Gate};
 use crate::worker::{PortSetup, Worker, WorkerSetup};
 use crate::xsk::{FrameAccount, XskConfig, XskGroup, ZeroCopy};
 use handle::{QueueRef, SharedParts};
@@ -200,15 +203,22 @@ impl Dataplane {
         }
         // Filters first: a bad one fails before any interface is touched.
         let published = Arc::new(Published::new(handle::compile_all(&config)?));
+        let rules = match &config.dataplane.firewall {
+            None => None,
+            Some(path) => Some(load_ruleset(path).map_err(|e| firewall_config_error(config_path.as_deref(), e))?),
+        };
         let mut steering = attach_steering(&config)?;
         let plans = plan(&config);
+        // The kernel stage is loaded before any socket is registered, so no frame reaches a
+        // worker unfiltered by it.
+        let fw = firewall::FirewallControl::start(&mut steering, plans.len(), config.dataplane.firewall.clone(), rules)?;
         let mut labels = Vec::new();
         let mut workers = Vec::new();
         let mut queues = Vec::new();
         let mut hists = Vec::new();
         let mut sinks = Vec::new();
         for (wi, p) in plans.iter().enumerate() {
-            let (worker, worker_labels, hist, sink) = open_worker(&config, p, &published, &mut steering)
+            let (worker, worker_labels, hist, sink) = open_worker(&config, p, &published, (fw.cell(), wi), &mut steering)
                 .with_context(|| format!("start worker {wi}"))?;
             labels.extend(worker_labels);
             hists.push(hist);
@@ -228,6 +238,7 @@ impl Dataplane {
             hist: hists,
             captures: Captures::new(sinks),
             steering,
+            firewall: fw,
         });
         Ok(Dataplane { handle, running: Some(running), plans, labels })
     }
@@ -300,10 +311,24 @@ fn attach_steering(config: &Config) -> Result<BTreeMap<String, Steering>> {
 
 type OpenedWorker = (Worker, Vec<QueueLabel>, HistCollector, CaptureSink);
 
+/// A firewall file that fails to read or compile is bad input, like the config naming it.
+fn firewall_config_error(config_path: Option<&std::path::Path>, e: FirewallError) -> anyhow::Error {
+    match e {
+        FirewallError::Config(_) | FirewallError::Compile { .. } => ConfigError::Invalid {
+            file: config_path.map_or_else(|| PathBuf::from("config"), PathBuf::from),
+            key: "dataplane.firewall".into(),
+            reason: e.to_string(),
+        }
+        .into(),
+        FirewallError::Kernel(_) => e.into(),
+    }
+}
+
 fn open_worker(
     config: &Config,
     p: &WorkerPlan,
     published: &Arc<Published>,
+    (firewall, index): (&Arc<FirewallCell>, usize),
     steering: &mut BTreeMap<String, Steering>,
 ) -> Result<OpenedWorker> {
     let d = &config.dataplane;
@@ -340,6 +365,7 @@ fn open_worker(
         batch_size: d.batch_size as usize,
         hist: Some(hist),
         capture: Some(tap),
+        firewall: Some(Gate::new(Arc::clone(firewall), index, p.sockets.iter().map(|s| s.interface.clone()).collect())),
     };
     // Building the worker primes every fill ring; only then may the steering program send
     // packets to the sockets, or the first ones would find no frame to land in.

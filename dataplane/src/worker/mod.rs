@@ -3,17 +3,26 @@
 //! received there, until told to stop. Safe code only: frame ownership is enforced by the
 //! `xsk` module, this loop decides what happens to packets and when to sleep.
 //!
-//! Per iteration: take the current pipelines if a new one was published (a batch boundary:
-//! each batch runs wholly on one version), hand over the batch-time histogram if asked; then
-//! per port: reclaim TX completions, top up the fill ring, take a batch off the RX ring, run
-//! the pipeline on every packet, put the batch's transmissions on the TX rings with one
-//! produce call per ring (kicking only when the kernel asks), and publish the counters. No
-//! allocation, lock or syscall per packet; syscalls only for kicks and idle sleeps.
+//! Per iteration: take the current pipelines and firewall if new ones were published (a batch
+//! boundary: each batch runs wholly on one version), hand over the batch-time histogram if
+//! asked; then per port: reclaim TX completions, top up the fill ring, take a batch off the RX
+//! ring, run the firewall and then the pipeline on every packet, put the batch's transmissions
+//! on the TX rings with one produce call per ring (kicking only when the kernel asks), and
+//! publish the counters. No allocation, lock or syscall per packet; syscalls only for kicks
+//! and idle sleeps.
+//!
+//! The firewall ([`firewall::Gate`]) is a gate in front of every port's pipeline: a frame its
+//! rules drop or reject is dropped (counted in the queue's `drop`), a frame they accept goes on
+//! to the port's pipeline, whose stages and default action decide where it goes. A firewall
+//! `sample` rule copies the frame to the capture ring like a `sample` stage does.
+
+pub mod firewall;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::firewall::Verdict as FwVerdict;
 use crate::pipeline::capture::CaptureTap;
 use crate::pipeline::{DefaultAction, Decision, Pipeline, PipelineSpec, PortEnv, Published, WorkerView};
 use crate::stats::{HistRecorder, QueueSnapshot, QueueStats};
@@ -80,7 +89,12 @@ pub struct WorkerSetup {
     pub batch_size: usize,
     pub hist: Option<HistRecorder>,
     pub capture: Option<CaptureTap>,
+    /// The firewall in front of the pipelines, if the dataplane has one.
+    pub firewall: Option<firewall::Gate>,
 }
+
+/// The capture `stage` index of frames a firewall `sample` rule picked.
+pub const FIREWALL_SAMPLE_STAGE: u32 = u32::MAX;
 
 /// Batch size when the config does not say.
 pub const DEFAULT_BATCH: usize = 64;
@@ -102,6 +116,7 @@ pub struct Worker {
     batch_size: usize,
     hist: Option<HistRecorder>,
     capture: Option<CaptureTap>,
+    firewall: Option<firewall::Gate>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -156,6 +171,7 @@ impl Worker {
             batch_size,
             hist: None,
             capture: None,
+            firewall: None,
         };
         Worker::with_pipelines(group, setup)
     }
@@ -193,6 +209,7 @@ impl Worker {
             batch_size: setup.batch_size,
             hist: setup.hist,
             capture: setup.capture,
+            firewall: setup.firewall,
         };
         worker.prime();
         Ok(worker)
@@ -236,6 +253,9 @@ impl Worker {
         while !stop.load(Relaxed) {
             // The batch boundary: nothing of the previous batches is in flight in a pipeline.
             self.view.refresh();
+            if let Some(g) = &mut self.firewall {
+                g.refresh();
+            }
             if let Some(h) = &mut self.hist {
                 h.serve();
             }
@@ -246,6 +266,9 @@ impl Worker {
             if received > 0 {
                 idle = 0;
                 self.publish(&local, stats);
+                if let Some(g) = &mut self.firewall {
+                    g.maybe_publish(Instant::now());
+                }
                 continue;
             }
             idle += 1;
@@ -255,6 +278,9 @@ impl Worker {
             {
                 // A sleeping worker must not hold up a pipeline swap.
                 self.view.park();
+                if let Some(g) = &mut self.firewall {
+                    g.publish();
+                }
                 self.group.poll(IDLE_POLL_MS)?;
                 idle = 0;
                 self.publish(&local, stats);
@@ -263,6 +289,9 @@ impl Worker {
         self.view.park();
         let account = self.group.drain(DRAIN_TIMEOUT);
         self.publish(&local, stats);
+        if let Some(g) = &mut self.firewall {
+            g.publish();
+        }
         Ok(account)
     }
 
@@ -280,7 +309,21 @@ impl Worker {
         let setup = self.ports[p];
         let (pipeline, slot) = self.view.get(p);
         let capture = self.capture.as_ref();
+        let mut gate = self.firewall.as_mut().filter(|g| g.active());
+        let now = gate.as_ref().map_or(0, |g| g.clock(t0));
         let got = self.group.process_rx(p, batch, |frame| {
+            if let Some(g) = gate.as_mut()
+                && let Some(d) = g.classify(p, frame, now)
+            {
+                if d.sampled
+                    && let Some(tap) = capture
+                {
+                    tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
+                }
+                if d.verdict != FwVerdict::Accept {
+                    return Verdict::Drop;
+                }
+            }
             let out = pipeline.run(slot, frame, setup.ifindex, setup.queue);
             if let (Some(stage), Some(tap)) = (out.sample, capture)
                 && tap.take(setup.port as u32, setup.queue, stage, frame)

@@ -107,6 +107,17 @@ pub(crate) fn set_tx_budget(fd: RawFd, budget: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// UMEM registration is charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; lifting
+/// the limit is best effort, since the default UMEM size fits the usual 8 MiB either way.
+pub(crate) fn raise_memlock_limit() -> io::Result<()> {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct and touches no other memory.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,15 +142,4 @@ mod tests {
         }];
         assert!(!poll_readable(&mut fds, 1).unwrap());
     }
-}
-
-/// UMEM registration is charged to RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK; lifting
-/// the limit is best effort, since the default UMEM size fits the usual 8 MiB either way.
-pub(crate) fn raise_memlock_limit() -> io::Result<()> {
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: setrlimit reads a valid, initialised rlimit struct and touches no other memory.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -118,7 +118,7 @@ impl Backend for TestBackend {
 
     fn capture_start(&self, spec: &CaptureSpec) -> BackendResult<CaptureInfo> {
         self.record(format!("capture_start {} {:?} {:?}", spec.path.display(), spec.port, spec.limit));
-        Ok(CaptureInfo { path: spec.path.clone(), port: spec.port.clone(), packets: 0, dropped: 0, running: true })
+        Ok(CaptureInfo { path: spec.path.clone(), port: spec.port.clone(), filter: spec.filter.clone(), packets: 0, dropped: 0, running: true })
     }
 
     fn capture_stop(&self) -> BackendResult<CaptureInfo> {
@@ -252,7 +252,7 @@ fn every_command_reaches_the_backend_and_answers() {
     assert_eq!(hist.unit, "ns");
     assert!(hist.count >= 1 && hist.quantiles.len() == 5, "{hist:?}");
     let cap: CaptureInfo = c
-        .call_as(Command::CaptureStart(CaptureSpec { path: "/tmp/c.pcap".into(), port: Some("a".into()), limit: Some(5), snaplen: None }))
+        .call_as(Command::CaptureStart(CaptureSpec { path: "/tmp/c.pcap".into(), port: Some("a".into()), limit: Some(5), snaplen: None, filter: None }))
         .unwrap();
     assert!(cap.running);
     match c.call(Command::CaptureStop) {
@@ -953,4 +953,103 @@ fn metrics_without_a_control_socket_and_filters_see_the_ingress_ifindex() {
     };
     assert!(matched > 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `capture_start` with a `filter` captures the port's matching frames without any `sample`
+/// stage, writes them through the project's pcap writer (tcpdump reads the file), and leaves the
+/// pipeline alone: the user's stage keeps counting every frame and no swap happens.
+#[test]
+fn a_filtered_capture_takes_matching_frames_without_touching_the_pipeline() {
+    use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
+    if !privileged("a_filtered_capture_takes_matching_frames_without_touching_the_pipeline") {
+        return;
+    }
+    let topo = Topology::new(TopologyOpts { tag: "cap".into(), ..Default::default() }).expect("topology");
+    let dir = std::env::temp_dir().join(format!("sluice-cap-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let sock = dir.join("ctl.sock");
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[control]\nsocket = '{}'\n[dataplane]\ncores = [0]\n\
+             [[port]]\nname = 'a'\ninterface = 'dut-a0'\naction = 'forward'\nforward_to = 'b'\n\
+             [[port.stage]]\nid = 'udp'\nfilter = 'udp'\naction = 'count'\n\
+             [[port]]\nname = 'b'\ninterface = 'dut-b0'\naction = 'forward'\nforward_to = 'a'\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let child = topo
+        .dut
+        .exec([env!("CARGO_BIN_EXE_sluice"), "run", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sluice");
+    let _daemon = Daemon(child);
+    let started = Instant::now();
+    let mut c = loop {
+        match Client::connect(&sock) {
+            Ok(c) => break c,
+            Err(_) if started.elapsed() < Duration::from_secs(30) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the daemon's control socket never came up: {e}"),
+        }
+    };
+    let pcap_path = dir.join("dns.pcap");
+    let bad = CaptureSpec { path: pcap_path.clone(), port: Some("a".into()), limit: None, snaplen: None, filter: Some("udp port".into()) };
+    match c.call(Command::CaptureStart(bad)) {
+        Err(ClientError::Server(e)) => assert!(e.code == ErrorCode::Rejected && e.message.contains("capture filter `udp port`"), "{e}"),
+        other => panic!("a bad capture filter was accepted: {other:?}"),
+    }
+    assert!(!pcap_path.exists(), "a refused capture created its file");
+    let spec = CaptureSpec { path: pcap_path.clone(), port: Some("a".into()), limit: None, snaplen: None, filter: Some("udp dst port 7000".into()) };
+    let info: CaptureInfo = c.call_as(Command::CaptureStart(spec)).unwrap();
+    assert_eq!((info.running, info.filter.as_deref()), (true, Some("udp dst port 7000")));
+
+    let (src, dst) = (topo.client_if.addr.expect("client addr"), topo.server_if.addr.expect("server addr"));
+    topo.client
+        .run_in(|| {
+            let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str()).and_then(|c| c.open()).expect("open AF_PACKET");
+            for i in 0..40u16 {
+                let mut f = Vec::new();
+                etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+                    .ipv4(src.octets(), dst.octets(), 64)
+                    .udp(9000, 7000 + i % 2)
+                    .write(&mut f, &i.to_be_bytes())
+                    .unwrap();
+                cap.sendpacket(f).expect("send");
+            }
+        })
+        .expect("enter client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.call_as::<Status>(Command::Status).unwrap().capture.is_none_or(|c| c.packets < 20) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let info: CaptureInfo = c.call_as(Command::CaptureStop).unwrap();
+    assert_eq!((info.packets, info.running), (20, false), "{info:?}");
+
+    let mut reader = sluice::pcapio::Reader::open(&pcap_path).expect("open the capture");
+    let packets = reader.read_all().expect("read the capture");
+    assert_eq!(packets.len(), 20);
+    for p in &packets {
+        let dport = u16::from_be_bytes([p.data[36], p.data[37]]);
+        assert_eq!(dport, 7000, "a frame the filter does not match was captured");
+    }
+    let out = std::process::Command::new("tcpdump").args(["-nr"]).arg(&pcap_path).output().expect("run tcpdump");
+    assert!(out.status.success(), "tcpdump: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().filter(|l| l.contains(".7000:")).count(), 20, "{}", text(&out.stdout));
+
+    // The pipeline was never swapped and its stage saw every frame.
+    let list: Vec<PipelineInfo> = c.call_as(Command::PipelineList { port: Some("a".into()) }).unwrap();
+    assert_eq!((list[0].generation, list[0].stages.len()), (1, 1), "{list:?}");
+    assert_eq!((list[0].stages[0].spec.id.as_str(), list[0].stages[0].packets), ("udp", 40), "{list:?}");
 }

@@ -119,7 +119,8 @@ enum FwCommand {
 
 #[derive(Subcommand)]
 enum CaptureCommand {
-    /// Start a capture; packets reach it through `sample` stages.
+    /// Start a capture; packets reach it through `sample` stages, or with --filter through
+    /// that filter.
     Start {
         /// The pcap file, written by the daemon.
         path: PathBuf,
@@ -132,6 +133,10 @@ enum CaptureCommand {
         /// Bytes kept of each packet.
         #[arg(long)]
         snaplen: Option<u32>,
+        /// Capture the frames matching this tcpdump expression (of --port, or of every port)
+        /// instead of what `sample` stages pick.
+        #[arg(long, short)]
+        filter: Option<String>,
     },
     /// Stop the running capture and report its counts.
     Stop,
@@ -176,9 +181,13 @@ pub fn run(args: &CtlArgs) -> Result<()> {
         CtlCommand::Action { port, action } => Command::PortAction { port: port.clone(), action: action.clone() },
         CtlCommand::Reload => Command::Reload,
         CtlCommand::Histogram { reset } => Command::Histogram { reset: *reset },
-        CtlCommand::Capture(CaptureCommand::Start { path, port, limit, snaplen }) => {
-            Command::CaptureStart(CaptureSpec { path: absolute(path)?, port: port.clone(), limit: *limit, snaplen: *snaplen })
-        }
+        CtlCommand::Capture(CaptureCommand::Start { path, port, limit, snaplen, filter }) => Command::CaptureStart(CaptureSpec {
+            path: absolute(path)?,
+            port: port.clone(),
+            limit: *limit,
+            snaplen: *snaplen,
+            filter: filter.clone(),
+        }),
         CtlCommand::Capture(CaptureCommand::Stop) => Command::CaptureStop,
         CtlCommand::Fw(FwCommand::Stats) => Command::FwStats,
     };
@@ -334,6 +343,10 @@ fn human(command: &Command, result: Value) -> Result<String> {
 
 fn capture_line(c: &CaptureInfo) -> String {
     let port = c.port.as_ref().map(|p| format!(" (port {p})")).unwrap_or_default();
+    let port = match &c.filter {
+        Some(f) => format!("{port} filter {f:?}"),
+        None => port,
+    };
     let state = if c.running { "running" } else { "stopped" };
     format!("capture {state}: {}{port}, {} packets written, {} dropped\n", c.path.display(), c.packets, c.dropped)
 }

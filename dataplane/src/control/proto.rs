@@ -276,6 +276,10 @@ pub struct CaptureSpec {
     /// Bytes kept of each packet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snaplen: Option<u32>,
+    /// A tcpdump expression: capture the port's (or every port's) frames that match it, as
+    /// they arrive, instead of what `sample` stages and rules pick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// A request's command and arguments.
@@ -524,7 +528,11 @@ fn parse_command(cmd: &str, mut a: Args) -> Result<Command, ProtoError> {
                 Some(n @ 1..=65535) => Some(n as u32),
                 Some(n) => return Err(ProtoError::arg(format!("field `snaplen`: {n} is not from 1 to 65535"))),
             };
-            Command::CaptureStart(CaptureSpec { path, port, limit, snaplen })
+            let filter = a.opt_str("filter")?;
+            if filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                return Err(ProtoError::arg("field `filter`: an empty expression would capture everything; leave it out to capture `sample` matches"));
+            }
+            Command::CaptureStart(CaptureSpec { path, port, limit, snaplen, filter })
         }
         "capture_stop" => Command::CaptureStop,
         "fw_stats" => Command::FwStats,
@@ -840,6 +848,9 @@ pub struct CaptureInfo {
     pub path: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<String>,
+    /// The capture's own filter, if it was started with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     pub packets: u64,
     /// Packets that matched a `sample` stage but found the capture ring full.
     pub dropped: u64,
@@ -882,7 +893,8 @@ mod tests {
             Command::PortAction { port: "a".into(), action: Action::Forward("b".into()) },
             Command::Reload,
             Command::Histogram { reset: false },
-            Command::CaptureStart(CaptureSpec { path: "/tmp/c.pcap".into(), port: Some("a".into()), limit: Some(10), snaplen: Some(128) }),
+            Command::CaptureStart(CaptureSpec { path: "/tmp/c.pcap".into(), port: Some("a".into()), limit: Some(10), snaplen: Some(128), filter: None }),
+            Command::CaptureStart(CaptureSpec { path: "/tmp/d.pcap".into(), port: None, limit: None, snaplen: None, filter: Some("udp port 53".into()) }),
             Command::CaptureStop,
             Command::FwStats,
         ];
@@ -924,6 +936,8 @@ mod tests {
             (r#"{"v":1,"cmd":"pipeline_replace","port":"a","stages":[{"id":"x","filter":"ip","action":"drop"},{"id":"x","filter":"ip","action":"drop"}]}"#, ErrorCode::InvalidArgument, "field `stages[1].id`: `x` is used twice"),
             (r#"{"v":1,"cmd":"pipeline_replace","port":"a","stages":[],"default":"count"}"#, ErrorCode::InvalidArgument, "field `default`: `count` does not end"),
             (r#"{"v":1,"cmd":"capture_start","path":"/tmp/x","snaplen":0}"#, ErrorCode::InvalidArgument, "field `snaplen`: 0 is not from 1"),
+            (r#"{"v":1,"cmd":"capture_start","path":"/tmp/x","filter":" "}"#, ErrorCode::InvalidArgument, "field `filter`: an empty expression"),
+            (r#"{"v":1,"cmd":"capture_start","path":"/tmp/x","filter":5}"#, ErrorCode::InvalidArgument, "field `filter`: expected a string"),
             (r#"{"v":1,"cmd":"status","id":[1]}"#, ErrorCode::InvalidArgument, "field `id`: expected a number or a string"),
         ];
         for (line, code, want) in cases {

@@ -43,8 +43,8 @@ impl From<CaptureError> for BackendError {
     fn from(e: CaptureError) -> BackendError {
         let kind = match &e {
             CaptureError::NotRunning => BackendErrorKind::NotFound,
-            CaptureError::Running(_) | CaptureError::Create { .. } => BackendErrorKind::Rejected,
-            CaptureError::Write { .. } | CaptureError::Spawn(_) | CaptureError::Panicked => BackendErrorKind::Internal,
+            CaptureError::Running(_) | CaptureError::Create(_) | CaptureError::Filter(_) => BackendErrorKind::Rejected,
+            CaptureError::Write(_) | CaptureError::Spawn(_) | CaptureError::Panicked => BackendErrorKind::Internal,
         };
         BackendError { kind, message: e.to_string() }
     }
@@ -132,6 +132,7 @@ fn capture_info(handle: &RuntimeHandle, r: CaptureReport) -> CaptureInfo {
     CaptureInfo {
         path: r.request.path,
         port: r.request.port.map(|p| handle.ports()[p].name.clone()),
+        filter: r.request.filter,
         packets: r.packets,
         dropped: r.dropped,
         running: r.running,
@@ -296,7 +297,13 @@ impl Backend for RuntimeHandle {
 
     fn capture_start(&self, spec: &CaptureSpec) -> BackendResult<CaptureInfo> {
         let port = spec.port.as_deref().map(|p| self.port_index(p)).transpose()?;
-        let request = CaptureRequest { path: spec.path.clone(), port, limit: spec.limit, snaplen: spec.snaplen.unwrap_or(DEFAULT_SNAPLEN) };
+        let request = CaptureRequest {
+            path: spec.path.clone(),
+            port,
+            limit: spec.limit,
+            snaplen: spec.snaplen.unwrap_or(DEFAULT_SNAPLEN),
+            filter: spec.filter.clone(),
+        };
         let r = self.captures().start(request)?;
         Ok(capture_info(self, r))
     }

@@ -1,23 +1,25 @@
 //! Writing captures: while one runs, a thread drains every worker's capture ring into a pcap
-//! file; starting and stopping it are control commands.
+//! file (through [`pcapio::Writer`](crate::pcapio::Writer), the writer of `sluice capture` and
+//! `sluice filter`); starting and stopping it are control commands. A capture fed by `sample`
+//! stages and rules, or, when started with a tcpdump `filter`, by that filter alone (compiled
+//! here, published to the workers for the capture's lifetime, see `worker::capture`).
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, UNIX_EPOCH};
 
-use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-
+use crate::pcapio::{LINKTYPE_ETHERNET, PcapIoError, Writer};
 use crate::pipeline::capture::CaptureSink;
+use crate::worker::capture::{CaptureFilter, CaptureFilterCell, CaptureFilterError};
 
 /// How often the writer drains the rings: a ring holds [`RING_BUFFERS`] samples per worker.
 const DRAIN_EVERY: Duration = Duration::from_millis(2);
 /// Samples in flight per worker.
 pub const RING_BUFFERS: usize = 1024;
+/// How long stopping a filtered capture waits for the workers to let go of its filter.
+const FILTER_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -25,10 +27,12 @@ pub enum CaptureError {
     Running(PathBuf),
     #[error("no capture is running")]
     NotRunning,
-    #[error("create {}: {source}", path.display())]
-    Create { path: PathBuf, source: std::io::Error },
-    #[error("write {}: {source}", path.display())]
-    Write { path: PathBuf, source: pcap_file::PcapError },
+    #[error("{0}")]
+    Filter(#[from] CaptureFilterError),
+    #[error("{0}")]
+    Create(PcapIoError),
+    #[error("{0}")]
+    Write(PcapIoError),
     #[error("spawn the capture writer: {0}")]
     Spawn(std::io::Error),
     #[error("the capture writer panicked")]
@@ -43,6 +47,9 @@ pub struct CaptureRequest {
     pub port: Option<usize>,
     pub limit: Option<u64>,
     pub snaplen: u32,
+    /// A tcpdump expression: capture the matching frames of `port` (all ports when `None`)
+    /// instead of what `sample` stages and rules pick.
+    pub filter: Option<String>,
 }
 
 /// A capture's state, as reported.
@@ -68,11 +75,14 @@ pub struct Captures {
     /// Locked by the writer thread while it drains and by the controller; never by a worker.
     sinks: Arc<Mutex<Vec<CaptureSink>>>,
     active: Mutex<Option<Active>>,
+    /// Where a filtered capture's filter is published to the workers.
+    filter: Arc<CaptureFilterCell>,
 }
 
 impl Captures {
-    pub fn new(sinks: Vec<CaptureSink>) -> Captures {
-        Captures { sinks: Arc::new(Mutex::new(sinks)), active: Mutex::new(None) }
+    /// The capture rings of every worker, and the cell the workers read capture filters from.
+    pub fn new(sinks: Vec<CaptureSink>, filter: Arc<CaptureFilterCell>) -> Captures {
+        Captures { sinks: Arc::new(Mutex::new(sinks)), active: Mutex::new(None), filter }
     }
 
     fn missed(&self) -> u64 {
@@ -94,6 +104,8 @@ impl Captures {
             // A capture that hit its limit ended by itself: collect it before the next.
             let _ = active.take().map(|a| a.thread.join());
         }
+        // The filter compiles before the file is created: a bad expression leaves no file.
+        let filter = request.filter.as_deref().map(|e| CaptureFilter::compile(e, request.port)).transpose()?;
         let writer = open(&request.path, request.snaplen)?;
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
@@ -104,6 +116,10 @@ impl Captures {
                 .spawn(move || write_loop(&sinks, writer, &req, &stop, &written))
                 .map_err(CaptureError::Spawn)?
         };
+        if let Some(f) = filter {
+            // Nothing to wait for: no filter is published while no capture runs.
+            self.filter.replace(Some(Arc::new(f)), Duration::ZERO);
+        }
         self.set_active(true);
         *active = Some(Active { request: request.clone(), stop, written, missed_at_start: self.missed(), thread });
         Ok(CaptureReport { request, packets: 0, dropped: 0, running: true })
@@ -112,6 +128,9 @@ impl Captures {
     pub fn stop(&self) -> Result<CaptureReport, CaptureError> {
         let a = self.active.lock().unwrap_or_else(PoisonError::into_inner).take().ok_or(CaptureError::NotRunning)?;
         self.set_active(false);
+        if self.filter.current().is_some() && !self.filter.replace(None, FILTER_GRACE) {
+            tracing::warn!("a worker still held the capture filter after {FILTER_GRACE:?}");
+        }
         a.stop.store(true, Ordering::Relaxed);
         a.thread.join().map_err(|_| CaptureError::Panicked)??;
         Ok(CaptureReport {
@@ -145,18 +164,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn open(path: &Path, snaplen: u32) -> Result<PcapWriter<BufWriter<File>>, CaptureError> {
-    let file = File::create(path).map_err(|source| CaptureError::Create { path: path.to_owned(), source })?;
+fn open(path: &Path, snaplen: u32) -> Result<Writer, CaptureError> {
     // The header's snaplen bounds every packet's *original* length for some readers
     // (pcap-file refuses orig_len > snaplen), so it stays at the usual maximum while the
     // requested snaplen only truncates what is stored.
-    let header = PcapHeader { snaplen: snaplen.max(65535), datalink: DataLink::ETHERNET, ..PcapHeader::default() };
-    PcapWriter::with_header(BufWriter::new(file), header).map_err(|source| CaptureError::Write { path: path.to_owned(), source })
+    Writer::create(path, LINKTYPE_ETHERNET, snaplen.max(65535)).map_err(CaptureError::Create)
 }
 
 fn write_loop(
     sinks: &Mutex<Vec<CaptureSink>>,
-    mut writer: PcapWriter<BufWriter<File>>,
+    mut writer: Writer,
     req: &CaptureRequest,
     stop: &AtomicBool,
     written: &AtomicU64,
@@ -174,15 +191,15 @@ fn write_loop(
                 }
                 let keep = s.data.len().min(req.snaplen as usize);
                 let ts = s.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-                match writer.write_packet(&PcapPacket::new(ts, s.orig_len, &s.data[..keep])) {
-                    Ok(_) => n += 1,
+                match writer.write(ts, s.orig_len, &s.data[..keep]) {
+                    Ok(()) => n += 1,
                     Err(e) => failed = Some(e),
                 }
             });
         }
         written.store(n, Ordering::Relaxed);
-        if let Some(source) = failed {
-            return Err(CaptureError::Write { path: req.path.clone(), source });
+        if let Some(e) = failed {
+            return Err(CaptureError::Write(e));
         }
         if n >= limit {
             for s in sinks.iter() {
@@ -195,11 +212,7 @@ fn write_loop(
         }
         std::thread::sleep(DRAIN_EVERY);
     }
-    use std::io::Write as _;
-    writer
-        .into_writer()
-        .flush()
-        .map_err(|e| CaptureError::Write { path: req.path.clone(), source: pcap_file::PcapError::IoError(e) })
+    writer.finish().map(drop).map_err(CaptureError::Write)
 }
 
 #[cfg(test)]
@@ -210,9 +223,9 @@ mod tests {
     #[test]
     fn capture_writes_a_pcap_and_honours_the_limit() {
         let (tap, sink) = capture_link(8, 64);
-        let captures = Captures::new(vec![sink]);
+        let captures = Captures::new(vec![sink], Arc::default());
         let path = std::env::temp_dir().join(format!("sluice-capture-{}.pcap", std::process::id()));
-        let req = CaptureRequest { path: path.clone(), port: None, limit: Some(3), snaplen: 20 };
+        let req = CaptureRequest { path: path.clone(), port: None, limit: Some(3), snaplen: 20, filter: None };
         captures.start(req.clone()).unwrap();
         assert!(matches!(captures.start(req.clone()), Err(CaptureError::Running(_))));
         for i in 0..5u8 {

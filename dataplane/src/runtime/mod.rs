@@ -34,6 +34,7 @@ use crate::pipeline::Published;
 use crate::pipeline::capture::{CaptureSink, capture_link};
 use crate::stats::{HistCollector, QueueSnapshot, QueueStats, hist_link};
 use crate::steer::{self, SteerCounters, Steering};
+use crate::worker::capture::{CaptureFilterCell, CaptureView};
 use crate::worker::firewall::{FirewallCell, Gate};
 use crate::worker::{PortSetup, Worker, WorkerSetup};
 use crate::xsk::{FrameAccount, XskConfig, XskGroup, ZeroCopy};
@@ -217,8 +218,10 @@ impl Dataplane {
         let mut queues = Vec::new();
         let mut hists = Vec::new();
         let mut sinks = Vec::new();
+        let capture_filter = Arc::new(CaptureFilterCell::default());
         for (wi, p) in plans.iter().enumerate() {
-            let (worker, worker_labels, hist, sink) = open_worker(&config, p, &published, (fw.cell(), wi), &mut steering)
+            let cells = Cells { published: &published, firewall: (fw.cell(), wi), capture_filter: &capture_filter };
+            let (worker, worker_labels, hist, sink) = open_worker(&config, p, cells, &mut steering)
                 .with_context(|| format!("start worker {wi}"))?;
             labels.extend(worker_labels);
             hists.push(hist);
@@ -236,7 +239,7 @@ impl Dataplane {
             queues,
             workers: plans.len(),
             hist: hists,
-            captures: Captures::new(sinks),
+            captures: Captures::new(sinks, capture_filter),
             steering,
             firewall: fw,
         });
@@ -324,13 +327,16 @@ fn firewall_config_error(config_path: Option<&std::path::Path>, e: FirewallError
     }
 }
 
-fn open_worker(
-    config: &Config,
-    p: &WorkerPlan,
-    published: &Arc<Published>,
-    (firewall, index): (&Arc<FirewallCell>, usize),
-    steering: &mut BTreeMap<String, Steering>,
-) -> Result<OpenedWorker> {
+/// What the controller publishes to a worker: pipelines, the firewall (with the worker's
+/// index there), the capture filter.
+struct Cells<'a> {
+    published: &'a Arc<Published>,
+    firewall: (&'a Arc<FirewallCell>, usize),
+    capture_filter: &'a Arc<CaptureFilterCell>,
+}
+
+fn open_worker(config: &Config, p: &WorkerPlan, cells: Cells<'_>, steering: &mut BTreeMap<String, Steering>) -> Result<OpenedWorker> {
+    let Cells { published, firewall: (firewall, index), capture_filter } = cells;
     let d = &config.dataplane;
     let xcfg = XskConfig {
         frame_count: d.frame_count,
@@ -366,6 +372,7 @@ fn open_worker(
         hist: Some(hist),
         capture: Some(tap),
         firewall: Some(Gate::new(Arc::clone(firewall), index, p.sockets.iter().map(|s| s.interface.clone()).collect())),
+        capture_filter: Some(CaptureView::new(Arc::clone(capture_filter))),
     };
     // Building the worker primes every fill ring; only then may the steering program send
     // packets to the sockets, or the first ones would find no frame to land in.

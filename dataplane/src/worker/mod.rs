@@ -14,8 +14,10 @@
 //! The firewall ([`firewall::Gate`]) is a gate in front of every port's pipeline: a frame its
 //! rules drop or reject is dropped (counted in the queue's `drop`), a frame they accept goes on
 //! to the port's pipeline, whose stages and default action decide where it goes. A firewall
-//! `sample` rule copies the frame to the capture ring like a `sample` stage does.
+//! `sample` rule copies the frame to the capture ring like a `sample` stage does. While a
+//! capture runs with its own filter ([`capture`]), that filter alone feeds the capture ring.
 
+pub mod capture;
 pub mod firewall;
 
 use std::sync::Arc;
@@ -91,6 +93,8 @@ pub struct WorkerSetup {
     pub capture: Option<CaptureTap>,
     /// The firewall in front of the pipelines, if the dataplane has one.
     pub firewall: Option<firewall::Gate>,
+    /// Where a filtered capture's filter is published.
+    pub capture_filter: Option<capture::CaptureView>,
 }
 
 /// The capture `stage` index of frames a firewall `sample` rule picked.
@@ -117,6 +121,7 @@ pub struct Worker {
     hist: Option<HistRecorder>,
     capture: Option<CaptureTap>,
     firewall: Option<firewall::Gate>,
+    capture_filter: Option<capture::CaptureView>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -172,6 +177,7 @@ impl Worker {
             hist: None,
             capture: None,
             firewall: None,
+            capture_filter: None,
         };
         Worker::with_pipelines(group, setup)
     }
@@ -210,6 +216,7 @@ impl Worker {
             hist: setup.hist,
             capture: setup.capture,
             firewall: setup.firewall,
+            capture_filter: setup.capture_filter,
         };
         worker.prime();
         Ok(worker)
@@ -256,6 +263,9 @@ impl Worker {
             if let Some(g) = &mut self.firewall {
                 g.refresh();
             }
+            if let Some(c) = &mut self.capture_filter {
+                c.refresh();
+            }
             if let Some(h) = &mut self.hist {
                 h.serve();
             }
@@ -278,6 +288,9 @@ impl Worker {
             {
                 // A sleeping worker must not hold up a pipeline swap.
                 self.view.park();
+                if let Some(c) = &mut self.capture_filter {
+                    c.park();
+                }
                 if let Some(g) = &mut self.firewall {
                     g.publish();
                 }
@@ -287,6 +300,9 @@ impl Worker {
             }
         }
         self.view.park();
+        if let Some(c) = &mut self.capture_filter {
+            c.park();
+        }
         let account = self.group.drain(DRAIN_TIMEOUT);
         self.publish(&local, stats);
         if let Some(g) = &mut self.firewall {
@@ -309,14 +325,24 @@ impl Worker {
         let setup = self.ports[p];
         let (pipeline, slot) = self.view.get(p);
         let capture = self.capture.as_ref();
+        // A capture filter, while published, is the capture's only source.
+        let filter = self.capture_filter.as_ref().and_then(capture::CaptureView::get);
+        let sampling = capture.filter(|_| filter.is_none());
+        let filter = filter.filter(|f| f.covers(setup.port));
         let mut gate = self.firewall.as_mut().filter(|g| g.active());
         let now = gate.as_ref().map_or(0, |g| g.clock(t0));
         let got = self.group.process_rx(p, batch, |frame| {
+            if let (Some(f), Some(tap)) = (filter, capture)
+                && tap.active()
+                && f.matches(frame)
+            {
+                tap.take(setup.port as u32, setup.queue, capture::CAPTURE_FILTER_STAGE, frame);
+            }
             if let Some(g) = gate.as_mut()
                 && let Some(d) = g.classify(p, frame, now)
             {
                 if d.sampled
-                    && let Some(tap) = capture
+                    && let Some(tap) = sampling
                 {
                     tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
                 }
@@ -325,7 +351,7 @@ impl Worker {
                 }
             }
             let out = pipeline.run(slot, frame, setup.ifindex, setup.queue);
-            if let (Some(stage), Some(tap)) = (out.sample, capture)
+            if let (Some(stage), Some(tap)) = (out.sample, sampling)
                 && tap.take(setup.port as u32, setup.queue, stage, frame)
             {
                 pipeline.note_sampled(slot, stage);

@@ -5,8 +5,8 @@
 //! runs all of them), on the 64-byte UDP/53 frame and on a corpus mix, in the same run; the
 //! ratio 10/1 is the figure of merit (target ≤ 3). Three engines, measured interleaved in
 //! short rounds (best round wins, so other load on the machine does not pick the winner):
-//! - `fused`: what workers run, one native call per packet (`Pipeline::run`);
-//! - `fused batch`: the same pipeline with the batch entry, one call per 64 packets;
+//! - `fused`: the pipeline's single-packet entry, one native call per packet;
+//! - `fused batch`: what workers run, the batch entry, one call per 64 packets;
 //! - `unfused`: the baseline, one JIT program call per stage with the actions in Rust.
 //!
 //! (b) Swap latency of a 100-stage pipeline while worker threads run batches of 64 packets
@@ -26,11 +26,11 @@ use anyhow::{Context, Result};
 use std::sync::atomic::AtomicU64 as Word;
 
 use sluice::bpf::Exec;
-use sluice::bpf::jit::fuse::FusedPipeline;
+use sluice::bpf::jit::fuse::{Entries, FusedPipeline};
 use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::source::Format;
 use sluice::pipeline::compile::{CodeCache, PipelineCode};
-use sluice::pipeline::{ActionSpec, DefaultAction, FilterSpec, Pipeline, PipelineSpec, PortEnv, Published, StageSpec, WorkerView};
+use sluice::pipeline::{ActionSpec, Decision, DefaultAction, FilterSpec, Outcome, Pipeline, PipelineSpec, PortEnv, Published, StageSpec, WorkerView};
 use sluice::testbed::corpus;
 
 use crate::report::Table;
@@ -73,18 +73,18 @@ fn spec(stages: usize) -> PipelineSpec {
 }
 
 /// One way to run a pipeline over a set of packets, counting every matching stage.
-enum Engine<'p> {
-    Fused(&'p Pipeline),
+enum Engine {
+    Fused(Box<FusedPipeline>, Vec<Word>),
     Batch(Box<FusedPipeline>, Vec<Word>),
     Unfused(Vec<JitProgram>, Vec<u64>),
 }
 
-impl Engine<'_> {
+impl Engine {
     fn pass(&mut self, packets: &mut [Vec<u8>]) {
         match self {
-            Engine::Fused(p) => {
+            Engine::Fused(f, counters) => {
                 for pkt in packets.iter_mut() {
-                    black_box(p.run(0, black_box(pkt), 0, 0));
+                    black_box(f.run(black_box(pkt), 0, 0, counters));
                 }
             }
             Engine::Batch(f, counters) => {
@@ -112,7 +112,7 @@ impl Engine<'_> {
 }
 
 /// ns/packet of each engine: rounds of about 2 ms each, engines interleaved, best round wins.
-fn ns_per_packet(engines: &mut [Engine<'_>], packets: &mut [Vec<u8>], budget: Duration) -> Vec<f64> {
+fn ns_per_packet(engines: &mut [Engine], packets: &mut [Vec<u8>], budget: Duration) -> Vec<f64> {
     let mut best = vec![f64::INFINITY; engines.len()];
     // Passes per round: about 2 ms on the first engine.
     let t = Instant::now();
@@ -132,13 +132,16 @@ fn ns_per_packet(engines: &mut [Engine<'_>], packets: &mut [Vec<u8>], budget: Du
     best
 }
 
-fn engines(p: &Pipeline) -> Result<Vec<Engine<'_>>> {
+fn engines(p: &Pipeline) -> Result<Vec<Engine>> {
     let stages = p.fuse_stages();
-    let batch = FusedPipeline::compile(&PipelineCode::plan(&stages, p.default_decision(), true)).context("fuse with a batch entry")?;
-    let counters = (0..batch.counter_words()).map(|_| Word::new(0)).collect();
+    let fuse = |entries| FusedPipeline::compile(&PipelineCode::plan(&stages, p.default_decision(), entries));
+    let single = fuse(Entries::Single).context("fuse with a single-packet entry")?;
+    let batch = fuse(Entries::Batch).context("fuse with a batch entry")?;
+    let words = |f: &FusedPipeline| (0..f.counter_words()).map(|_| Word::new(0)).collect();
+    let (single_counters, counters) = (words(&single), words(&batch));
     let jits = p.stages().iter().map(|s| JitProgram::compile(&s.source.program)).collect::<Result<Vec<_>, _>>().context("jit a stage")?;
     let counts = vec![0; jits.len()];
-    Ok(vec![Engine::Fused(p), Engine::Batch(Box::new(batch), counters), Engine::Unfused(jits, counts)])
+    Ok(vec![Engine::Fused(Box::new(single), single_counters), Engine::Batch(Box::new(batch), counters), Engine::Unfused(jits, counts)])
 }
 
 /// Swaps measured with the compile inside the window.
@@ -201,7 +204,9 @@ pub fn run(opts: &Opts) -> Result<()> {
                     core_affinity::set_for_current(c);
                 }
                 let mut view = WorkerView::new(published, vec![0], vec![w]);
-                let mut batch: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(64).collect();
+                let mut frames: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(64).collect();
+                let mut batch: Vec<PacketRef<'_>> = frames.iter_mut().map(|f| PacketRef::new(f)).collect();
+                let mut outs = [Outcome { decision: Decision::Drop, sample: None, window: None }; 64];
                 let mut n = 0u64;
                 let mut seen = u64::MAX;
                 let started = Instant::now();
@@ -213,9 +218,8 @@ pub fn run(opts: &Opts) -> Result<()> {
                         acks[w].0.store(seen, Ordering::Release);
                     }
                     let (p, slot) = view.get(0);
-                    for pkt in batch.iter_mut() {
-                        black_box(p.run(slot, pkt, 0, 0));
-                    }
+                    p.run_batch(slot, &mut batch, 0, 0, &mut outs);
+                    black_box(&outs);
                     n += batch.len() as u64;
                 }
                 view.park();

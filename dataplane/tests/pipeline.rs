@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use std::sync::atomic::AtomicU64;
 
 use sluice::bpf::interp::Interpreter;
-use sluice::bpf::jit::fuse::{Exit, FusedPipeline};
+use sluice::bpf::jit::fuse::{Entries, Exit, FusedPipeline};
 use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::source::Format;
 use sluice::bpf::{Exec, Verdict};
@@ -70,7 +70,7 @@ impl Reference {
                 Ok(v) => v,
                 Err(_) => {
                     counts[i].1 += 1;
-                    return Outcome { decision: Decision::Drop, sample };
+                    return Outcome { decision: Decision::Drop, sample, window: None };
                 }
             };
             let terminal = match action {
@@ -81,7 +81,7 @@ impl Reference {
                     Verdict::Redirect if self.peer => Decision::Peer,
                     _ => {
                         counts[i].1 += 1;
-                        return Outcome { decision: Decision::Drop, sample };
+                        return Outcome { decision: Decision::Drop, sample, window: None };
                     }
                 },
                 _ if r0 == 0 => continue,
@@ -99,10 +99,10 @@ impl Reference {
                 }
             };
             counts[i].0 += 1;
-            return Outcome { decision: terminal, sample };
+            return Outcome { decision: terminal, sample, window: None };
         }
         counts[self.stages.len()].0 += 1;
-        Outcome { decision: self.default, sample }
+        Outcome { decision: self.default, sample, window: None }
     }
 }
 
@@ -203,22 +203,35 @@ fn compiled_pipelines_agree_with_the_interpreter_reference() {
             assert_eq!((t.packets, t.aborted), counts[i], "round {round}, stage {id:?}");
         }
 
-        // The batch entry of the same fused pipeline: one call for every packet.
-        let stages = compiled.fuse_stages();
-        let batch = FusedPipeline::compile(&PipelineCode::plan(&stages, compiled.default_decision(), true)).unwrap();
-        let block: Vec<AtomicU64> = (0..batch.counter_words()).map(|_| AtomicU64::new(0)).collect();
+        // The pipeline's batch entry, as workers call it: 64 packets per native call.
+        let before: Vec<_> = compiled.totals().map(|(_, t)| (t.packets, t.aborted)).collect();
         let mut copies = packets.clone();
         let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|p| PacketRef::new(p)).collect();
-        let mut exits = vec![u64::MAX; refs.len()];
-        batch.run_batch(&mut refs, 0, 0, &block, &mut exits);
-        for (pi, ((exit, (want, after)), copy)) in exits.iter().zip(&wanted).zip(&copies).enumerate() {
-            let Exit { code, mark } = Exit::from_word(*exit);
-            assert_eq!(Outcome { decision: Decision::from_code(code as u64), sample: mark }, *want, "round {round}, packet {pi}: batch");
-            assert_eq!(copy, after, "round {round}, packet {pi}: batch packet contents");
+        let mut outs = vec![Outcome { decision: Decision::Drop, sample: Some(u32::MAX), window: None }; refs.len()];
+        compiled.run_batch(0, &mut refs, 0, 0, &mut outs);
+        for (pi, ((out, (want, after)), copy)) in outs.iter().zip(&wanted).zip(&copies).enumerate() {
+            assert_eq!(out, want, "round {round}, packet {pi}: run_batch");
+            assert_eq!(copy, after, "round {round}, packet {pi}: run_batch packet contents");
+        }
+        for (i, ((_, t), b)) in compiled.totals().zip(&before).enumerate() {
+            assert_eq!((t.packets - b.0, t.aborted - b.1), counts[i], "round {round}, slot {i}: run_batch counts");
+        }
+
+        // The single-packet entry of the same fused pipeline (built on request).
+        let stages = compiled.fuse_stages();
+        let single = FusedPipeline::compile(&PipelineCode::plan(&stages, compiled.default_decision(), Entries::Single)).unwrap();
+        assert!(single.has_single() && !single.has_batch());
+        let block: Vec<AtomicU64> = (0..single.counter_words()).map(|_| AtomicU64::new(0)).collect();
+        for (pi, (p, (want, after))) in packets.iter().zip(&wanted).enumerate() {
+            let mut copy = p.clone();
+            let Exit { code, mark } = single.run(&mut copy, 0, 0, &block);
+            let got = Outcome { decision: Decision::from_code(code as u64), sample: mark, window: None };
+            assert_eq!(got, *want, "round {round}, packet {pi}: single entry");
+            assert_eq!(&copy, after, "round {round}, packet {pi}: single entry packet contents");
         }
         for (i, c) in counts.iter().enumerate() {
             let word = |off: i32| block[(i * offsets::SLOT as usize + off as usize) / 8].load(Ordering::Relaxed);
-            assert_eq!((word(offsets::PACKETS), word(offsets::ABORTED)), *c, "round {round}, slot {i}: batch counts");
+            assert_eq!((word(offsets::PACKETS), word(offsets::ABORTED)), *c, "round {round}, slot {i}: single entry counts");
         }
     }
 }

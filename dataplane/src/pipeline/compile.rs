@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bpf::jit::fuse::{self, CounterLayout, FuseError, FusedPipeline, Rule, Step};
-use crate::bpf::jit::JitError;
+use crate::bpf::jit::fuse::{self, CounterLayout, Entries, Exit, FuseError, FusedPipeline, Rule, Step};
+use crate::bpf::jit::{JitError, PacketRef};
 use crate::bpf::source::{self, Compiled, SourceError};
 
 use super::counters::{offsets, Counters};
@@ -91,11 +91,22 @@ impl Decision {
     }
 }
 
-/// A packet's result: its fate, and the first `sample` stage that matched it, if any.
+/// A packet's result: its fate, the first `sample` stage that matched it, if any, and where
+/// its bytes are now if a stage moved its head or tail (`xdp_adjust_head/tail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Outcome {
     pub decision: Decision,
     pub sample: Option<u32>,
+    /// `(start, end)`: the packet is now bytes `start..end` of the slice the pipeline was
+    /// given (always inside it: there is no headroom beyond the slice). `None` when no stage
+    /// moved either end, which is always the case for pipelines of classic filters.
+    pub window: Option<(u32, u32)>,
+}
+
+impl Outcome {
+    fn from_exit(exit: Exit) -> Outcome {
+        Outcome { decision: Decision::from_code(exit.code as u64), sample: exit.mark, window: None }
+    }
 }
 
 /// A stage's action, resolved for execution.
@@ -158,15 +169,18 @@ impl StageAct {
 
 impl PipelineCode {
     /// The fuser's plan for `stages` (faults and aborts drop the packet).
-    pub fn plan<'a>(stages: &'a [fuse::Stage<'a>], default: Decision, batch: bool) -> fuse::Plan<'a> {
-        fuse::Plan { stages, default: default as u32, abort: Decision::Drop as u32, counters: COUNTER_LAYOUT, batch }
+    pub fn plan<'a>(stages: &'a [fuse::Stage<'a>], default: Decision, entries: Entries) -> fuse::Plan<'a> {
+        fuse::Plan { stages, default: default as u32, abort: Decision::Drop as u32, counters: COUNTER_LAYOUT, entries }
     }
 
-    /// Fuses the stages into one native function.
+    /// Fuses the stages into one native function. Only the batch entry is built: workers run
+    /// whole batches ([`Pipeline::run_batch`]), and the occasional single packet
+    /// ([`Pipeline::run`]) goes through the same loop as a batch of one, so the pipeline is
+    /// compiled once, not once per entry.
     fn fuse(stages: Vec<StageCode>, default: Decision) -> Result<PipelineCode, PipelineError> {
         let plan: Vec<fuse::Stage<'_>> =
             stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect();
-        let fused = FusedPipeline::compile(&PipelineCode::plan(&plan, default, false)).map_err(|e| match e {
+        let fused = FusedPipeline::compile(&PipelineCode::plan(&plan, default, Entries::Batch)).map_err(|e| match e {
             FuseError::Stage { stage, source } => PipelineError::Jit { id: stages[stage].id.clone(), source: Box::new(source) },
             other => PipelineError::Fuse(Box::new(other)),
         })?;
@@ -330,8 +344,8 @@ impl Pipeline {
         &self.code.stages
     }
 
-    /// The stages as a fuser plan, to build other entries of the same pipeline (a batch entry
-    /// for benchmarks and tests; the worker's per-packet entry is [`run`](Self::run)).
+    /// The stages as a fuser plan, to build other entries of the same pipeline (the
+    /// single-packet entry, for benchmarks and tests; workers use [`run_batch`](Self::run_batch)).
     pub fn fuse_stages(&self) -> Vec<fuse::Stage<'_>> {
         self.code.stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect()
     }
@@ -355,12 +369,33 @@ impl Pipeline {
     }
 
     /// Runs the pipeline on one packet as worker `w` (its counter block), counting on the way:
-    /// one native call.
+    /// one native call (the batch loop, over a batch of one).
     #[inline]
     pub fn run(&self, w: usize, packet: &mut [u8], ifindex: u32, queue: u32) -> Outcome {
-        let exit = self.code.fused.run(packet, ifindex, queue, self.counters.block(w));
-        Outcome { decision: Decision::from_code(exit.code as u64), sample: exit.mark }
+        Outcome::from_exit(self.code.fused.run(packet, ifindex, queue, self.counters.block(w)))
     }
+
+    /// Runs the pipeline on every packet of `packets` as worker `w`, writing packet `i`'s
+    /// outcome to `out[i]`: one native call per [`BATCH`](Self::BATCH) packets, with the same
+    /// results and counts as [`run`](Self::run) on each packet in order.
+    ///
+    /// Panics if `out` is shorter than `packets` or `w` is not a worker of the pipeline
+    /// (caller bugs).
+    #[inline]
+    pub fn run_batch(&self, w: usize, packets: &mut [PacketRef<'_>], ifindex: u32, queue: u32, out: &mut [Outcome]) {
+        assert!(out.len() >= packets.len(), "pipeline batch: {} outcome slots for {} packets", out.len(), packets.len());
+        let counters = self.counters.block(w);
+        let mut exits = [0u64; Self::BATCH];
+        for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
+            self.code.fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
+            for (o, &word) in outs.iter_mut().zip(&exits[..chunk.len()]) {
+                *o = Outcome::from_exit(Exit::from_word(word));
+            }
+        }
+    }
+
+    /// Packets per native call of [`run_batch`](Self::run_batch) (longer slices are cut).
+    pub const BATCH: usize = 64;
 
     /// Records that worker `w` copied a packet for stage `stage`'s sample.
     #[inline]
@@ -409,8 +444,8 @@ mod tests {
         let p = Pipeline::compile(&spec, &ENV).unwrap();
         let mut dns = corpus::udp_64(53);
         let mut other = corpus::udp_64(54);
-        assert_eq!(p.run(0, &mut dns, 0, 0), Outcome { decision: Decision::Peer, sample: None });
-        assert_eq!(p.run(1, &mut other, 0, 0), Outcome { decision: Decision::Drop, sample: None });
+        assert_eq!(p.run(0, &mut dns, 0, 0), Outcome { decision: Decision::Peer, sample: None, window: None });
+        assert_eq!(p.run(1, &mut other, 0, 0), Outcome { decision: Decision::Drop, sample: None, window: None });
         let t: Vec<_> = p.totals().map(|(id, t)| (id.map(str::to_owned), t.packets)).collect();
         assert_eq!(t, vec![(Some("all-udp".into()), 2), (Some("dns".into()), 1), (Some("tcp".into()), 0), (None, 1)]);
         assert_eq!(p.totals().next().unwrap().1.bytes, 128);
@@ -445,7 +480,7 @@ mod tests {
         };
         let p = Pipeline::compile(&spec, &ENV).unwrap();
         let out = p.run(0, &mut corpus::udp_64(9), 0, 0);
-        assert_eq!(out, Outcome { decision: Decision::Reflect, sample: Some(1) });
+        assert_eq!(out, Outcome { decision: Decision::Reflect, sample: Some(1), window: None });
         p.note_sampled(0, 1);
         assert_eq!(p.counters().totals(1).sampled, 1);
     }

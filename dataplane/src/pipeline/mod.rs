@@ -20,6 +20,7 @@ pub mod spec;
 pub mod swap;
 
 pub use compile::{Decision, Outcome, Pipeline, PipelineError, PortEnv, StageAct};
+pub use crate::bpf::jit::PacketRef;
 pub use counters::{StageSlot, StageTotals};
 pub use spec::{ActionSpec, DefaultAction, FilterSpec, PipelineDoc, PipelineSpec, SpecError, StageDoc, StageSpec};
 pub use ledger::Ledger;

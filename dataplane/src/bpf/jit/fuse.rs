@@ -11,8 +11,10 @@
 //! Nothing here knows what the codes or slots mean (that is the pipeline's business): a stage
 //! is a [`Program`] and a [`Rule`] in plain numbers, the counter layout is byte offsets.
 //!
-//! Two entries may be built: one packet per call ([`FusedPipeline::run`]) and, on request, a
-//! loop over a batch ([`FusedPipeline::run_batch`]), which inlines the stages a second time.
+//! Two entries may be built, as the plan asks ([`Entries`]): one packet per call and a loop over
+//! a batch ([`FusedPipeline::run_batch`]). Each inlines every stage, so a plan builds only the
+//! entries its caller uses; [`FusedPipeline::run`] works with either (a batch of one without
+//! the single-packet entry).
 //!
 //! [`JitProgram`]: super::JitProgram
 
@@ -78,16 +80,37 @@ pub struct CounterLayout {
     pub aborted: i32,
 }
 
+/// Which native entries to build: every entry inlines all the stages, so each one costs a
+/// full compile of the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entries {
+    /// One packet per call only.
+    Single,
+    /// The batch loop only ([`FusedPipeline::run`] then runs a batch of one).
+    Batch,
+    Both,
+}
+
+impl Entries {
+    fn single(self) -> bool {
+        self != Entries::Batch
+    }
+
+    fn batch(self) -> bool {
+        self != Entries::Single
+    }
+}
+
 /// Everything to fuse: stages in order, the code when no stage ends the packet (counted in
-/// the last slot), the code for a faulted or aborted run, the counter layout, and whether to
-/// build the batch entry too.
+/// the last slot), the code for a faulted or aborted run, the counter layout, and which
+/// entries to build.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
     pub stages: &'a [Stage<'a>],
     pub default: u32,
     pub abort: u32,
     pub counters: CounterLayout,
-    pub batch: bool,
+    pub entries: Entries,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +158,7 @@ struct FusedOut {
 
 /// A pipeline of programs compiled to one native function. Owns its code: freed on drop.
 pub struct FusedPipeline {
-    entry: RunFn,
+    entry: Option<RunFn>,
     batch: Option<BatchFn>,
     /// Only `Drop` touches the module (see `JitProgram::module`).
     module: Mutex<ManuallyDrop<JITModule>>,
@@ -173,7 +196,7 @@ impl FusedPipeline {
                 // SAFETY: `run` was built with `run_signature` under the host's default calling
                 // convention, which is the C ABI `RunFn` declares; the module owning the code
                 // is stored beside the pointer and freed only in `Drop`.
-                let entry = unsafe { std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(run)) };
+                let entry = run.map(|id| unsafe { std::mem::transmute::<*const u8, RunFn>(module.get_finalized_function(id)) });
                 // SAFETY: as above, for the loop built with `batch_signature` (`BatchFn`).
                 let batch = batch.map(|id| unsafe {
                     std::mem::transmute::<*const u8, BatchFn>(module.get_finalized_function(id))
@@ -202,6 +225,11 @@ impl FusedPipeline {
         self.batch.is_some()
     }
 
+    /// Whether the single-packet entry was built (else `run` goes through the batch loop).
+    pub fn has_single(&self) -> bool {
+        self.entry.is_some()
+    }
+
     /// Runs every stage on `packet` until one ends it, counting into `counters`.
     ///
     /// `counters` must be written by this thread only while the call runs (the native code
@@ -209,6 +237,11 @@ impl FusedPipeline {
     /// Panics if it is shorter than [`counter_words`](Self::counter_words) — a caller bug.
     #[inline]
     pub fn run(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32, counters: &[AtomicU64]) -> Exit {
+        let Some(entry) = self.entry else {
+            let mut exit = [0u64];
+            self.run_batch(&mut [PacketRef::new(packet)], ingress_ifindex, rx_queue_index, counters, &mut exit);
+            return Exit::from_word(exit[0]);
+        };
         assert!(counters.len() >= self.words, "fused run: {} counter words for {}", counters.len(), self.words);
         let ifq = ingress_ifindex as u64 | (rx_queue_index as u64) << 32;
         // SAFETY: `entry` points into code owned by `self.module`, alive for `&self`. The code
@@ -217,14 +250,14 @@ impl FusedPipeline {
         // of `counters` (checked above), through the atomics' interior mutability: aligned
         // 64-bit loads and stores, which are single-copy atomic on every supported host, so
         // a concurrent atomic load reads some value the word had.
-        let out = unsafe { (self.entry)(packet.as_mut_ptr(), packet.len() as u64, ifq, counters.as_ptr()) };
+        let out = unsafe { entry(packet.as_mut_ptr(), packet.len() as u64, ifq, counters.as_ptr()) };
         Exit { code: out.code as u32, mark: (out.mark as u32).checked_sub(1) }
     }
 
     /// [`run`](Self::run) over every packet of `packets` in one native call, writing each
     /// packet's exit to `exits` (decode with [`Exit::from_word`]).
     ///
-    /// Panics if the pipeline has no batch entry (`Plan::batch` was false), `exits` is shorter
+    /// Panics if the pipeline has no batch entry (`Plan::entries` was `Single`), `exits` is shorter
     /// than `packets`, or `counters` is short — all caller bugs.
     pub fn run_batch(
         &self,
@@ -308,7 +341,7 @@ fn module_err(stage: &'static str, entry: usize) -> impl Fn(ModuleError) -> JitE
 
 impl Builder<'_> {
     /// Declares and defines every function; returns the entries and the code bytes.
-    fn define(&self, module: &mut JITModule) -> Result<(FuncId, Option<FuncId>, usize), FuseError> {
+    fn define(&self, module: &mut JITModule) -> Result<(Option<FuncId>, Option<FuncId>, usize), FuseError> {
         // Callees of every stage: `callees[s][i - 1]` is function `i` of stage `s`.
         let mut callees: Vec<Vec<FuncId>> = Vec::with_capacity(self.layouts.len());
         for (s, layout) in self.layouts.iter().enumerate() {
@@ -342,9 +375,9 @@ impl Builder<'_> {
                 module.clear_context(&mut ctx);
             }
         }
-        let mut entries = Vec::with_capacity(2);
-        let kinds: &[bool] = if self.plan.batch { &[false, true] } else { &[false] };
-        for &batch in kinds {
+        let (mut single, mut looped) = (None, None);
+        let kinds = [(false, self.plan.entries.single()), (true, self.plan.entries.batch())];
+        for batch in kinds.into_iter().filter_map(|(batch, wanted)| wanted.then_some(batch)) {
             let (name, sig) = if batch {
                 ("pipeline_batch", batch_signature(self.call_conv))
             } else {
@@ -366,10 +399,10 @@ impl Builder<'_> {
             module.define_function(id, &mut ctx).map_err(module_err("compile", 0))?;
             code_size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
             module.clear_context(&mut ctx);
-            entries.push(id);
+            *(if batch { &mut looped } else { &mut single }) = Some(id);
         }
         module.finalize_definitions().map_err(module_err("finalize", 0))?;
-        Ok((entries[0], entries.get(1).copied(), code_size))
+        Ok((single, looped, code_size))
     }
 
     fn env<'e>(&'e self, stage: usize, refs: &'e [FuncRef]) -> Env<'e> {
@@ -744,8 +777,8 @@ mod tests {
             Stage { program: &aborts, rule: Rule::Verdict(XDP_STEPS) },
         ];
         for n in 0..=stages.len() {
-            for batch in [false, true] {
-                agree(&Plan { stages: &stages[..n], default: 2, abort: 0, counters: LAYOUT, batch });
+            for entries in [Entries::Single, Entries::Batch, Entries::Both] {
+                agree(&Plan { stages: &stages[..n], default: 2, abort: 0, counters: LAYOUT, entries });
             }
         }
     }
@@ -756,7 +789,7 @@ mod tests {
         let call = |v: u32| format!("call pc+1\nexit\nr0 = {v}\nexit\n");
         let (a, b) = (program(&call(2), Format::Asm), program(&call(3), Format::Asm));
         let stages = [Stage { program: &a, rule: Rule::Verdict(XDP_STEPS) }, Stage { program: &b, rule: Rule::Verdict(XDP_STEPS) }];
-        let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, batch: true };
+        let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, entries: Entries::Both };
         agree(&plan);
         let fused = FusedPipeline::compile(&plan).unwrap();
         let counts = block(fused.counter_words());
@@ -773,13 +806,13 @@ mod tests {
             CounterLayout { bytes: 4, ..LAYOUT },
             CounterLayout { slot: i32::MAX - 7, ..LAYOUT },
         ] {
-            let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: bad, batch: false });
+            let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: bad, entries: Entries::Single });
             assert!(matches!(e, Err(FuseError::Layout(_))), "{bad:?}");
         }
         let raw = validate(vec![crate::bpf::insn::build::mov64_imm(0, 1), crate::bpf::insn::build::exit()], ProgKind::Raw, &Helpers::none())
             .unwrap();
         let stages = [stages[0], Stage { program: &raw, rule: Rule::Verdict(XDP_STEPS) }];
-        let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, batch: false });
+        let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, entries: Entries::Single });
         assert_eq!(e.unwrap_err().to_string(), "stage 1: only xdp programs can be fused");
     }
 
@@ -788,7 +821,7 @@ mod tests {
         // A faulting stage aborts whatever its rule says, like a faulted `JitProgram` run.
         let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
         let stages = [Stage { program: &write, rule: Rule::Match { end: Some(5), mark: true } }];
-        let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, batch: false }).unwrap();
+        let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, entries: Entries::Single }).unwrap();
         let counts = block(fused.counter_words());
         let mut short = vec![0u8; 8];
         assert!(matches!(super::super::JitProgram::compile(&write).unwrap().run_xdp(&mut short, 0, 0), Err(Fault::OutOfBounds { .. })));

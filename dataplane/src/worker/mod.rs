@@ -6,9 +6,9 @@
 //! Per iteration: take the current pipelines and firewall if new ones were published (a batch
 //! boundary: each batch runs wholly on one version), hand over the batch-time histogram if
 //! asked; then per port: reclaim TX completions, top up the fill ring, take a batch off the RX
-//! ring, run the firewall and then the pipeline on every packet, put the batch's transmissions
-//! on the TX rings with one produce call per ring (kicking only when the kernel asks), and
-//! publish the counters. No allocation, lock or syscall per packet; syscalls only for kicks
+//! ring, run the firewall on every packet and the pipeline on those it let through (one fused
+//! call for the batch), put the batch's transmissions on the TX rings with one produce call
+//! per ring (kicking only when the kernel asks), and publish the counters. No allocation, lock or syscall per packet; syscalls only for kicks
 //! and idle sleeps.
 //!
 //! The firewall ([`firewall::Gate`]) is a gate in front of every port's pipeline: a frame its
@@ -26,11 +26,12 @@ use std::time::{Duration, Instant};
 
 use crate::firewall::Verdict as FwVerdict;
 use crate::pipeline::capture::CaptureTap;
-use crate::pipeline::{DefaultAction, Decision, Pipeline, PipelineSpec, PortEnv, Published, WorkerView};
+use crate::bpf::jit::PacketRef;
+use crate::pipeline::{DefaultAction, Decision, Outcome, Pipeline, PipelineSpec, PortEnv, Published, WorkerView};
 use crate::stats::{HistRecorder, QueueSnapshot, QueueStats};
 use crate::wire::{self, ETHERNET_HEADER_LEN};
 use crate::xsk::{
-    FrameAccount, IDLE_POLL_MS, IDLE_SPINS, PortCounters, Verdict, XskError, XskGroup,
+    FrameAccount, IDLE_POLL_MS, IDLE_SPINS, PortCounters, RX_CHUNK, Verdict, XskError, XskGroup,
 };
 
 /// A fixed action for every packet received on a port: the pipeline-less setup of
@@ -312,6 +313,11 @@ impl Worker {
     }
 
     /// One visit to port `p`: housekeeping, then at most one batch. Returns packets received.
+    ///
+    /// The batch is handed over whole ([`XskGroup::process_rx_batch`]): first each frame meets
+    /// the capture filter and the firewall, in arrival order; the frames the firewall let
+    /// through then run the port's pipeline in one fused call ([`Pipeline::run_batch`]); last,
+    /// each frame's outcome is applied as [`fate`] says.
     #[inline]
     fn step(&mut self, p: usize, local: &mut Local) -> Result<usize, XskError> {
         self.group.service_tx(p)?;
@@ -331,51 +337,43 @@ impl Worker {
         let filter = filter.filter(|f| f.covers(setup.port));
         let mut gate = self.firewall.as_mut().filter(|g| g.active());
         let now = gate.as_ref().map_or(0, |g| g.clock(t0));
-        let got = self.group.process_rx(p, batch, |frame| {
-            if let (Some(f), Some(tap)) = (filter, capture)
-                && tap.active()
-                && f.matches(frame)
-            {
-                tap.take(setup.port as u32, setup.queue, capture::CAPTURE_FILTER_STAGE, frame);
-            }
-            if let Some(g) = gate.as_mut()
-                && let Some(d) = g.classify(p, frame, now)
-            {
-                if d.sampled
-                    && let Some(tap) = sampling
+        let got = self.group.process_rx_batch(p, batch, |frames, verdicts| {
+            let mut pass = [false; RX_CHUNK];
+            let mut passed = 0;
+            for (frame, ok) in frames.iter_mut().zip(pass.iter_mut()) {
+                if let (Some(f), Some(tap)) = (filter, capture)
+                    && tap.active()
+                    && f.matches(frame)
                 {
-                    tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
+                    tap.take(setup.port as u32, setup.queue, capture::CAPTURE_FILTER_STAGE, frame);
                 }
-                if d.verdict != FwVerdict::Accept {
-                    return Verdict::Drop;
-                }
-            }
-            let out = pipeline.run(slot, frame, setup.ifindex, setup.queue);
-            if let (Some(stage), Some(tap)) = (out.sample, sampling)
-                && tap.take(setup.port as u32, setup.queue, stage, frame)
-            {
-                pipeline.note_sampled(slot, stage);
-            }
-            let to = match out.decision {
-                Decision::Drop => return Verdict::Drop,
-                Decision::Reflect => match wire::swap_macs(frame) {
-                    Ok(()) => p,
-                    Err(_) => {
-                        malformed += 1;
-                        return Verdict::Drop;
+                if let Some(g) = gate.as_mut()
+                    && let Some(d) = g.classify(p, frame, now)
+                {
+                    if d.sampled
+                        && let Some(tap) = sampling
+                    {
+                        tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
                     }
-                },
-                Decision::Bounce => p,
-                Decision::Peer => match setup.peer {
-                    Some(peer) => peer,
-                    None => return Verdict::Drop,
-                },
-            };
-            if frame.len() < ETHERNET_HEADER_LEN {
-                malformed += 1;
-                Verdict::Drop
-            } else {
-                Verdict::Tx(to)
+                    if d.verdict != FwVerdict::Accept {
+                        continue;
+                    }
+                }
+                *ok = true;
+                passed += 1;
+            }
+            let mut outs = [Outcome { decision: Decision::Drop, sample: None, window: None }; RX_CHUNK];
+            {
+                let mut refs: [PacketRef<'_>; RX_CHUNK] = std::array::from_fn(|_| PacketRef::new(Default::default()));
+                let through = frames.iter_mut().zip(pass).filter_map(|(f, ok)| ok.then_some(f));
+                for (r, frame) in refs.iter_mut().zip(through) {
+                    *r = PacketRef::new(frame);
+                }
+                pipeline.run_batch(slot, &mut refs[..passed], setup.ifindex, setup.queue, &mut outs[..passed]);
+            }
+            let through = frames.iter_mut().zip(verdicts.iter_mut()).zip(pass).filter_map(|(fv, ok)| ok.then_some(fv));
+            for ((frame, verdict), out) in through.zip(outs) {
+                *verdict = fate(out, frame, p, &setup, (pipeline, slot), sampling, &mut malformed);
             }
         })?;
         self.group.refill(p);
@@ -393,6 +391,66 @@ impl Worker {
         for (p, (l, s)) in local.iter().zip(stats).enumerate() {
             s.publish(&snapshot(self.group.counters(p), l));
         }
+    }
+}
+
+/// What becomes of a frame the pipeline ran on (received on group port `p`): its sample taken,
+/// its window applied (a stage that moved the packet's start or end leaves the packet at the
+/// front of the frame, shortened), then dropped, reflected (MAC addresses swapped), bounced or
+/// sent to the peer. A frame too short for its action is dropped and counted as malformed.
+#[inline(always)]
+fn fate(
+    out: Outcome,
+    frame: &mut [u8],
+    p: usize,
+    setup: &PortSetup,
+    (pipeline, slot): (&Pipeline, usize),
+    sampling: Option<&CaptureTap>,
+    malformed: &mut u64,
+) -> Verdict {
+    let trimmed = match out.window {
+        None => None,
+        Some((start, end)) => {
+            let (start, end) = (start as usize, end as usize);
+            if start > end || end > frame.len() {
+                *malformed += 1;
+                return Verdict::Drop;
+            }
+            frame.copy_within(start..end, 0);
+            Some(end - start)
+        }
+    };
+    let frame = match trimmed {
+        Some(len) => &mut frame[..len],
+        None => frame,
+    };
+    if let (Some(stage), Some(tap)) = (out.sample, sampling)
+        && tap.take(setup.port as u32, setup.queue, stage, frame)
+    {
+        pipeline.note_sampled(slot, stage);
+    }
+    let to = match out.decision {
+        Decision::Drop => return Verdict::Drop,
+        Decision::Reflect => match wire::swap_macs(frame) {
+            Ok(()) => p,
+            Err(_) => {
+                *malformed += 1;
+                return Verdict::Drop;
+            }
+        },
+        Decision::Bounce => p,
+        Decision::Peer => match setup.peer {
+            Some(peer) => peer,
+            None => return Verdict::Drop,
+        },
+    };
+    if frame.len() < ETHERNET_HEADER_LEN {
+        *malformed += 1;
+        return Verdict::Drop;
+    }
+    match trimmed {
+        Some(len) => Verdict::TxTrim(to, len as u32),
+        None => Verdict::Tx(to),
     }
 }
 
@@ -414,6 +472,41 @@ fn snapshot(c: PortCounters, l: &Local) -> QueueSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fates_match_the_outcome_and_windows_trim_the_frame() {
+        let env = PortEnv { port: "a", peer: None, workers: 1 };
+        let pipeline = Pipeline::compile(&PipelineSpec::empty(DefaultAction::Drop), &env).unwrap();
+        let setup = PortSetup { port: 0, peer: None, queue: 0, ifindex: 0, slot: 0 };
+        let out = |decision, window| Outcome { decision, sample: None, window };
+        let frame = || (0..64u8).collect::<Vec<u8>>();
+        let mut bad = 0;
+        let run = |o: Outcome, f: &mut Vec<u8>, bad: &mut u64| fate(o, f, 1, &setup, (&pipeline, 0), None, bad);
+
+        let mut f = frame();
+        assert_eq!(run(out(Decision::Reflect, None), &mut f, &mut bad), Verdict::Tx(1));
+        assert_eq!((&f[..6], &f[6..12]), (&frame()[6..12], &frame()[..6]), "MAC addresses swapped");
+        assert_eq!(run(out(Decision::Peer, None), &mut frame(), &mut bad), Verdict::Drop, "no peer");
+        assert_eq!(run(out(Decision::Drop, None), &mut frame(), &mut bad), Verdict::Drop);
+        assert_eq!(bad, 0);
+        assert_eq!(run(out(Decision::Reflect, None), &mut vec![0; 10], &mut bad), Verdict::Drop);
+        assert_eq!(bad, 1, "too short to reflect");
+
+        let mut f = frame();
+        assert_eq!(run(out(Decision::Bounce, Some((14, 60))), &mut f, &mut bad), Verdict::TxTrim(1, 46));
+        assert_eq!(f[..46], frame()[14..60]);
+        assert_eq!(run(out(Decision::Bounce, Some((0, 10))), &mut frame(), &mut bad), Verdict::Drop);
+        assert_eq!(run(out(Decision::Bounce, Some((0, 65))), &mut frame(), &mut bad), Verdict::Drop);
+        assert_eq!(bad, 3, "a window too short or past the frame is malformed");
+
+        let (tap, sink) = crate::pipeline::capture::capture_link(2, 128);
+        sink.set_active(true);
+        let sampled = Outcome { decision: Decision::Bounce, sample: Some(0), window: Some((2, 62)) };
+        assert_eq!(fate(sampled, &mut frame(), 0, &setup, (&pipeline, 0), Some(&tap), &mut bad), Verdict::TxTrim(0, 60));
+        let mut got = Vec::new();
+        sink.drain(|s| got.push((s.stage, s.data.clone())));
+        assert_eq!(got, vec![(0, frame()[2..62].to_vec())], "the sample holds the windowed packet");
+    }
 
     #[test]
     fn snapshot_maps_every_counter() {

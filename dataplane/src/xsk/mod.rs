@@ -115,7 +115,13 @@ pub enum Verdict {
     Drop,
     /// Transmit on port `n` of the group (the receiving port itself to send it back).
     Tx(usize),
+    /// Transmit only the first `len` bytes (a filter shortened the packet) on port `n`;
+    /// a `len` past the packet's end sends it whole.
+    TxTrim(usize, u32),
 }
+
+/// Frames [`XskGroup::process_rx_batch`] hands its callback at once, at most.
+pub const RX_CHUNK: usize = 64;
 
 /// Running totals for one port, kept by the group as it moves frames.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -507,23 +513,71 @@ impl XskGroup {
                 let mut data = unsafe { umem.data_mut(desc) };
                 decide(data.contents_mut())
             };
-            let staged = match verdict {
-                Verdict::Tx(q) => match ports.get_mut(q) {
-                    Some(dst) => match dst.stage.get_mut(dst.stage_len) {
-                        Some(slot) => {
-                            *slot = *desc;
-                            dst.stage_len += 1;
-                            true
-                        }
-                        None => false,
-                    },
-                    None => false,
-                },
-                Verdict::Drop => false,
-            };
-            if !staged {
-                push_free(free, free_len, *desc);
-                dropped += 1;
+            dropped += dispose(ports, umem, free, free_len, desc, verdict);
+        }
+        ports[p].counters.dropped += dropped;
+        *held -= got as u64;
+
+        for dst in ports.iter_mut() {
+            if dst.stage_len > 0 {
+                flush_tx(dst, free, free_len, self.need_wakeup)?;
+            }
+        }
+        Ok(got)
+    }
+
+    /// [`process_rx`](Self::process_rx) for callers that decide a batch at once: the packets
+    /// taken off the ring are handed to `decide` together, [`RX_CHUNK`] at a time (so once
+    /// for batches up to that size), with a verdict slot per packet (`Drop` until set).
+    /// Disposal, counting and transmission are those of `process_rx`.
+    #[inline]
+    pub fn process_rx_batch<F>(&mut self, p: usize, max: usize, mut decide: F) -> Result<usize, XskError>
+    where
+        F: FnMut(&mut [&mut [u8]], &mut [Verdict]),
+    {
+        let n = max.min(self.rx_buf.len());
+        let XskGroup {
+            ports,
+            umem,
+            free,
+            free_len,
+            rx_buf,
+            held,
+            ..
+        } = self;
+        let port = &mut ports[p];
+        // SAFETY: as in `process_rx`.
+        let got = unsafe { port.rx.consume(&mut rx_buf[..n]) };
+        if got == 0 {
+            return Ok(0);
+        }
+        port.moves.rx_consumed += got as u64;
+        port.counters.rx += got as u64;
+        *held += got as u64;
+
+        let mut dropped = 0u64;
+        for chunk in rx_buf[..got].chunks_mut(RX_CHUNK) {
+            let mut verdicts = [Verdict::Drop; RX_CHUNK];
+            {
+                let mut frames: [&mut [u8]; RX_CHUNK] = std::array::from_fn(|_| <&mut [u8]>::default());
+                for (slot, desc) in frames.iter_mut().zip(chunk.iter_mut()) {
+                    // SAFETY: `desc` was just consumed from the RX ring, so the kernel is done
+                    // with its frame, and no other descriptor of the chunk names the same frame
+                    // (a frame is on one ring at a time), so the slices are disjoint. Each
+                    // slice lives in `frames`, which is dropped at the end of this block,
+                    // before any descriptor is disposed of (put on a ring or the free list);
+                    // the UMEM outlives it, borrowed for the whole call.
+                    *slot = unsafe {
+                        let mut data = umem.data_mut(desc);
+                        let bytes = data.contents_mut();
+                        std::slice::from_raw_parts_mut(bytes.as_mut_ptr(), bytes.len())
+                    };
+                }
+                let k = chunk.len();
+                decide(&mut frames[..k], &mut verdicts[..k]);
+            }
+            for (desc, &verdict) in chunk.iter_mut().zip(&verdicts) {
+                dropped += dispose(ports, umem, free, free_len, desc, verdict);
             }
         }
         ports[p].counters.dropped += dropped;
@@ -792,6 +846,41 @@ fn bind_socket(
             mode,
             source,
         });
+    }
+}
+
+/// Stages received frame `desc` for transmission as `verdict` says, or returns it to the free
+/// list (a drop, an unknown port, a full staging area); returns 1 when it was dropped.
+#[inline(always)]
+fn dispose(ports: &mut [Port], umem: &Umem, free: &mut [FrameDesc], free_len: &mut usize, desc: &mut FrameDesc, verdict: Verdict) -> u64 {
+    let (q, trim) = match verdict {
+        Verdict::Drop => (None, None),
+        Verdict::Tx(q) => (Some(q), None),
+        Verdict::TxTrim(q, len) => (Some(q), Some(len)),
+    };
+    if let Some(len) = trim {
+        // SAFETY: `desc` was consumed from the RX ring and is in no ring yet; no other
+        // reference to its frame is alive (the caller's view of it has ended).
+        let mut data = unsafe { umem.data_mut(desc) };
+        let len = (len as usize).min(data.contents().len());
+        data.cursor().set_pos(len);
+    }
+    let staged = match q.and_then(|q| ports.get_mut(q)) {
+        Some(dst) => match dst.stage.get_mut(dst.stage_len) {
+            Some(slot) => {
+                *slot = *desc;
+                dst.stage_len += 1;
+                true
+            }
+            None => false,
+        },
+        None => false,
+    };
+    if staged {
+        0
+    } else {
+        push_free(free, free_len, *desc);
+        1
     }
 }
 

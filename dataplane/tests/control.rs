@@ -769,10 +769,16 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let sock = dir.join("ctl.sock");
     let config = dir.join("sluice.toml");
+    // A firewall with a kernel rule and a userspace (tcpdump) rule: its reload, as nobody,
+    // rewrites the kernel maps and compiles the expression again.
+    let fw = dir.join("fw.toml");
+    std::fs::write(&fw, "[firewall]\ndefault = 'accept'\n[[rule]]\nname = 'k'\nproto = 'udp'\ndport = 9\naction = 'drop'\n\
+                         [[rule]]\nname = 'u'\nmatch = 'udp port 10'\naction = 'drop'\n").unwrap();
+    std::fs::set_permissions(&fw, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(
         &config,
         format!(
-            "user = 'nobody'\n[control]\nsocket = '{}'\n[metrics]\nlisten = '9464'\n[dataplane]\ncores = [0]\n\
+            "user = 'nobody'\n[control]\nsocket = '{}'\n[metrics]\nlisten = '9464'\n[dataplane]\ncores = [0]\nfirewall = 'fw.toml'\n\
              [[port]]\nname = 'a'\ninterface = 'dut-a0'\naction = 'forward'\nforward_to = 'b'\n\
              [[port.stage]]\nid = 'dns'\nfilter = 'udp dst port 53'\naction = 'count'\n\
              [[port]]\nname = 'b'\ninterface = 'dut-b0'\naction = 'forward'\nforward_to = 'a'\n",
@@ -851,6 +857,10 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
     assert!(std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
     let _: Status = c.call_as(Command::Status).unwrap();
+    let r: ReloadReport = c.call_as(Command::Reload).unwrap();
+    assert!(r.changes.iter().any(|l| l.starts_with("firewall: 2 rules from")), "{r:?}");
+    let fw: FwStatsReply = c.call_as(Command::FwStats).unwrap();
+    assert_eq!(fw.rules.iter().map(|r| (r.rule.as_str(), r.kernel_on.len())).collect::<Vec<_>>(), [("k", 2), ("u", 0), ("default", 0)]);
     drop(c);
 
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());

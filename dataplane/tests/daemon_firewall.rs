@@ -55,7 +55,11 @@ struct Files(PathBuf);
 
 impl Files {
     fn new() -> Files {
-        let dir = std::env::temp_dir().join(format!("sluice-dfw-{}", std::process::id()));
+        Files::new_named("live")
+    }
+
+    fn new_named(tag: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("sluice-dfw-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         Files(dir)
     }
@@ -368,4 +372,23 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     let s = fw_stats(&topo, &socket);
     assert_eq!((packets(&s, "blocked"), packets(&s, "closed")), (350, 350), "{s:?}");
     sluice.stop();
+}
+
+/// `sluice check` reads and compiles the firewall file too: a bad one fails with exit status 2
+/// and the firewall file's line and column. No privileges needed.
+#[test]
+fn check_reports_a_broken_firewall_with_its_position() {
+    let files = Files::new_named("check");
+    files.write("sluice.toml", "[dataplane]\nfirewall = \"fw.toml\"\n[[port]]\nname = \"a\"\ninterface = \"x0\"\naction = \"drop\"\n");
+    let cases = [
+        (RULES_V1.replace("action = \"accept\"", "action = \"acept\""), ":18:10: action `acept`"),
+        (RULES_V1.replace("udp dst port 7000", "udp dst port"), ":15:1: rule `open` (line 15): match `udp dst port`"),
+    ];
+    for (text, want) in cases {
+        let fw = files.write("fw.toml", &text);
+        let out = std::process::Command::new(SLUICE).args(["check", "--config"]).arg(files.0.join("sluice.toml")).output().expect("run check");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("dataplane.firewall: {}{want}", fw.display())), "want {want:?} in: {err}");
+    }
 }

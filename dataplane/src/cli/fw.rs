@@ -35,7 +35,8 @@ pub enum FwCommand {
         ingress: String,
     },
     /// Load the kernel part of a firewall into the steering program attached to interfaces
-    /// (for example by a running `sluice run`).
+    /// (for example by a running `sluice run`). A daemon with `[dataplane] firewall` manages
+    /// its kernel stage itself (and rewrites it on reload): use `sluice ctl reload` there.
     Load {
         #[command(flatten)]
         config: ConfigArg,
@@ -47,7 +48,8 @@ pub enum FwCommand {
         #[arg(long = "interface", short, required = true)]
         interfaces: Vec<String>,
     },
-    /// Per-rule packet/byte counters of the kernel stage of interfaces.
+    /// Per-rule packet/byte counters of the kernel stage of interfaces (a daemon's own
+    /// firewall, kernel and userspace merged: `sluice ctl fw stats`).
     Stats {
         #[command(flatten)]
         config: ConfigArg,

@@ -55,6 +55,7 @@ impl Backend for TestBackend {
             swaps: 3,
             ports: vec![PortStatus { name: "a".into(), interface: "dut-a".into(), queues: vec![0], action: Action::Drop, stages: 1, generation: 1 }],
             capture: None,
+            firewall: None,
         })
     }
 

@@ -297,6 +297,8 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     assert_eq!((by(&s, "open").3, by(&s, "open").2), (200, 0), "userspace counts the tcpdump rule: {s:?}");
     // Neighbour discovery and the like may add to the default's count, never take from it.
     assert!(packets(&s, "default") >= 200, "{s:?}");
+    let (ok, status, err) = ctl(&topo, &socket, &["status"]);
+    assert!(ok && status.contains(&format!("firewall {}: 3 rule(s), in the kernel: 2 on dut-a0, 2 on dut-b0", fw.display())), "{status}{err}");
     let (ok, human, _) = ctl(&topo, &socket, &["fw", "stats"]);
     assert!(ok && human.contains("blocked") && human.lines().any(|l| l.contains(" open ") && l.contains(" 200 ")), "{human}");
     let metrics = scrape(&topo);

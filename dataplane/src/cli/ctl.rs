@@ -227,6 +227,10 @@ fn human(command: &Command, result: Value) -> Result<String> {
                     p.generation
                 );
             }
+            if let Some(f) = &s.firewall {
+                let kernel: Vec<String> = f.kernel_rules.iter().map(|(i, n)| format!("{n} on {i}")).collect();
+                let _ = writeln!(out, "firewall {}: {} rule(s), in the kernel: {}", f.file.display(), f.rules, kernel.join(", "));
+            }
             if let Some(c) = &s.capture {
                 out.push_str(&capture_line(c));
             }

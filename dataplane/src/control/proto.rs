@@ -754,6 +754,18 @@ pub struct Status {
     /// The running capture, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture: Option<CaptureInfo>,
+    /// The firewall in front of the pipelines, if the config names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firewall: Option<FirewallStatus>,
+}
+
+/// `status`: the firewall the workers run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallStatus {
+    pub file: PathBuf,
+    pub rules: usize,
+    /// Rules the kernel stage runs, per port interface.
+    pub kernel_rules: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

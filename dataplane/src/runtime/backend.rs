@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::control::proto::{
-    Action, CaptureInfo, CaptureSpec, FilterFormat, FwStatsReply, PipelineInfo, PipelineSpec as ProtoPipeline, PortStatus, ReloadReport,
+    Action, CaptureInfo, CaptureSpec, FilterFormat, FirewallStatus, FwStatsReply, PipelineInfo, PipelineSpec as ProtoPipeline, PortStatus, ReloadReport,
     StageInfo, StageSpec as ProtoStage, Status, SwapReport,
 };
 use crate::control::{Backend, BackendError, BackendErrorKind, BackendResult, MetricsSnapshot};
@@ -174,6 +174,7 @@ impl Backend for RuntimeHandle {
             swaps: self.swaps(),
             ports,
             capture: self.captures().current().map(|r| capture_info(self, r)),
+            firewall: self.firewall_summary().map(|(file, rules, kernel_rules)| FirewallStatus { file, rules, kernel_rules }),
         })
     }
 

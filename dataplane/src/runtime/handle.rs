@@ -331,6 +331,26 @@ impl RuntimeHandle {
         Ok(lines)
     }
 
+    /// The running firewall's file, rule count and kernel rules per port interface.
+    pub fn firewall_summary(&self) -> Option<(PathBuf, usize, Vec<(String, usize)>)> {
+        let control = lock(&self.shared.control);
+        let path = control.firewall.path()?.to_owned();
+        let rules = control.firewall.ruleset()?;
+        let kernel = self
+            .shared
+            .ports
+            .iter()
+            .map(|p| p.interface.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|i| {
+                let n = rules.placement(rules.ingress(&i)).kernel_rules().count();
+                (i, n)
+            })
+            .collect();
+        Some((path, rules.len(), kernel))
+    }
+
     /// The running firewall's file and every rule's merged counters (empty without one).
     pub fn firewall_totals(&self) -> (Option<PathBuf>, Vec<FwRuleTotals>) {
         let control = lock(&self.shared.control);

@@ -174,7 +174,7 @@ impl Backend for RuntimeHandle {
             swaps: self.swaps(),
             ports,
             capture: self.captures().current().map(|r| capture_info(self, r)),
-            firewall: self.firewall_summary().map(|(file, rules, kernel_rules)| FirewallStatus { file, rules, kernel_rules }),
+            firewall: self.firewall_summary().map(|f| FirewallStatus { file: f.file, rules: f.rules, kernel_rules: f.kernel_rules }),
         })
     }
 

@@ -113,6 +113,15 @@ pub(super) struct Shared {
     steering: Mutex<Option<BTreeMap<String, Steering>>>,
 }
 
+/// The firewall a dataplane runs, in brief.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallSummary {
+    pub file: PathBuf,
+    pub rules: usize,
+    /// Per port interface, how many rules its kernel stage runs.
+    pub kernel_rules: Vec<(String, usize)>,
+}
+
 /// Drives a running dataplane; clone freely, use from any (non-worker) thread.
 #[derive(Clone)]
 pub struct RuntimeHandle {
@@ -332,7 +341,7 @@ impl RuntimeHandle {
     }
 
     /// The running firewall's file, rule count and kernel rules per port interface.
-    pub fn firewall_summary(&self) -> Option<(PathBuf, usize, Vec<(String, usize)>)> {
+    pub fn firewall_summary(&self) -> Option<FirewallSummary> {
         let control = lock(&self.shared.control);
         let path = control.firewall.path()?.to_owned();
         let rules = control.firewall.ruleset()?;
@@ -348,7 +357,7 @@ impl RuntimeHandle {
                 (i, n)
             })
             .collect();
-        Some((path, rules.len(), kernel))
+        Some(FirewallSummary { file: path, rules: rules.len(), kernel_rules: kernel })
     }
 
     /// The running firewall's file and every rule's merged counters (empty without one).

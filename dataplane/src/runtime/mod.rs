@@ -14,7 +14,7 @@ mod report;
 
 pub use capture::{CaptureError, CaptureReport, CaptureRequest, Captures};
 pub use firewall::{FirewallError, FwRuleTotals, kernel_tables, load_ruleset};
-pub use handle::{ControlError, PortInfo, RuntimeHandle, SwapOutcome};
+pub use handle::{ControlError, FirewallSummary, PortInfo, RuntimeHandle, SwapOutcome};
 pub use plan::{SocketPlan, WorkerPlan, plan};
 
 use std::collections::BTreeMap;

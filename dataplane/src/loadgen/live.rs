@@ -385,18 +385,7 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, L
 
 /// The interface index of `ifname` in the calling thread's network namespace.
 fn ifindex(ifname: &str) -> Result<u32, LoadgenError> {
-    let missing = || LoadgenError::NoInterface {
-        ifname: ifname.to_string(),
-    };
-    let name = std::ffi::CString::new(ifname).map_err(|_| missing())?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call;
-    // if_nametoindex only reads it and returns 0 when the interface does not exist.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        Err(missing())
-    } else {
-        Ok(index)
-    }
+    super::sys::if_index(ifname).ok_or_else(|| LoadgenError::NoInterface { ifname: ifname.to_string() })
 }
 
 /// Identifies the calling thread's network namespace (`net:[inode]`).

@@ -1,13 +1,19 @@
 //! Privileged tests of the load generator, replay and capture, each inside a throwaway network
-//! namespace holding one veth pair `a0` — `b0` (one queue each, IPv6 off so the kernel adds
-//! no frames of its own). Skipped with a message when not root, unless `CI=true`.
+//! namespace holding one veth pair `a0` — `b0` (one queue each, two in the multi-queue test;
+//! IPv6 off so the kernel adds no frames of its own). Skipped with a message when not root,
+//! unless `CI=true`.
 //!
-//! Timing tolerances (stated here, asserted below): rate within ±2 % of 100 kpps over 5 s;
-//! replay inter-packet gaps (1 ms) within ±0.5 ms for 90 % of packets, the median within
-//! ±0.1 ms, and the whole span within ±2 %, by tcpdump's kernel timestamps on the receiver.
-//! (On two shared cores the sender is sometimes descheduled for ~10 ms; it then catches up
-//! with a burst, which keeps the span but spoils about ten gaps per stall.)
-//! The tests take turns ([`serial`]) so they do not compete with each other for the cores.
+//! Timing tolerances, each stated again beside its test with the bugs it catches:
+//! - rate within ±2 % of 100 kpps over 5 s;
+//! - latency: every sample at least 0.5 µs, 90 % under 50 ms ([`assert_sane_latency`]);
+//! - replay of 1 ms gaps: the median gap within ±0.1 ms, 75 % of gaps within ±0.5 ms, the
+//!   median 50-packet span within ±1 % of 50 ms, by tcpdump's kernel timestamps.
+//!
+//! They are set for the machine CI runs on: two vCPUs shared with compilers, a kernel that
+//! does not preempt kernel code (`preempt=none`) and a host that sometimes deschedules the VM.
+//! A SCHED_FIFO sender is still occasionally held off there (26 ms seen), and a receiver on a
+//! busy core waits its turn (latency p90 of several ms seen); the bounds leave room for that
+//! and no more. The tests take turns ([`serial`]) so they do not compete with each other.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,17 +41,23 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A namespace with the veth pair a0 — b0.
+/// A namespace with the veth pair a0 — b0, one queue each way.
 fn veth_ns(tag: &str) -> Netns {
+    veth_ns_queues(tag, 1)
+}
+
+/// A namespace with the veth pair a0 — b0, `queues` receive and transmit queues on each end.
+fn veth_ns_queues(tag: &str, queues: u32) -> Netns {
     let ns = Netns::new(tag).expect("create namespace");
     for key in ["all", "default"] {
         ns.sysctl(&format!("net.ipv6.conf.{key}.disable_ipv6"), "1").expect("disable ipv6");
     }
-    let one = ["numrxqueues", "1", "numtxqueues", "1"];
+    let q = queues.to_string();
+    let each = ["numrxqueues", q.as_str(), "numtxqueues", q.as_str()];
     let mut args = vec!["link", "add", "a0"];
-    args.extend(one);
+    args.extend(each);
     args.extend(["type", "veth", "peer", "name", "b0"]);
-    args.extend(one);
+    args.extend(each);
     ns.ip(&args).expect("create veth");
     ns.ip(&["link", "set", "a0", "up"]).expect("a0 up");
     ns.ip(&["link", "set", "b0", "up"]).expect("b0 up");
@@ -83,15 +95,28 @@ fn plan(engine: Engine, rate: f64, limit: Limit, rx: bool) -> GenPlan {
     }
 }
 
+/// The latency tolerance: one sample per frame, every sample at least 0.5 µs and 90 % of them
+/// under 50 ms, percentiles in order.
+///
+/// - The floor: no frame crosses a veth into an AF_XDP socket in under 0.5 µs (2.5 µs is the
+///   least seen here), so samples below it mean a unit error (µs recorded as ns) or a receive
+///   time read before the frame arrived.
+/// - The ceiling: half a live-frames pacing call. A stamp carrying a stale time (the clock
+///   read once per run, or a previous call's reading — which put 28 % of live frames at
+///   +100 ms until calls were aligned), the wrong clock (CLOCK_REALTIME is decades off) or a
+///   ×1000 unit error all push far more than 10 % of samples past it; a receiver waiting for
+///   a loaded core (p90 of 2–9 ms seen at load 7 on two cores) does not. The last 10 % are
+///   not bounded: a receiver held off for tens of milliseconds sees that many old frames.
 fn assert_sane_latency(l: &sluice::loadgen::report::Percentiles, samples: u64) {
-    assert_eq!(l.samples, samples);
-    assert!(l.min > 0, "{l:?}");
+    assert_eq!(l.samples, samples, "one latency sample per frame");
     assert!(l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, "{l:?}");
-    // Same host, a veth hop: a median near a second means broken stamps or clocks. (The tail
-    // is not bounded: a receiver descheduled on a busy host legitimately sees old frames.)
-    assert!(l.p50 < 1_000_000_000, "{l:?}");
+    assert!(l.min >= 500, "latency below 0.5 us: units or clocks are wrong: {l:?}");
+    let ceiling = sluice::loadgen::live::PACED_CALL.as_nanos() as u64 / 2;
+    assert!(l.p90 < ceiling, "90th percentile latency {} ns over {ceiling} ns: stale stamps or clocks: {l:?}", l.p90);
 }
 
+/// Exact counts with no loss, duplicates or reordering at 20 kpps; latency within
+/// [`assert_sane_latency`].
 #[test]
 fn af_xdp_sends_exactly_n_with_zero_loss() {
     if !privileged("af_xdp_sends_exactly_n_with_zero_loss") {
@@ -126,6 +151,8 @@ fn udp4_checksums_ok(frame: &[u8]) -> bool {
         && udp.to_header().calc_checksum_ipv4(&h, udp.payload()).expect("checksum") == udp.checksum()
 }
 
+/// Stamps, flows and checksums of live frames, then exact counts at 2 kpps with latency within
+/// [`assert_sane_latency`] (the test that caught stale stamps across live-frames calls).
 #[test]
 fn live_frames_are_stamped_and_delivered_exactly() {
     if !privileged("live_frames_are_stamped_and_delivered_exactly") {
@@ -169,6 +196,8 @@ fn live_frames_are_stamped_and_delivered_exactly() {
     assert_sane_latency(&rx.latency_ns, 4_000);
 }
 
+/// Tolerance: the achieved rate over 5 s within ±2 % of 100 kpps, and the median of the
+/// 100 ms rate samples within ±5 % of it (steady pacing rather than bursts).
 #[test]
 fn rate_control_within_two_percent_at_100kpps() {
     if !privileged("rate_control_within_two_percent_at_100kpps") {
@@ -189,6 +218,99 @@ fn rate_control_within_two_percent_at_100kpps() {
     let error = (report.achieved_pps - 100_000.0).abs() / 100_000.0;
     assert!(error <= 0.02, "achieved {:.0} pps, {:.2} % off\n{}", report.achieved_pps, error * 100.0, report.human());
     assert!((4.9..5.2).contains(&report.elapsed_s), "{}", report.elapsed_s);
+    // Paced, not bursty: a sender keeping the average with a burst per second (or per 200 ms)
+    // has most 100 ms samples near 0, a stall of a few ms dents a sample or two.
+    let mut rates: Vec<f64> = report.samples.iter().map(|x| x.tx_pps).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    assert!((median - 100_000.0).abs() <= 5_000.0, "median 100 ms rate {median:.0} pps\n{}", report.human());
+}
+
+/// Two senders into a two-queue receiver, on each transmit engine: every frame arrives exactly
+/// once and each receive queue carries exactly what one sender sent.
+///
+/// veth has no RSS and never hashes flows: the receive queue of b0 is decided by how a frame
+/// leaves a0 (kernel 6.18, drivers/net/veth.c).
+/// - AF_XDP TX (copy mode on veth) builds an skb whose queue mapping is the socket's queue id;
+///   `veth_xmit` hands it to the peer's receive queue with that index. AF_XDP sender i (TX
+///   queue i) lands on b0 queue i, whatever the flows — checked below with one sender on TX
+///   queue 1 and sixteen flows, all on queue 1.
+/// - Live frames leave by XDP_TX, i.e. `ndo_xdp_xmit` on a0, which picks the peer's receive
+///   queue `smp_processor_id() % rx queues`: a live-frames sender lands on the queue of the
+///   CPU it runs on, so the senders are pinned to different cores.
+#[test]
+fn two_queues_carry_both_engines_without_loss() {
+    if !privileged("two_queues_carry_both_engines_without_loss") {
+        return;
+    }
+    let _serial = serial();
+    let ns = veth_ns_queues("gq", 2);
+    // Odd counts: the senders' shares differ by one, so a swapped queue mapping shows.
+    let two = |engine, rate, count| GenPlan {
+        senders: 2,
+        rx: Some(("b0".to_string(), 2)),
+        ..plan(engine, rate, Limit { count: Some(count), duration: None }, true)
+    };
+    let check = |outcome: &run::Outcome, count: u64, expect_queue: &dyn Fn(usize) -> usize| {
+        let r = &outcome.report;
+        assert_eq!((r.sent, r.senders.len()), (count, 2), "{}", r.human());
+        let rx = r.rx.as_ref().expect("receiver report");
+        assert_eq!((rx.received, rx.lost, rx.duplicated, rx.reordered, rx.other), (count, 0, 0, 0, 0), "{}", r.human());
+        assert_sane_latency(&rx.latency_ns, count);
+        let mut expected = vec![0u64; 2];
+        for (i, s) in r.senders.iter().enumerate() {
+            expected[expect_queue(i)] += s.sent;
+        }
+        assert_eq!(rx.queues, expected, "per-queue counts (senders {:?})\n{}", r.senders, r.human());
+        assert!(rx.queues.iter().all(|&q| q > 0), "a queue carried nothing: {:?}", rx.queues);
+    };
+
+    // AF_XDP: one socket per TX queue, 10 kpps each.
+    let outcome = ns
+        .run_in(|| run::run(&two(Engine::Xsk, 20_000.0, 20_001), &traffic(16), &AtomicBool::new(false), &mut |_| {}))
+        .expect("enter namespace")
+        .expect("af_xdp run");
+    check(&outcome, 20_001, &|i| i);
+
+    // Flows do not spread frames over queues: one AF_XDP sender on TX queue 1, sixteen flows.
+    let outcome = ns
+        .run_in(|| {
+            let frames = FrameSet::build(&traffic(16))?;
+            let mut receiver = sluice::loadgen::rx::Receiver::open("b0", 2)?;
+            let mut group = xsk_tx::open("a0", 1, ZeroCopy::Auto)?;
+            let (stop, count) = (AtomicBool::new(false), AtomicU64::new(0));
+            let limit = Limit { count: Some(2_000), duration: None };
+            std::thread::scope(|s| {
+                let rx = s.spawn(|| {
+                    let mut state = sluice::loadgen::rx::RxState::default();
+                    receiver.run(&mut state, &stop, &count).map(|()| state)
+                });
+                let sent = xsk_tx::send(&mut group, &frames, 0, Some((20_000.0, Duration::ZERO)), limit, &stop, &AtomicU64::new(0));
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while count.load(std::sync::atomic::Ordering::Relaxed) < 2_000 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let state = rx.join().expect("receiver thread")?;
+                Ok::<_, sluice::loadgen::LoadgenError>((sent?.sent, state.queues))
+            })
+        })
+        .expect("enter namespace")
+        .expect("single-queue run");
+    assert_eq!(outcome, (2_000, vec![0, 2_000]), "sent, per-queue counts");
+
+    // Live frames: one sender per core. The queue follows the CPU, so it needs two of them.
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    if cores.len() < 2 {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "live frames over two queues need two cores under CI=true");
+        eprintln!("two_queues_carry_both_engines_without_loss: live-frames part skipped (fewer than two cores)");
+        return;
+    }
+    let outcome = ns
+        .run_in(|| run::run(&two(Engine::Live, 4_000.0, 4_001), &traffic(4), &AtomicBool::new(false), &mut |_| {}))
+        .expect("enter namespace")
+        .expect("live-frames run");
+    check(&outcome, 4_001, &|i| cores[i % cores.len()].id % 2);
 }
 
 struct TempFile(PathBuf);
@@ -250,6 +372,18 @@ fn have_tcpdump(test: &str) -> bool {
 
 /// Replay timing is judged on the receiving side by tcpdump: its timestamps are the kernel's
 /// (taken as the frame arrives on b0), so they do not depend on when a reader thread runs.
+///
+/// Tolerance for 300 packets 2 ms apart replayed at speed 2 (1 ms gaps): order exact; the
+/// median gap within 1 ms ± 0.1 ms; at least 75 % of gaps within 1 ms ± 0.5 ms; the median
+/// over all 50-packet stretches of their span within 50 ms ± 1 %.
+/// - A replay ignoring timestamps (gaps ~0), applying the speed twice or not at all (0.5 or
+///   2 ms) fails the median; a speed slightly off (drift of over 1 %) fails the span; pacing
+///   coarser than the gaps (sleeping in 4 ms jiffies, sending in batches per wake-up) leaves
+///   most gaps at 0 or several ms and fails the 75 %.
+/// - A sender held off for S ms (the VM's stalls, see the module doc) sends the packets due
+///   meanwhile back to back: about S gaps spoiled and S stretches skewed, the rest exact. The
+///   75 % and the medians absorb up to about 70 ms of stalls in the 300 ms run (26 ms, which
+///   failed the earlier 90 % bound, is the worst seen).
 #[test]
 fn replay_keeps_order_and_gaps() {
     if !privileged("replay_keeps_order_and_gaps") || !have_tcpdump("replay_keeps_order_and_gaps") {
@@ -303,15 +437,19 @@ fn replay_keeps_order_and_gaps() {
     let got = Reader::open(&out.0).unwrap().read_all().unwrap();
     let seqs: Vec<u32> = got.iter().map(|p| Stamp::parse(&p.data).expect("stamp").seq).collect();
     assert_eq!(seqs, (0..300).collect::<Vec<_>>(), "order");
-    let gaps: Vec<i64> = got.windows(2).map(|w| (w[1].ts - w[0].ts).as_micros() as i64).collect();
+    // Tolerance (see the doc comment): median gap error, share of gaps near 1 ms, time scale.
+    let us = |d: Duration| d.as_micros() as i64;
+    let gaps: Vec<i64> = got.windows(2).map(|w| us(w[1].ts - w[0].ts)).collect();
     let mut errors: Vec<i64> = gaps.iter().map(|g| (g - 1000).abs()).collect();
     errors.sort_unstable();
     let median = errors[errors.len() / 2];
-    let p90 = errors[errors.len() * 90 / 100];
     assert!(median <= 100, "median gap error {median} us; gaps {gaps:?}");
-    assert!(p90 <= 500, "90th percentile gap error {p90} us; gaps {gaps:?}");
-    let span = (got[299].ts - got[0].ts).as_micros() as f64;
-    assert!((span - 299_000.0).abs() <= 0.02 * 299_000.0, "span {span} us");
+    let near = errors.iter().filter(|&&e| e <= 500).count();
+    assert!(near * 4 >= gaps.len() * 3, "only {near} of {} gaps within 1 ms ± 0.5 ms; gaps {gaps:?}", gaps.len());
+    let mut spans: Vec<i64> = got.iter().zip(&got[50..]).map(|(a, b)| us(b.ts - a.ts)).collect();
+    spans.sort_unstable();
+    let span = spans[spans.len() / 2];
+    assert!((span - 50_000).abs() <= 500, "median 50-packet span {span} us, not 50 ms ± 1 %");
 }
 
 #[test]

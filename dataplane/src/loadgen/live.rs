@@ -16,7 +16,7 @@
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
@@ -43,6 +43,13 @@ const FLOOD_MAX_CHUNK: u32 = 1 << 26;
 pub const PACED_CALL: Duration = Duration::from_millis(100);
 /// Size of `struct xdp_md` (six u32 fields).
 const XDP_MD_LEN: usize = 24;
+/// `gen_stamp` reads the clock on the frames whose sequence number is a multiple of this
+/// (`STAMP_TIME_EVERY` in gen.bpf.c) and stamps the frames in between with that reading. The
+/// program cannot tell one BPF_PROG_RUN call from the next, so a call that ended between two
+/// readings would leave the next call's first frames with the previous call's time — a whole
+/// pacing interval (100 ms) of false latency. Every call but a sender's last therefore ends on
+/// a multiple of it (see [`call_size`]).
+pub const STAMP_TIME_EVERY: u64 = 64;
 
 /// How `gen_stamp` varies flows: it sets the 16-bit field at `offset` (big-endian) to
 /// `base + seq % count`.
@@ -66,6 +73,17 @@ pub struct LiveSender {
     frame: Vec<u8>,
     ctx: [u8; XDP_MD_LEN],
     netns: PathBuf,
+    /// Frames the program has run on (sent or previewed): its sequence counter.
+    frames_run: AtomicU64,
+}
+
+/// Frames for a call of about `want` frames after `done` have been run, chosen so the call
+/// ends on a multiple of [`STAMP_TIME_EVERY`]: the nearest such end at or below `done + want`,
+/// or the next one above `done` when that is none (at least 1 frame, at most `want + 63`).
+pub fn call_size(done: u64, want: u64) -> u64 {
+    let end = done.saturating_add(want.max(1));
+    let down = end - end % STAMP_TIME_EVERY;
+    if down > done { down - done } else { STAMP_TIME_EVERY - done % STAMP_TIME_EVERY }
 }
 
 impl LiveSender {
@@ -148,6 +166,7 @@ impl LiveSender {
             frame: frame.to_vec(),
             ctx,
             netns: current_netns()?,
+            frames_run: AtomicU64::new(0),
         })
     }
 
@@ -165,9 +184,9 @@ impl LiveSender {
         self.check_netns()?;
         let mut left = count;
         while left > 0 {
-            let chunk = u32::try_from(left).unwrap_or(u32::MAX);
+            let chunk = self.next_call(left.min(u64::from(FLOOD_MAX_CHUNK))).min(left);
             self.run(chunk)?;
-            left -= u64::from(chunk);
+            left -= chunk;
         }
         Ok(count)
     }
@@ -176,13 +195,14 @@ impl LiveSender {
     pub fn flood(&self, stop: &AtomicBool) -> Result<u64, LoadgenError> {
         self.check_netns()?;
         let mut sent = 0u64;
-        let mut chunk = FLOOD_MIN_CHUNK;
+        let mut chunk = u64::from(FLOOD_MIN_CHUNK);
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            self.run(chunk)?;
-            sent += u64::from(chunk);
+            let n = self.next_call(chunk);
+            self.run(n)?;
+            sent += n;
             if started.elapsed() < FLOOD_CALL_TARGET {
-                chunk = chunk.saturating_mul(2).min(FLOOD_MAX_CHUNK);
+                chunk = (chunk * 2).min(u64::from(FLOOD_MAX_CHUNK));
             }
         }
         Ok(sent)
@@ -193,15 +213,16 @@ impl LiveSender {
     /// `progress` after every call.
     ///
     /// Each call has a fixed cost of about 25 ms, so pacing is by calls: a paced sender sends
-    /// [`PACED_CALL`] worth of frames per call at the moment the schedule has them due; within
-    /// a call the kernel sends back to back. A full-speed sender grows its calls like
+    /// [`PACED_CALL`] worth of frames per call (rounded to a multiple of [`STAMP_TIME_EVERY`],
+    /// so at least 64) at the moment the schedule has them due; within a call the kernel sends
+    /// back to back. A full-speed sender grows its calls like
     /// [`flood`](Self::flood).
     pub fn send_paced(
         &self,
         rate: Option<(f64, Duration)>,
         limit: super::xsk_tx::Limit,
         stop: &AtomicBool,
-        progress: &std::sync::atomic::AtomicU64,
+        progress: &AtomicU64,
     ) -> Result<super::xsk_tx::SenderReport, LoadgenError> {
         self.check_netns()?;
         let count = limit.count.unwrap_or(u64::MAX);
@@ -219,7 +240,7 @@ impl LiveSender {
             }
             let n = match &pacer {
                 Some(p) => {
-                    let n = p.batch().min(count - sent);
+                    let n = self.next_call(p.batch()).min(count - sent);
                     let due = p.time_of(sent + n);
                     if due > elapsed {
                         // Wait in short steps so a stop or the duration limit is seen.
@@ -229,10 +250,10 @@ impl LiveSender {
                     }
                     n
                 }
-                None => chunk.min(count - sent),
+                None => self.next_call(chunk).min(count - sent),
             };
             let call = Instant::now();
-            self.run(n as u32)?;
+            self.run(n)?;
             sent += n;
             progress.store(sent, Ordering::Relaxed);
             if pacer.is_none() && call.elapsed() < FLOOD_CALL_TARGET {
@@ -268,17 +289,20 @@ impl LiveSender {
             ..TestRunOptions::new()
         };
         let result = prog.test_run(opts).map_err(send_err)?;
+        self.frames_run.fetch_add(1, Ordering::Relaxed);
         out.truncate(result.data_size_out as usize);
         Ok(out)
     }
 
-    /// Transmits one call's worth (`count` frames, one BPF_PROG_RUN) — what paced senders use.
-    pub fn send_call(&self, count: u32) -> Result<(), LoadgenError> {
-        self.check_netns()?;
-        self.run(count)
+    /// The size of the next call for about `want` frames (see [`call_size`]).
+    fn next_call(&self, want: u64) -> u64 {
+        call_size(self.frames_run.load(Ordering::Relaxed), want)
     }
 
-    fn run(&self, repeat: u32) -> Result<(), LoadgenError> {
+    /// One BPF_PROG_RUN call transmitting `repeat` frames (at most [`FLOOD_MAX_CHUNK`] plus
+    /// one clock period, well within u32).
+    fn run(&self, repeat: u64) -> Result<(), LoadgenError> {
+        let repeat = u32::try_from(repeat).map_err(|_| LoadgenError::Frame { len: self.frame.len(), reason: "call repeat beyond u32" })?;
         let send_err = |source| LoadgenError::Send {
             ifname: self.ifname.clone(),
             source,
@@ -297,6 +321,7 @@ impl LiveSender {
             ..TestRunOptions::new()
         };
         prog.test_run(opts).map_err(send_err)?;
+        self.frames_run.fetch_add(u64::from(repeat), Ordering::Relaxed);
         Ok(())
     }
 
@@ -360,18 +385,7 @@ fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, L
 
 /// The interface index of `ifname` in the calling thread's network namespace.
 fn ifindex(ifname: &str) -> Result<u32, LoadgenError> {
-    let missing = || LoadgenError::NoInterface {
-        ifname: ifname.to_string(),
-    };
-    let name = std::ffi::CString::new(ifname).map_err(|_| missing())?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call;
-    // if_nametoindex only reads it and returns 0 when the interface does not exist.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        Err(missing())
-    } else {
-        Ok(index)
-    }
+    super::sys::if_index(ifname).ok_or_else(|| LoadgenError::NoInterface { ifname: ifname.to_string() })
 }
 
 /// Identifies the calling thread's network namespace (`net:[inode]`).
@@ -417,6 +431,27 @@ mod tests {
         }
         .build(&[0xab; 18])
         .expect("build frame")
+    }
+
+    #[test]
+    fn calls_end_on_a_clock_reading_boundary() {
+        assert_eq!(call_size(0, 200), 192);
+        assert_eq!(call_size(192, 200), 192);
+        assert_eq!(call_size(0, 64), 64);
+        // Too few to reach a boundary below: up to the next one.
+        assert_eq!(call_size(0, 10), 64);
+        assert_eq!(call_size(0, 0), 64);
+        // Realigns after a preview (one frame run) or any odd call.
+        assert_eq!(call_size(1, 200), 191);
+        assert_eq!(call_size(63, 1), 1);
+        assert_eq!(call_size(100, 1 << 20), (1 << 20) - 36);
+        for done in [0u64, 1, 63, 64, 65, 1000, 12_345] {
+            for want in [1u64, 63, 64, 65, 200, 4096] {
+                let n = call_size(done, want);
+                assert_eq!((done + n) % STAMP_TIME_EVERY, 0, "{done} {want}");
+                assert!(n >= 1 && n < want + STAMP_TIME_EVERY, "{done} {want} {n}");
+            }
+        }
     }
 
     #[test]

@@ -9,12 +9,17 @@
 //! - [`rx`] — the AF_XDP receiver and its loss/reorder/latency accounting;
 //! - [`replay`] — sending a pcap's packets with their timing;
 //! - [`sched`] — pinning threads, real-time priority for senders;
+//! - `sys` — the module's only `unsafe` code (clock, scheduler, interface lookup);
 //! - [`config`] — `configs/loadtest.toml`;
 //! - [`run`] — one run end to end (threads, progress, stop);
 //! - [`report`] — its results.
 //!
 //! Sender and receiver threads are spawned here rather than by `runtime`: a load test is a
 //! separate tool that shares only the AF_XDP and steering layers with the dataplane.
+//!
+//! Unsafe code is denied in the whole module but `sys`, which allows it for three libc calls.
+
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod live;
@@ -25,6 +30,7 @@ pub mod run;
 pub mod rx;
 pub mod sched;
 pub mod stamp;
+mod sys;
 pub mod traffic;
 pub mod xsk_tx;
 

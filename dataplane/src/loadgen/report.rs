@@ -62,6 +62,8 @@ pub struct RxSummary {
     pub other: u64,
     /// Frames the kernel dropped before the receiver's sockets (ring full, no fill frame).
     pub kernel_dropped: u64,
+    /// Generated frames received on each receive queue (`0..rx_queues`), duplicates included.
+    pub queues: Vec<u64>,
     pub latency_ns: Percentiles,
 }
 

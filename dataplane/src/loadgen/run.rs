@@ -181,6 +181,7 @@ pub fn run(
             reordered: st.reordered(),
             other: st.other,
             kernel_dropped: st.kernel_dropped,
+            queues: st.queues.clone(),
             latency_ns: Percentiles::of(&st.latency),
         }
     });

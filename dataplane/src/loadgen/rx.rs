@@ -121,6 +121,8 @@ pub struct RxState {
     pub stamped: u64,
     /// Frames without one (other traffic on the interface).
     pub other: u64,
+    /// Stamped frames per receive queue, indexed like the receiver's queues (`0..queues`).
+    pub queues: Vec<u64>,
     /// One-way latency in nanoseconds.
     pub latency: Histogram<u64>,
     /// Frames the kernel could not deliver to the sockets (RX ring full, no fill frame, other
@@ -134,6 +136,7 @@ impl Default for RxState {
             streams: vec![None; 256],
             stamped: 0,
             other: 0,
+            queues: Vec::new(),
             // Three significant digits from 1 ns to 60 s: well under 1 MiB.
             latency: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("constant histogram bounds are valid"),
             kernel_dropped: 0,
@@ -192,12 +195,18 @@ pub fn rx_config() -> XskConfig {
 }
 
 impl Receiver {
-    /// Attaches steering to `ifname` (native XDP if the driver has it) and binds a socket on
-    /// each of queues `0..queues`, in the calling thread's network namespace.
+    /// Binds a socket on each of queues `0..queues` of `ifname`, fills their fill rings and
+    /// attaches steering (native XDP if the driver has it), in the calling thread's network
+    /// namespace: frames are taken from the moment this returns.
     pub fn open(ifname: &str, queues: u32) -> Result<Receiver, LoadgenError> {
         let _ = crate::xsk::raise_memlock_limit();
         let ports: Vec<_> = (0..queues.max(1)).map(|q| (ifname.to_string(), q)).collect();
-        let group = XskGroup::open(&rx_config(), &ports)?;
+        let mut group = XskGroup::open(&rx_config(), &ports)?;
+        // Fill rings first: a frame steered to a socket with an empty fill ring is dropped, and
+        // the caller may start sending before the thread that runs the receiver is scheduled.
+        for p in 0..group.len() {
+            while group.refill(p) > 0 {}
+        }
         let mut steering = Steering::attach(ifname, AttachPref::Auto, &[], false)?;
         for (i, (_, q)) in ports.iter().enumerate() {
             steering.register_socket(*q, group.fd(i))?;
@@ -210,9 +219,7 @@ impl Receiver {
     pub fn run(&mut self, state: &mut RxState, stop: &AtomicBool, progress: &AtomicU64) -> Result<(), LoadgenError> {
         let group = &mut self.group;
         let ports = group.len();
-        for p in 0..ports {
-            while group.refill(p) > 0 {}
-        }
+        state.queues.resize(ports, 0);
         let batch = group.max_batch().min(256);
         let mut idle = 0u32;
         // After a stop request, frames may still be on their way (veth rings, NAPI): stop
@@ -226,10 +233,12 @@ impl Receiver {
                     continue;
                 }
                 let now = mono_ns();
+                let before = state.stamped;
                 got += group.process_rx(p, batch, |frame| {
                     state.record(frame, now);
                     Verdict::Drop
                 })?;
+                state.queues[p] += state.stamped - before;
             }
             if got > 0 {
                 progress.store(state.stamped, Relaxed);

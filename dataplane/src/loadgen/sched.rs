@@ -10,11 +10,7 @@ pub const RT_PRIORITY: i32 = 10;
 
 /// Gives the calling thread SCHED_FIFO at [`RT_PRIORITY`].
 pub fn set_realtime() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: RT_PRIORITY };
-    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 names the
-    // calling thread, and the call changes nothing but its scheduling policy.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    super::sys::set_fifo(RT_PRIORITY)
 }
 
 /// Pins the calling thread to `core` (if given) and makes it real-time (if `realtime`); a

@@ -112,11 +112,7 @@ fn fold(mut s: u32) -> u16 {
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the stamp, shared with `bpf_ktime_get_ns`.
 #[inline]
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the duration of the call; clock_gettime
-    // with CLOCK_MONOTONIC cannot fail on Linux (a vDSO call, no syscall).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    super::sys::clock_monotonic_ns()
 }
 
 #[cfg(test)]

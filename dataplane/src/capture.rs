@@ -49,14 +49,20 @@ impl std::fmt::Debug for Capture {
 }
 
 impl Capture {
-    /// Starts taking `ifname`'s queues `0..queues` (in the calling thread's namespace).
+    /// Starts taking `ifname`'s queues `0..queues` (in the calling thread's namespace): frames
+    /// are held on the sockets from the moment this returns until [`run`](Self::run) takes them.
     pub fn open(ifname: &str, queues: u32) -> Result<Capture, CaptureError> {
         let xsk = |source| CaptureError::Xsk { ifname: ifname.to_string(), source };
         let steer = |source| CaptureError::Steer { ifname: ifname.to_string(), source };
         let _ = crate::xsk::raise_memlock_limit();
         let ports: Vec<_> = (0..queues.max(1)).map(|q| (ifname.to_string(), q)).collect();
         let cfg = XskConfig { frame_count: 4096, rx_ring: 2048, tx_ring: 64, zero_copy: ZeroCopy::Auto, ..XskConfig::default() };
-        let group = XskGroup::open(&cfg, &ports).map_err(xsk)?;
+        let mut group = XskGroup::open(&cfg, &ports).map_err(xsk)?;
+        // Fill rings before steering: from then on frames are redirected to the sockets, and
+        // one arriving before the thread that runs the capture is scheduled would be dropped.
+        for p in 0..group.len() {
+            while group.refill(p) > 0 {}
+        }
         let mut steering = Steering::attach(ifname, AttachPref::Auto, &[], false).map_err(steer)?;
         for (i, (_, q)) in ports.iter().enumerate() {
             steering.register_socket(*q, group.fd(i)).map_err(steer)?;
@@ -77,9 +83,6 @@ impl Capture {
         let xsk = |source| CaptureError::Xsk { ifname: self.ifname.clone(), source };
         let group = &mut self.group;
         let ports = group.len();
-        for p in 0..ports {
-            while group.refill(p) > 0 {}
-        }
         let limit = count.unwrap_or(u64::MAX);
         let mut stats = CaptureStats { seen: 0, written: 0 };
         let mut scratch = Vec::with_capacity(2048);

@@ -31,7 +31,7 @@ pub struct GenArgs {
     /// Transmit engine.
     #[arg(long, value_enum)]
     engine: Option<Engine>,
-    /// Sender threads (AF_XDP: one TX queue each).
+    /// Sender threads (AF_XDP: TX queue i each; live frames: pinned to core i each).
     #[arg(long)]
     senders: Option<u32>,
     #[arg(long, value_enum)]
@@ -78,6 +78,7 @@ pub struct GenArgs {
     /// Receive on this interface and report loss and latency.
     #[arg(long)]
     rx: Option<String>,
+    /// Receive on queues 0..N of the --rx interface (counted per queue in the summary).
     #[arg(long)]
     rx_queues: Option<u32>,
     /// How long the receiver waits for late frames after sending ends.

@@ -266,6 +266,8 @@ impl LiveSender {
             behind: 0,
             mode: None,
             ring_full: 0,
+            queue: None,
+            cpu: None,
         })
     }
 

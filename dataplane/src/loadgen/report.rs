@@ -112,6 +112,10 @@ impl GenReport {
             self.achieved_bps / 1e6,
             self.mean_frame
         );
+        if self.senders.len() > 1 {
+            let per: Vec<String> = self.senders.iter().enumerate().map(|(i, r)| sender_line(i, r)).collect();
+            let _ = writeln!(s, "sent per sender: {}", per.join(", "));
+        }
         let behind: u64 = self.senders.iter().map(|r| r.behind).sum();
         if behind > 0 {
             let _ = writeln!(s, "senders fell behind the schedule by {behind} packets (not made up)");
@@ -122,6 +126,10 @@ impl GenReport {
                 "received {} lost {} duplicated {} reordered {} (other frames {}, dropped by the kernel at the receiver {})",
                 rx.received, rx.lost, rx.duplicated, rx.reordered, rx.other, rx.kernel_dropped
             );
+            if rx.queues.len() > 1 {
+                let per: Vec<String> = rx.queues.iter().enumerate().map(|(q, n)| format!("queue {q}: {n}")).collect();
+                let _ = writeln!(s, "received per queue: {}", per.join(", "));
+            }
             let l = &rx.latency_ns;
             let us = |ns: u64| ns as f64 / 1e3;
             let _ = writeln!(
@@ -137,6 +145,19 @@ impl GenReport {
         }
         s
     }
+}
+
+/// "#1 (queue 1, cpu 1): 10000" — where one sender sent from, and how much.
+fn sender_line(i: usize, r: &SenderReport) -> String {
+    let mut at = Vec::new();
+    if let Some(q) = r.queue {
+        at.push(format!("queue {q}"));
+    }
+    if let Some(c) = r.cpu {
+        at.push(format!("cpu {c}"));
+    }
+    let at = if at.is_empty() { String::new() } else { format!(" ({})", at.join(", ")) };
+    format!("#{i}{at}: {}", r.sent)
 }
 
 /// `1234567.0` as "1.235 Mpps".
@@ -302,6 +323,54 @@ mod tests {
         let counts: Vec<u64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
         assert!(counts.windows(2).all(|w| w[0] <= w[1]));
         assert!(text.contains("#[Max     =     1000.447, Total count    =         1000]"), "{text}");
+    }
+
+    #[test]
+    fn human_summary_splits_senders_and_queues_only_when_there_are_several() {
+        let sender = |sent, queue, cpu| SenderReport {
+            sent,
+            elapsed: Duration::from_secs(1),
+            behind: 0,
+            mode: None,
+            ring_full: 0,
+            queue,
+            cpu,
+        };
+        let rx = |queues: Vec<u64>| RxSummary {
+            received: queues.iter().sum(),
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            other: 0,
+            kernel_dropped: 0,
+            queues,
+            latency_ns: Percentiles::of(&histogram()),
+        };
+        let mut report = GenReport {
+            engine: "af_xdp",
+            interface: "a0".into(),
+            senders: vec![sender(3, Some(0), Some(0)), sender(2, Some(1), None)],
+            sent: 5,
+            elapsed_s: 1.0,
+            target_pps: None,
+            achieved_pps: 5.0,
+            achieved_bps: 100.0,
+            mean_frame: 60.0,
+            rx: Some(rx(vec![3, 2])),
+            samples: vec![],
+        };
+        let text = report.human();
+        assert!(text.contains("sent per sender: #0 (queue 0, cpu 0): 3, #1 (queue 1): 2\n"), "{text}");
+        assert!(text.contains("received per queue: queue 0: 3, queue 1: 2\n"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["rx"]["queues"], serde_json::json!([3, 2]));
+        assert_eq!((json["senders"][1]["queue"].clone(), json["senders"][1]["cpu"].clone()), (1.into(), serde_json::Value::Null));
+
+        report.senders.truncate(1);
+        report.rx = Some(rx(vec![3]));
+        let text = report.human();
+        assert!(!text.contains("per sender") && !text.contains("per queue"), "{text}");
+        assert_eq!(serde_json::to_value(&report).unwrap()["rx"]["queues"], serde_json::json!([3]));
     }
 
     #[test]

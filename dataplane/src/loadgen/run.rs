@@ -240,12 +240,14 @@ fn run_senders(
         let realtime = plan.realtime;
         handles.push(spawn(&format!("gen-tx{i}"), move || {
             super::sched::prepare_thread(core, realtime);
-            match sender {
+            let report = match sender {
                 Sender::Xsk(mut group) => {
                     xsk_tx::send(&mut group, &frames, i as u8, rate, limit, &tx_stop, &progress)
+                        .map(|r| SenderReport { queue: Some(i as u32), ..r })
                 }
                 Sender::Live(live) => live.send_paced(rate, limit, &tx_stop, &progress),
-            }
+            };
+            report.map(|r| SenderReport { cpu: core.map(|c| c.id), ..r })
         })?);
     }
 

@@ -39,6 +39,11 @@ pub struct SenderReport {
     pub mode: Option<XskMode>,
     /// Times the TX ring or the free list was full when frames were due.
     pub ring_full: u64,
+    /// The TX queue of an AF_XDP sender (None for live frames, which have no TX queue: on veth
+    /// they land on the peer's receive queue of the sending CPU).
+    pub queue: Option<u32>,
+    /// The core the sender thread was pinned to (None when not pinned).
+    pub cpu: Option<usize>,
 }
 
 /// The socket configuration of a sender: a TX-heavy UMEM.
@@ -130,6 +135,8 @@ fn send_with<'a>(
         behind: pacer.map_or(0, |p| p.skipped()),
         mode: Some(group.mode(0)),
         ring_full,
+        queue: None,
+        cpu: None,
     })
 }
 

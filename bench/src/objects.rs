@@ -34,7 +34,7 @@ pub struct Opts {
     mix: usize,
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler"];
+const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
 
 fn compile(name: &str) -> Result<Vec<u8>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/filters").join(format!("{name}.c"));

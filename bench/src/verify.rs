@@ -111,7 +111,7 @@ fn ns_per_packet(jit: &JitProgram, pkts: &mut [Vec<u8>], budget: Duration) -> f6
     per_call.as_nanos() as f64 / pkts.len() as f64
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler"];
+const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
 
 /// `programs/filters/NAME.c` built with clang-19, as a user would.
 fn build_example(name: &str) -> Result<Vec<u8>> {

@@ -8,7 +8,8 @@
 //! Memory safety is the back ends' job: they bounds-check every access at run time.
 //!
 //! [`ProgKind::Xdp`] adds what makes a packet filter terminate and see its context: no
-//! back-edges, no recursion, bounded call depth, and the `xdp_md` rewrite. A forward dataflow
+//! back-edges (unless a loader that verifies the program admits them, see [`validate_full`]),
+//! no recursion, bounded call depth, and the `xdp_md` rewrite. A forward dataflow
 //! over the (acyclic) program tracks which registers and 8-byte stack slots hold the context
 //! pointer; a 32-bit load of an `xdp_md` field through it becomes a `MODE_CTX` load of the real
 //! 64-bit field, and every other use of the context pointer is refused.
@@ -152,8 +153,10 @@ pub fn validate_with_maps(
 }
 
 /// [`validate_with_maps`], optionally admitting back-edges in [`ProgKind::Xdp`] programs.
-/// Only the verifier's loader passes `loops`: such a program is safe to run only once the
-/// verifier has bounded its loops, so it never leaves the loader unverified.
+/// Only loaders that verify what they validate pass `loops` (`verifier::load`, and
+/// `object::build_program`, which refuses a program with a [`back_edge`] the verifier does not
+/// accept): such a program terminates only by the verifier's proof, so it never leaves them
+/// unverified.
 pub(crate) fn validate_full(
     insns: Vec<Insn>,
     kind: ProgKind,
@@ -400,6 +403,24 @@ impl CallGraph {
         post.reverse();
         Ok(CallGraph { order: post })
     }
+}
+
+/// The first backward jump `(from, to)` of a validated program (`to <= from`), if it has one:
+/// a program without one runs each instruction at most once per call.
+pub fn back_edge(insns: &[Insn]) -> Option<(usize, usize)> {
+    let mut pc = 0;
+    while pc < insns.len() {
+        let i = insns[pc];
+        let f = form(&i);
+        if matches!(f, Ok(Form::Ja | Form::Ja32 | Form::Jump { .. })) {
+            let t = pc as i64 + 1 + i.jump_offset();
+            if t <= pc as i64 {
+                return Some((pc, t.max(0) as usize));
+            }
+        }
+        pc += if f == Ok(Form::Lddw) { 2 } else { 1 };
+    }
+    None
 }
 
 /// Which part of the stack area a program can reach, so back ends zero only that part before
@@ -704,6 +725,11 @@ mod tests {
         assert!(err.to_string().contains("back-edge from 1 to 0: loops are not allowed in filters"), "{err}");
         assert_eq!(refuse(XDP, &[ja(-1), exit()]), (0, Reason::BackEdge { from: 0, to: 0 }));
         check(RAW, &p).unwrap();
+        assert_eq!(back_edge(&p), Some((1, 0)));
+        assert_eq!(back_edge(&[ja(-1), exit()]), Some((0, 0)));
+        // Forward jumps, and an lddw whose second slot decodes as nothing, are not loops.
+        let [lo, hi] = lddw(1, u64::MAX);
+        assert_eq!(back_edge(&[jmp_imm(JMP_JEQ, 0, 0, 2), lo, hi, exit()]), None);
     }
 
     fn local(imm: i32) -> Insn {

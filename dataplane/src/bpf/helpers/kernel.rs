@@ -197,7 +197,7 @@ unsafe extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64
 /// words minus the `from` words plus `seed`, as a 32-bit partial checksum (x86's
 /// `csum_partial`: 32-bit words added with end-around carry).
 unsafe extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
-    if (from_size | to_size) % 4 != 0 || from_size + to_size > 512 {
+    if !(from_size | to_size).is_multiple_of(4) || from_size + to_size > 512 {
         return errno(libc::EINVAL);
     }
     with_frame(|f| {
@@ -438,7 +438,8 @@ mod tests {
     use crate::bpf::{Exec, Program};
 
     fn program(insns: Vec<Insn>, maps: MapTable) -> Program {
-        crate::bpf::object::build_program("test", insns, &Helpers::kernel(maps)).unwrap()
+        let env = crate::bpf::verifier::VerifyEnv::default();
+        crate::bpf::object::build_program("test", insns, &Helpers::kernel(maps), &env).unwrap().0
     }
 
     /// Runs on both back ends with a fresh environment; returns r0 and the environments.

@@ -30,7 +30,7 @@ pub mod state;
 pub mod tnum;
 
 use super::check::{self, CheckError};
-use super::maps::{MapDef, MapKind};
+use super::maps::{MapDef, MapKind, MapTable};
 use super::{Helpers, Insn, ProgKind, Program};
 
 /// What the verifier must know about a map of the program's map table.
@@ -79,6 +79,11 @@ impl Default for VerifyEnv {
 impl VerifyEnv {
     pub fn with_maps(maps: Vec<MapShape>) -> Self {
         VerifyEnv { maps, ..Self::default() }
+    }
+
+    /// The environment of a program whose map references index `maps` (an object's table).
+    pub fn for_table(maps: &MapTable) -> Self {
+        Self::with_maps(maps.iter().map(|m| MapShape::from(m.def())).collect())
     }
 }
 

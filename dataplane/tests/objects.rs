@@ -694,3 +694,22 @@ fn legacy_maps_load_and_unsupported_parts_are_named() {
     let e = Object::load(&compile_text("calls_tail", CALLS_TAIL), 1).unwrap_err().to_string();
     assert!(e.starts_with("program jump: instruction ") && e.ends_with("helper 12 (bpf_tail_call) is not supported by sluice"), "{e}");
 }
+
+/// The example filters zero only the stack they can read: a few bytes for the run-time-checked
+/// back ends (the pointers they pass to helpers are followed), nothing once verified (every
+/// byte they read, they wrote first).
+#[test]
+fn examples_zero_only_the_stack_they_can_read() {
+    use sluice::bpf::check::{StackReach, stack_reach};
+    for name in EXAMPLES {
+        let obj = Object::load(&compile(name), 1).unwrap();
+        for p in obj.programs() {
+            let reach = stack_reach(p.program.insns());
+            let verified = p.verified.as_ref().unwrap().stack_reach(p.program.insns());
+            let small = matches!(reach, StackReach::None | StackReach::Frame { lo: -64.., .. });
+            assert!(small, "{name}/{}: {reach:?}", p.name);
+            let nothing = if reach == StackReach::None { StackReach::None } else { StackReach::Frame { lo: 0, hi: 0 } };
+            assert_eq!(verified, nothing, "{name}/{}", p.name);
+        }
+    }
+}

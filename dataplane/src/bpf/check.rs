@@ -20,7 +20,7 @@
 //! register (they keep the context pointer themselves).
 //!
 //! Submodules: `form` decodes slots (shared with the disassembler and back ends), `ctxflow` is
-//! the context dataflow.
+//! the context dataflow, `stack` finds the stack bytes a run can reach ([`stack_reach`]).
 
 use super::insn::*;
 use super::{Helpers, MAX_CALL_DEPTH, ProgKind, Program, disasm};
@@ -124,8 +124,10 @@ pub enum Reason {
 
 mod ctxflow;
 mod form;
+mod stack;
 
 pub use form::{AluOp, AtomicOp, Cond, EndOp, Form, LddwKind, Operand, form, lddw_kind};
+pub use stack::{StackReach, stack_reach};
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -423,55 +425,6 @@ pub fn back_edge(insns: &[Insn]) -> Option<(usize, usize)> {
     None
 }
 
-/// Which part of the stack area a program can reach, so back ends zero only that part before
-/// a run (the stack starts zeroed, so results never depend on an earlier run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackReach {
-    /// The program never reads r10 and has no local calls: no stack at all.
-    None,
-    /// Only `r10 + off` accesses with constant offsets, in the entry frame: bytes
-    /// `[top + lo, top + hi)` of the area (`lo < hi <= 0`), clipped to the area.
-    Frame { lo: i64, hi: i64 },
-    /// r10 escapes into a register, or there are local calls: the whole area.
-    Whole,
-}
-
-/// Computes [`StackReach`] for a validated program.
-pub fn stack_reach(insns: &[Insn]) -> StackReach {
-    let area = (MAX_CALL_DEPTH * STACK_SIZE) as i64;
-    let (mut lo, mut hi) = (0i64, -area);
-    let mut pc = 0;
-    while pc < insns.len() {
-        let i = insns[pc];
-        let f = form(&i);
-        pc += if f == Ok(Form::Lddw) { 2 } else { 1 };
-        let Ok(f) = f else { continue };
-        let base_size = match f {
-            Form::Ldx { size, .. } => (i.src == REG_FP).then_some(size),
-            Form::St { size } | Form::Stx { size } => (i.dst == REG_FP).then_some(size),
-            Form::Atomic { wide, .. } => (i.dst == REG_FP).then_some(if wide { 8 } else { 4 }),
-            _ => None,
-        };
-        let escapes = match f {
-            Form::Alu { src: Operand::Reg, .. } => i.src == REG_FP,
-            Form::Jump { src, .. } => i.dst == REG_FP || (src == Operand::Reg && i.src == REG_FP),
-            Form::Stx { .. } | Form::Atomic { .. } | Form::LdPacket { indirect: true, .. } => i.src == REG_FP,
-            Form::Callx => i.dst == REG_FP,
-            Form::CallLocal => true,
-            _ => false,
-        };
-        if escapes {
-            return StackReach::Whole;
-        }
-        if let Some(size) = base_size {
-            lo = lo.min(i.off as i64);
-            hi = hi.max(i.off as i64 + size as i64);
-        }
-    }
-    let (lo, hi) = (lo.max(-area), hi.min(0));
-    if lo < hi { StackReach::Frame { lo, hi } } else { StackReach::None }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,20 +718,6 @@ mod tests {
         assert_eq!(reason, Reason::CallTooDeep(MAX_CALL_DEPTH + 1));
         assert_eq!(index, 2 * (MAX_CALL_DEPTH - 1));
         check(RAW, &p).unwrap();
-    }
-
-    #[test]
-    fn stack_reach_follows_r10_uses() {
-        assert_eq!(stack_reach(&[mov64_imm(0, 0), exit()]), StackReach::None);
-        let p = [st(SIZE_W, 10, -64, 0), ldx(SIZE_DW, 0, 10, -8), exit()];
-        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -64, hi: 0 });
-        // Offsets beyond the area are clipped; accesses above the top reach nothing.
-        assert_eq!(stack_reach(&[ldx(SIZE_B, 0, 10, 4), exit()]), StackReach::None);
-        let p = [ldx(SIZE_DW, 0, 10, -5000), ldx(SIZE_B, 0, 10, -1), exit()];
-        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -4096, hi: 0 });
-        for escape in [mov64_reg(1, 10), stx(SIZE_DW, 10, 10, -8), jmp_reg(JMP_JEQ, 10, 1, 0), local(0)] {
-            assert_eq!(stack_reach(&[escape, exit()]), StackReach::Whole, "{escape:?}");
-        }
     }
 
     proptest::proptest! {

@@ -20,7 +20,8 @@
 //! - The stack area holds [`MAX_CALL_DEPTH`] frames of [`STACK_SIZE`] bytes; frame k (0 = entry)
 //!   has r10 = top - k * 512, and an access anywhere in the area is allowed so a caller's stack
 //!   pointer works in its callee. The part of the area a program can reach
-//!   ([`check::stack_reach`]) is zeroed before every run.
+//!   ([`check::stack_reach`]) is zeroed before every run; for a verified program that reads
+//!   only stack it wrote ([`Interpreter::verified`]), nothing is.
 //! - Local calls save r6-r9 and restore them and r10 at the callee's `exit`; r1-r5 are not
 //!   restored (callers must treat them as clobbered). Helper calls leave r1-r5 untouched.
 //! - Map memory (values a lookup returned, reserved ring-buffer records, global data) is the
@@ -40,6 +41,7 @@ use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach
 use super::helpers::{self, ADJUST_HEAD, ADJUST_TAIL, StackArea};
 use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
 use super::maps::MapTable;
+use super::verifier::Verified;
 use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, ProgKind, Program, XdpContext};
 
 mod accum;
@@ -178,6 +180,12 @@ impl Interpreter {
             None
         };
         Interpreter { acc, ..Self::general(prog) }
+    }
+
+    /// [`new`](Self::new) for a program the verifier accepted (`verified` must come from
+    /// verifying `prog`): the stack is zeroed only where [`Verified::stack_reach`] says.
+    pub fn verified(prog: &Program, verified: &Verified) -> Self {
+        Interpreter { reach: verified.stack_reach(prog.insns()), ..Self::new(prog) }
     }
 
     /// An interpreter that always runs the general loop, the reference semantics (tests compare

@@ -29,7 +29,7 @@ pub mod scalar;
 pub mod state;
 pub mod tnum;
 
-use super::check::{self, CheckError};
+use super::check::{self, CheckError, StackReach};
 use super::maps::{MapDef, MapKind, MapTable};
 use super::{Helpers, Insn, ProgKind, Program};
 
@@ -125,6 +125,7 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Verified {
     access: Vec<Access>,
+    stack_initialised: bool,
     log: Option<String>,
     processed: usize,
     states: usize,
@@ -139,6 +140,24 @@ impl Verified {
     /// Whether the memory access at `pc` needs no run-time bounds check.
     pub fn proven(&self, pc: usize) -> bool {
         matches!(self.access(pc), Access::Proven(_))
+    }
+
+    /// Whether every stack byte a run reads, itself or through a helper, was written earlier
+    /// in the same run, on every path: the verifier refuses reads of unwritten stack, and
+    /// helper arguments are checked for the bytes the helper reads.
+    pub fn stack_initialised(&self) -> bool {
+        self.stack_initialised
+    }
+
+    /// What back ends must zero before each run of the verified `insns`: nothing (an empty
+    /// [`StackReach::Frame`]) when [`stack_initialised`](Self::stack_initialised), since no
+    /// result can depend on bytes left by an earlier run; otherwise [`check::stack_reach`].
+    pub fn stack_reach(&self, insns: &[Insn]) -> StackReach {
+        match check::stack_reach(insns) {
+            StackReach::None => StackReach::None,
+            _ if self.stack_initialised => StackReach::Frame { lo: 0, hi: 0 },
+            reach => reach,
+        }
     }
 
     /// Instructions with a proven access.

@@ -126,3 +126,35 @@ fn facts_name_the_region_of_each_access() {
     assert_eq!(v.access(9), Access::Checked);
     assert_eq!(v.access(4), Access::None);
 }
+
+#[test]
+fn the_stack_needs_no_zeroing_unless_a_helper_may_read_past_what_was_written() {
+    let helpers = Helpers::kernel(crate::bpf::maps::MapTable::new(Vec::new()));
+    let run = |arg: &str| {
+        let text = format!(
+            "*(u32 *)(r10 - 4) = 0x7325
+             *(u32 *)(r10 - 8) = 0x41
+             r1 = r10
+             r1 += -4
+             r2 = 4
+             {arg}
+             call 6
+             r0 = 2
+             exit"
+        );
+        let insns = asm::assemble(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        super::load(insns, &helpers, &VerifyEnv::default()).unwrap()
+    };
+    // `trace_printk("%s", 1)`: the format is checked, the scalar is harmless.
+    let (p, v) = run("r3 = 1");
+    assert!(v.stack_initialised());
+    assert_eq!(v.stack_reach(p.insns()), StackReach::Frame { lo: 0, hi: 0 });
+    // `%s` of a stack pointer reads up to a NUL, past the bytes the program wrote.
+    let (p, v) = run("r3 = r10\nr3 += -8");
+    assert!(!v.stack_initialised());
+    assert_eq!(v.stack_reach(p.insns()), check::stack_reach(p.insns()));
+    assert_eq!(v.stack_reach(p.insns()), StackReach::Frame { lo: -8, hi: 0 });
+    // No stack at all stays so.
+    let (p, v) = super::load(asm::assemble("r0 = 2\nexit").unwrap(), &helpers, &VerifyEnv::default()).unwrap();
+    assert_eq!(v.stack_reach(p.insns()), StackReach::None);
+}

@@ -112,9 +112,12 @@ fn run(exec: &dyn Exec, packet: &[u8], slot: u32) -> u64 {
     RunEnv::new(slot).run(|| exec.run_xdp(&mut p, IFINDEX, 0)).expect("run")
 }
 
+/// Each map's name and sorted (key, value) pairs.
+type Snapshot = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
 /// Every map's sorted (key, value) pairs; ring buffers drained. Timestamps (the first 8 bytes
 /// of `syn_windows` values, from `bpf_ktime_get_ns`) differ between runs and are zeroed.
-fn snapshot(obj: &Object) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn snapshot(obj: &Object) -> Snapshot {
     obj.maps()
         .iter()
         .map(|m| {

@@ -70,12 +70,26 @@ const KEY_MAX: usize = 512;
 /// Values up to this size are copied through the stack; larger ones through the heap.
 const VALUE_STACK: usize = 1024;
 
+/// The map at `map` and its key, copied from the guest's `key` into `buf`; the errno the
+/// helper returns when either is wrong.
+fn map_and_key<'f, 'b>(
+    f: &'f Frame<'_>,
+    map: u64,
+    key: u64,
+    buf: &'b mut [u8; KEY_MAX],
+) -> Result<(&'f crate::bpf::maps::Map, &'b [u8]), u64> {
+    let m = f.map(map).ok_or(errno(libc::EINVAL))?;
+    let k = buf.get_mut(..m.def().key_size as usize).ok_or(errno(libc::E2BIG))?;
+    if !f.copy_in(key, k) {
+        return Err(errno(libc::EFAULT));
+    }
+    Ok((m, k))
+}
+
 unsafe extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let m = f.map(map)?;
         let mut buf = [0u8; KEY_MAX];
-        let k = buf.get_mut(..m.def().key_size as usize)?;
-        f.copy_in(key, k).then_some(())?;
+        let (m, k) = map_and_key(f, map, key, &mut buf).ok()?;
         m.lookup_addr(k, f.env.slot() as usize)
     })
     .flatten()
@@ -84,12 +98,11 @@ unsafe extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64)
 
 unsafe extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let Some(m) = f.map(map) else { return errno(libc::EINVAL) };
         let mut kbuf = [0u8; KEY_MAX];
-        let Some(k) = kbuf.get_mut(..m.def().key_size as usize) else { return errno(libc::E2BIG) };
-        if !f.copy_in(key, k) {
-            return errno(libc::EFAULT);
-        }
+        let (m, k) = match map_and_key(f, map, key, &mut kbuf) {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
         let vs = m.def().value_size as usize;
         let mut vbuf = [0u8; VALUE_STACK];
         let mut heap = Vec::new();
@@ -112,12 +125,11 @@ unsafe extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64,
 
 unsafe extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let Some(m) = f.map(map) else { return errno(libc::EINVAL) };
         let mut kbuf = [0u8; KEY_MAX];
-        let Some(k) = kbuf.get_mut(..m.def().key_size as usize) else { return errno(libc::E2BIG) };
-        if !f.copy_in(key, k) {
-            return errno(libc::EFAULT);
-        }
+        let (m, k) = match map_and_key(f, map, key, &mut kbuf) {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
         match m.delete(k) {
             Ok(()) => 0,
             Err(e) => e.errno() as u64,

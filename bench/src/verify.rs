@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sluice::bpf::jit::JitProgram;
 use sluice::bpf::object::Object;
-use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
+use sluice::bpf::verifier::{self, VerifyEnv};
 use sluice::bpf::{Exec, Helpers, Program, asm};
 
 use crate::report::Table;
@@ -136,7 +136,7 @@ fn examples(budget: Duration) -> Result<()> {
     let mut table = Table::new(&["example", "program", "insns", "verify ms", "explored", "states", "proven"]);
     for name in EXAMPLES {
         let obj = Object::load(&build_example(name)?, 1).with_context(|| format!("load {name}"))?;
-        let env = VerifyEnv::with_maps(obj.maps().iter().map(|m| MapShape::from(m.def())).collect());
+        let env = VerifyEnv::for_table(obj.maps());
         for p in obj.programs() {
             let v = verifier::verify(&p.program, &env).with_context(|| format!("verify {name}/{}", p.name))?;
             let t = time(budget, || {

@@ -1,11 +1,12 @@
 //! `sluice-bench objects`: nanoseconds per packet for the example C filters of
-//! `programs/filters/` (built here with clang-19), in sluice's interpreter and JIT, in one
-//! run, plus the time the static verifier takes to accept each program.
+//! `programs/filters/` (built here with clang-19), in one run: the run-time-checked JIT
+//! (`JitProgram::compile`), the verified JIT (`JitProgram::compile_verified`, no check left on
+//! the accesses the verifier proved) and the interpreter, plus the time the static verifier
+//! takes to accept each program and the stack bytes each build zeroes per run.
 //!
-//! Both engines get their own copy of the object's maps and run the same packets (a fixed mix
+//! Every engine gets its own copy of the object's maps and runs the same packets (a fixed mix
 //! from the generated corpus); before timing, their verdicts are compared on every packet, so a
-//! fast wrong answer cannot be reported. The JIT does not take the verifier's facts yet, so
-//! every JIT column is run-time-checked code.
+//! fast wrong answer cannot be reported.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -14,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use sluice::bpf::Exec;
+use sluice::bpf::check::{StackReach, stack_reach};
 use sluice::bpf::helpers::RunEnv;
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::JitProgram;
 use sluice::bpf::maps::ANY;
 use sluice::bpf::object::Object;
-use sluice::bpf::verifier::{MapShape, VerifyEnv, verify};
+use sluice::bpf::verifier::{VerifyEnv, verify};
 use sluice::testbed::corpus;
 
 use crate::report::Table;
@@ -34,7 +36,7 @@ pub struct Opts {
     mix: usize,
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler"];
+const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
 
 fn compile(name: &str) -> Result<Vec<u8>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/filters").join(format!("{name}.c"));
@@ -70,45 +72,69 @@ fn load(name: &str, bytes: &[u8]) -> Result<Object> {
 pub fn run(opts: &Opts) -> Result<()> {
     let budget = Duration::from_millis(opts.ms);
     let mix: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(opts.mix).collect();
-    let mut table = Table::new(&["filter", "program", "insns", "verify us", "jit ns", "interp ns", "interp/jit"]);
+    let mut table = Table::new(&[
+        "filter",
+        "program",
+        "insns",
+        "verify us",
+        "zeroed B",
+        "checked ns",
+        "verified ns",
+        "interp ns",
+        "checked/verified",
+        "interp/verified",
+    ]);
     let env = RunEnv::new(0);
     for name in EXAMPLES {
         let bytes = compile(name)?;
-        let (a, b) = (load(name, &bytes)?, load(name, &bytes)?);
-        for (pa, pb) in a.programs().iter().zip(b.programs()) {
-            let shapes = a.maps().iter().map(|m| MapShape::from(m.def())).collect();
+        let (a, b, c) = (load(name, &bytes)?, load(name, &bytes)?, load(name, &bytes)?);
+        for ((pa, pb), pc) in a.programs().iter().zip(b.programs()).zip(c.programs()) {
+            let what = format!("{name}/{}", pa.name);
             let started = Instant::now();
-            let verified = verify(&pa.program, &VerifyEnv::with_maps(shapes));
+            let verified = verify(&pa.program, &VerifyEnv::for_table(a.maps()));
             let verify_us = started.elapsed().as_secs_f64() * 1e6;
-            let jit = JitProgram::compile(&pa.program).with_context(|| format!("jit {name}/{}", pa.name))?;
+            let verified = verified.with_context(|| format!("verify {what}"))?;
+            let checked = JitProgram::compile(&pa.program).with_context(|| format!("jit {what}"))?;
+            let proven = JitProgram::compile_verified(&pc.program, &verified).with_context(|| format!("jit (verified) {what}"))?;
             let interp = Interpreter::new(&pb.program);
+            let engines: [&dyn Exec; 3] = [&checked, &proven, &interp];
             let mut bufs = mix.clone();
             for (i, p) in bufs.iter_mut().enumerate() {
-                let mut q = p.clone();
-                let (x, y) = env.run(|| (jit.run_xdp(p, 1, 0), interp.run_xdp(&mut q, 1, 0)));
-                if x != y {
-                    bail!("{name}/{}: jit and interpreter disagree on packet {i}: {x:?} vs {y:?}", pa.name);
+                let mut copies = [p.clone(), p.clone()];
+                let x = env.run(|| checked.run_xdp(p, 1, 0));
+                let [q, r] = &mut copies;
+                let (y, z) = env.run(|| (proven.run_xdp(q, 1, 0), interp.run_xdp(r, 1, 0)));
+                if x != y || x != z {
+                    bail!("{what}: engines disagree on packet {i}: checked {x:?}, verified {y:?}, interpreter {z:?}");
                 }
             }
-            let jit_ns = env.run(|| time(&jit, &mut bufs, budget));
-            let interp_ns = env.run(|| time(&interp, &mut bufs, budget));
+            let [checked_ns, verified_ns, interp_ns] = engines.map(|e| env.run(|| time(e, &mut bufs, budget)));
             table.row(vec![
                 name.to_string(),
                 pa.name.clone(),
                 pa.program.insns().len().to_string(),
-                match verified {
-                    Ok(_) => format!("{verify_us:.1}"),
-                    Err(_) => "refused".to_string(),
-                },
-                format!("{jit_ns:.2}"),
+                format!("{verify_us:.1}"),
+                zeroed(stack_reach(pa.program.insns())).to_string(),
+                format!("{checked_ns:.2}"),
+                format!("{verified_ns:.2}"),
                 format!("{interp_ns:.2}"),
-                format!("{:.2}", interp_ns / jit_ns),
+                format!("{:.2}", checked_ns / verified_ns),
+                format!("{:.2}", interp_ns / verified_ns),
             ]);
         }
     }
     println!("example C filters over {} corpus frames, ns/packet (one run):", mix.len());
     print!("{}", table.render());
     Ok(())
+}
+
+/// Stack bytes zeroed before each run (both JIT builds zero what `check::stack_reach` says).
+fn zeroed(reach: StackReach) -> i64 {
+    match reach {
+        StackReach::None => 0,
+        StackReach::Frame { lo, hi } => hi - lo,
+        StackReach::Whole => (sluice::bpf::MAX_CALL_DEPTH * sluice::bpf::insn::STACK_SIZE) as i64,
+    }
 }
 
 /// Mean ns/packet of `exec` over `packets`, repeated for about `budget`.

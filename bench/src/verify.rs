@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sluice::bpf::jit::JitProgram;
 use sluice::bpf::object::Object;
-use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
+use sluice::bpf::verifier::{self, VerifyEnv};
 use sluice::bpf::{Exec, Helpers, Program, asm};
 
 use crate::report::Table;
@@ -111,7 +111,7 @@ fn ns_per_packet(jit: &JitProgram, pkts: &mut [Vec<u8>], budget: Duration) -> f6
     per_call.as_nanos() as f64 / pkts.len() as f64
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler"];
+const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
 
 /// `programs/filters/NAME.c` built with clang-19, as a user would.
 fn build_example(name: &str) -> Result<Vec<u8>> {
@@ -136,7 +136,7 @@ fn examples(budget: Duration) -> Result<()> {
     let mut table = Table::new(&["example", "program", "insns", "verify ms", "explored", "states", "proven"]);
     for name in EXAMPLES {
         let obj = Object::load(&build_example(name)?, 1).with_context(|| format!("load {name}"))?;
-        let env = VerifyEnv::with_maps(obj.maps().iter().map(|m| MapShape::from(m.def())).collect());
+        let env = VerifyEnv::for_table(obj.maps());
         for p in obj.programs() {
             let v = verifier::verify(&p.program, &env).with_context(|| format!("verify {name}/{}", p.name))?;
             let t = time(budget, || {

@@ -8,7 +8,8 @@
 //! Memory safety is the back ends' job: they bounds-check every access at run time.
 //!
 //! [`ProgKind::Xdp`] adds what makes a packet filter terminate and see its context: no
-//! back-edges, no recursion, bounded call depth, and the `xdp_md` rewrite. A forward dataflow
+//! back-edges (unless a loader that verifies the program admits them, see [`validate_full`]),
+//! no recursion, bounded call depth, and the `xdp_md` rewrite. A forward dataflow
 //! over the (acyclic) program tracks which registers and 8-byte stack slots hold the context
 //! pointer; a 32-bit load of an `xdp_md` field through it becomes a `MODE_CTX` load of the real
 //! 64-bit field, and every other use of the context pointer is refused.
@@ -19,7 +20,7 @@
 //! register (they keep the context pointer themselves).
 //!
 //! Submodules: `form` decodes slots (shared with the disassembler and back ends), `ctxflow` is
-//! the context dataflow.
+//! the context dataflow, `stack` finds the stack bytes a run can reach ([`stack_reach`]).
 
 use super::insn::*;
 use super::{Helpers, MAX_CALL_DEPTH, ProgKind, Program, disasm};
@@ -123,8 +124,10 @@ pub enum Reason {
 
 mod ctxflow;
 mod form;
+mod stack;
 
 pub use form::{AluOp, AtomicOp, Cond, EndOp, Form, LddwKind, Operand, form, lddw_kind};
+pub use stack::{StackReach, stack_reach};
 
 // ---------------------------------------------------------------------------------------------
 // Validation
@@ -152,8 +155,10 @@ pub fn validate_with_maps(
 }
 
 /// [`validate_with_maps`], optionally admitting back-edges in [`ProgKind::Xdp`] programs.
-/// Only the verifier's loader passes `loops`: such a program is safe to run only once the
-/// verifier has bounded its loops, so it never leaves the loader unverified.
+/// Only loaders that verify what they validate pass `loops` (`verifier::load`, and
+/// `object::build_program`, which refuses a program with a [`back_edge`] the verifier does not
+/// accept): such a program terminates only by the verifier's proof, so it never leaves them
+/// unverified.
 pub(crate) fn validate_full(
     insns: Vec<Insn>,
     kind: ProgKind,
@@ -402,53 +407,22 @@ impl CallGraph {
     }
 }
 
-/// Which part of the stack area a program can reach, so back ends zero only that part before
-/// a run (the stack starts zeroed, so results never depend on an earlier run).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackReach {
-    /// The program never reads r10 and has no local calls: no stack at all.
-    None,
-    /// Only `r10 + off` accesses with constant offsets, in the entry frame: bytes
-    /// `[top + lo, top + hi)` of the area (`lo < hi <= 0`), clipped to the area.
-    Frame { lo: i64, hi: i64 },
-    /// r10 escapes into a register, or there are local calls: the whole area.
-    Whole,
-}
-
-/// Computes [`StackReach`] for a validated program.
-pub fn stack_reach(insns: &[Insn]) -> StackReach {
-    let area = (MAX_CALL_DEPTH * STACK_SIZE) as i64;
-    let (mut lo, mut hi) = (0i64, -area);
+/// The first backward jump `(from, to)` of a validated program (`to <= from`), if it has one:
+/// a program without one runs each instruction at most once per call.
+pub fn back_edge(insns: &[Insn]) -> Option<(usize, usize)> {
     let mut pc = 0;
     while pc < insns.len() {
         let i = insns[pc];
         let f = form(&i);
+        if matches!(f, Ok(Form::Ja | Form::Ja32 | Form::Jump { .. })) {
+            let t = pc as i64 + 1 + i.jump_offset();
+            if t <= pc as i64 {
+                return Some((pc, t.max(0) as usize));
+            }
+        }
         pc += if f == Ok(Form::Lddw) { 2 } else { 1 };
-        let Ok(f) = f else { continue };
-        let base_size = match f {
-            Form::Ldx { size, .. } => (i.src == REG_FP).then_some(size),
-            Form::St { size } | Form::Stx { size } => (i.dst == REG_FP).then_some(size),
-            Form::Atomic { wide, .. } => (i.dst == REG_FP).then_some(if wide { 8 } else { 4 }),
-            _ => None,
-        };
-        let escapes = match f {
-            Form::Alu { src: Operand::Reg, .. } => i.src == REG_FP,
-            Form::Jump { src, .. } => i.dst == REG_FP || (src == Operand::Reg && i.src == REG_FP),
-            Form::Stx { .. } | Form::Atomic { .. } | Form::LdPacket { indirect: true, .. } => i.src == REG_FP,
-            Form::Callx => i.dst == REG_FP,
-            Form::CallLocal => true,
-            _ => false,
-        };
-        if escapes {
-            return StackReach::Whole;
-        }
-        if let Some(size) = base_size {
-            lo = lo.min(i.off as i64);
-            hi = hi.max(i.off as i64 + size as i64);
-        }
     }
-    let (lo, hi) = (lo.max(-area), hi.min(0));
-    if lo < hi { StackReach::Frame { lo, hi } } else { StackReach::None }
+    None
 }
 
 #[cfg(test)]
@@ -704,6 +678,11 @@ mod tests {
         assert!(err.to_string().contains("back-edge from 1 to 0: loops are not allowed in filters"), "{err}");
         assert_eq!(refuse(XDP, &[ja(-1), exit()]), (0, Reason::BackEdge { from: 0, to: 0 }));
         check(RAW, &p).unwrap();
+        assert_eq!(back_edge(&p), Some((1, 0)));
+        assert_eq!(back_edge(&[ja(-1), exit()]), Some((0, 0)));
+        // Forward jumps, and an lddw whose second slot decodes as nothing, are not loops.
+        let [lo, hi] = lddw(1, u64::MAX);
+        assert_eq!(back_edge(&[jmp_imm(JMP_JEQ, 0, 0, 2), lo, hi, exit()]), None);
     }
 
     fn local(imm: i32) -> Insn {
@@ -739,20 +718,6 @@ mod tests {
         assert_eq!(reason, Reason::CallTooDeep(MAX_CALL_DEPTH + 1));
         assert_eq!(index, 2 * (MAX_CALL_DEPTH - 1));
         check(RAW, &p).unwrap();
-    }
-
-    #[test]
-    fn stack_reach_follows_r10_uses() {
-        assert_eq!(stack_reach(&[mov64_imm(0, 0), exit()]), StackReach::None);
-        let p = [st(SIZE_W, 10, -64, 0), ldx(SIZE_DW, 0, 10, -8), exit()];
-        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -64, hi: 0 });
-        // Offsets beyond the area are clipped; accesses above the top reach nothing.
-        assert_eq!(stack_reach(&[ldx(SIZE_B, 0, 10, 4), exit()]), StackReach::None);
-        let p = [ldx(SIZE_DW, 0, 10, -5000), ldx(SIZE_B, 0, 10, -1), exit()];
-        assert_eq!(stack_reach(&p), StackReach::Frame { lo: -4096, hi: 0 });
-        for escape in [mov64_reg(1, 10), stx(SIZE_DW, 10, 10, -8), jmp_reg(JMP_JEQ, 10, 1, 0), local(0)] {
-            assert_eq!(stack_reach(&[escape, exit()]), StackReach::Whole, "{escape:?}");
-        }
     }
 
     proptest::proptest! {

@@ -10,6 +10,12 @@
 //! Refused with the reason: CO-RE relocations (there is no kernel BTF to relocate against),
 //! map types sluice lacks, helpers sluice lacks (named), and non-XDP program types.
 //!
+//! Every program is verified at load and keeps the verdict ([`ObjProgram::verified`]). Loops
+//! (backward jumps) are admitted only in programs the verifier accepts, since its proof is what
+//! bounds them: a program with a loop it cannot bound is refused with its message. So every
+//! [`Program`] leaving this module terminates, whichever back end runs it; a loop-free program
+//! the verifier refuses still loads, and runs with every access checked at run time.
+//!
 //! Pure logic: nothing here touches the kernel.
 
 use std::collections::{HashMap, HashSet};
@@ -22,6 +28,7 @@ use super::check::{self, CheckError};
 use super::helpers::{Helpers, kernel_helper_name};
 use super::insn::{CLASS_JMP, CALL_HELPER, Insn, JMP_CALL, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE};
 use super::maps::{Map, MapDef, MapError, MapKind, MapTable};
+use super::verifier::{self, Verified, VerifyEnv, VerifyError};
 use super::{ProgKind, Program};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +57,14 @@ pub enum ObjectError {
         #[source]
         source: CheckError,
     },
+    #[error("program {program}: it has a loop (back-edge from {from} to {to}), so the verifier must bound it: verify: {source}")]
+    Loop {
+        program: String,
+        from: usize,
+        to: usize,
+        #[source]
+        source: Box<VerifyError>,
+    },
     #[error("object has no xdp program")]
     NoPrograms,
     #[error("no program or section named {wanted} (programs: {})", .available.join(", "))]
@@ -66,6 +81,10 @@ pub struct ObjProgram {
     /// The ELF section it came from, as written in `SEC(...)`.
     pub section: String,
     pub program: Program,
+    /// The verifier's verdict at load, under the object's maps: what it proved (for
+    /// `JitProgram::compile_verified`) or why it refused. Always `Ok` for a program with a
+    /// loop; a loop-free program it refuses runs with run-time checks.
+    pub verified: Result<Verified, VerifyError>,
 }
 
 /// A loaded object: its maps (shared by all its programs) and programs.
@@ -77,8 +96,14 @@ pub struct Object {
 
 impl Object {
     /// Parses `bytes`, creates the maps with `slots` worker slots (per-CPU maps hold one value
-    /// per slot), relocates and validates every XDP program.
+    /// per slot), relocates, validates and verifies every XDP program.
     pub fn load(bytes: &[u8], slots: usize) -> Result<Object, ObjectError> {
+        Self::load_with(bytes, slots, &VerifyEnv::default())
+    }
+
+    /// [`load`](Self::load) verifying under `base` (its log, strict division and complexity
+    /// limit; the maps are the object's own).
+    pub fn load_with(bytes: &[u8], slots: usize, base: &VerifyEnv) -> Result<Object, ObjectError> {
         let (elf, sections) = rename_program_sections(bytes)?;
         let mut obj = aya_obj::Object::parse(&elf).map_err(|e| ObjectError::Parse(chain(&e)))?;
         if obj.has_btf_relocations() {
@@ -117,8 +142,8 @@ impl Object {
                 .ok_or_else(|| ObjectError::Relocate(format!("program {name}: function not found")))?;
             let insns: Vec<Insn> =
                 func.instructions.iter().map(|i| Insn::new(i.code, i.dst_reg(), i.src_reg(), i.off, i.imm)).collect();
-            let program = build_program(name, insns, &helpers)?;
-            programs.push(ObjProgram { name: name.clone(), section, program });
+            let (program, verified) = build_program(name, insns, &helpers, base)?;
+            programs.push(ObjProgram { name: name.clone(), section, program, verified });
         }
         if programs.is_empty() {
             return Err(ObjectError::NoPrograms);
@@ -187,13 +212,16 @@ fn map_def(name: &str, m: &aya_obj::Map) -> Result<MapDef, ObjectError> {
     })
 }
 
-/// Checks helper ids and map references, then validates. Until the validator knows map
-/// references, they are validated as plain `lddw`s (the same two-slot form) and restored
-/// afterwards; their indexes and offsets are checked here against the object's maps.
-pub(crate) fn build_program(name: &str, insns: Vec<Insn>, helpers: &Helpers) -> Result<Program, ObjectError> {
-    let mut masked = insns.clone();
+/// Checks helper ids and map references, validates (admitting loops), then verifies under
+/// `base` with the maps of `helpers`. A program with a loop the verifier refuses is an error;
+/// otherwise the verdict comes back beside the program.
+pub(crate) fn build_program(
+    name: &str,
+    insns: Vec<Insn>,
+    helpers: &Helpers,
+    base: &VerifyEnv,
+) -> Result<(Program, Result<Verified, VerifyError>), ObjectError> {
     let mut pc = 0;
-    let mut refs = Vec::new();
     while pc < insns.len() {
         let i = insns[pc];
         if i.op == CLASS_JMP | JMP_CALL && i.src == CALL_HELPER {
@@ -219,18 +247,19 @@ pub(crate) fn build_program(name: &str, insns: Vec<Insn>, helpers: &Helpers) -> 
             if !ok {
                 return Err(ObjectError::MapReference { program: name.into(), index: pc, map: i.imm, offset });
             }
-            masked[pc].src = 0;
-            refs.push((pc, i.src));
             pc += 1;
         }
         pc += 1;
     }
-    let mut program = check::validate(masked, ProgKind::Xdp, helpers)
+    let env = VerifyEnv { maps: VerifyEnv::for_table(helpers.maps()).maps, ..base.clone() };
+    let sizes: Vec<u32> = env.maps.iter().map(|m| m.value_size).collect();
+    let program = check::validate_full(insns, ProgKind::Xdp, helpers, &sizes, true)
         .map_err(|source| ObjectError::Check { program: name.into(), source })?;
-    for (pc, src) in refs {
-        program.insns[pc].src = src;
+    let verified = verifier::verify(&program, &env);
+    if let (Some((from, to)), Err(e)) = (check::back_edge(program.insns()), &verified) {
+        return Err(ObjectError::Loop { program: name.into(), from, to, source: Box::new(e.clone()) });
     }
-    Ok(program)
+    Ok((program, verified))
 }
 
 // ELF64 little-endian layout (the only kind clang's bpf target writes).
@@ -319,6 +348,10 @@ fn rename_program_sections(bytes: &[u8]) -> Result<(Vec<u8>, HashMap<usize, Stri
 mod tests {
     use super::*;
 
+    fn build(name: &str, insns: Vec<Insn>, h: &Helpers) -> Result<(Program, Result<Verified, VerifyError>), ObjectError> {
+        build_program(name, insns, h, &VerifyEnv::default())
+    }
+
     #[test]
     fn non_elf_and_foreign_elf_are_refused_with_the_reason() {
         let e = Object::load(b"r0 = 2\nexit\n", 1).unwrap_err().to_string();
@@ -335,18 +368,43 @@ mod tests {
         use crate::bpf::insn::build::*;
         let maps = MapTable::create(vec![MapDef::new("m", MapKind::Hash, 4, 8, 4)], 1).unwrap();
         let h = Helpers::kernel(maps);
-        let e = build_program("p", vec![call_helper(12), exit()], &h).unwrap_err().to_string();
+        let e = build("p", vec![call_helper(12), exit()], &h).unwrap_err().to_string();
         assert_eq!(e, "program p: instruction 0: helper 12 (bpf_tail_call) is not supported by sluice");
-        let e = build_program("p", vec![call_helper(9999), exit()], &h).unwrap_err().to_string();
+        let e = build("p", vec![call_helper(9999), exit()], &h).unwrap_err().to_string();
         assert!(e.contains("helper 9999 (unknown helper id)"), "{e}");
         let [lo, hi] = lddw(1, 1);
-        let e = build_program("p", vec![Insn { src: PSEUDO_MAP_FD, ..lo }, hi, exit()], &h).unwrap_err();
+        let e = build("p", vec![Insn { src: PSEUDO_MAP_FD, ..lo }, hi, exit()], &h).unwrap_err();
         assert!(matches!(e, ObjectError::MapReference { index: 0, map: 1, .. }), "{e}");
         // A hash map has no single value to point into.
         let [lo, hi] = lddw(1, 0);
-        let e = build_program("p", vec![Insn { src: PSEUDO_MAP_VALUE, ..lo }, hi, exit()], &h).unwrap_err();
+        let e = build("p", vec![Insn { src: PSEUDO_MAP_VALUE, ..lo }, hi, exit()], &h).unwrap_err();
         assert!(matches!(e, ObjectError::MapReference { .. }), "{e}");
-        let p = build_program("p", vec![Insn { src: PSEUDO_MAP_FD, ..lo }, hi, mov64_imm(0, 2), exit()], &h).unwrap();
+        let (p, verified) =
+            build("p", vec![Insn { src: PSEUDO_MAP_FD, ..lo }, hi, mov64_imm(0, 2), exit()], &h).unwrap();
         assert_eq!(p.insns()[0].src, PSEUDO_MAP_FD);
+        assert!(verified.is_ok(), "{verified:?}");
+    }
+
+    #[test]
+    fn loops_load_only_when_the_verifier_bounds_them() {
+        use crate::bpf::insn::build::*;
+        use crate::bpf::insn::{ALU_ADD, JMP_JLT, SIZE_B, SIZE_W};
+        let h = Helpers::kernel(MapTable::new(Vec::new()));
+        // r0 counts to 10 in a loop: bounded.
+        let bounded = vec![mov64_imm(0, 0), alu64_imm(ALU_ADD, 0, 1), jmp_imm(JMP_JLT, 0, 10, -2), exit()];
+        let (p, verified) = build("count", bounded, &h).unwrap();
+        assert_eq!(check::back_edge(p.insns()), Some((2, 1)));
+        assert!(verified.is_ok(), "{verified:?}");
+        // r0 is never changed in the loop: the verifier cannot bound it, so it never loads.
+        let endless = vec![mov64_imm(0, 0), mov64_imm(1, 1), jmp_imm(JMP_JLT, 0, 10, -2), exit()];
+        let e = build("spin", endless, &h).unwrap_err();
+        assert!(matches!(e, ObjectError::Loop { from: 2, to: 1, .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.starts_with("program spin: it has a loop (back-edge from 2 to 1)"), "{text}");
+        assert!(text.contains("verify: instruction "), "{text}");
+        // A loop-free program the verifier refuses still loads, with the refusal kept.
+        let unchecked = vec![ldx(SIZE_W, 0, 1, 0), ldx(SIZE_B, 0, 0, 0), exit()];
+        let (_, verified) = build("raw", unchecked, &h).unwrap();
+        assert!(verified.is_err());
     }
 }

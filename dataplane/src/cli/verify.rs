@@ -9,9 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use sluice::bpf::maps::MapTable;
-use sluice::bpf::object::{self, Object};
+use sluice::bpf::object::{self, Object, ObjectError};
 use sluice::bpf::source::{self, Format};
-use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
+use sluice::bpf::verifier::{self, VerifyEnv};
 use sluice::bpf::{Helpers, asm, insn};
 
 #[derive(clap::Args)]
@@ -33,16 +33,26 @@ pub struct VerifyArgs {
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let name = args.file.display();
     let bytes = std::fs::read(&args.file).with_context(|| format!("read {name}"))?;
-    let mut env = VerifyEnv { log: args.log, strict_div: args.strict_div, ..VerifyEnv::default() };
+    let env = VerifyEnv { log: args.log, strict_div: args.strict_div, ..VerifyEnv::default() };
     let helpers = Helpers::kernel(MapTable::new(Vec::new()));
     let text = std::str::from_utf8(&bytes).ok();
     let format = if object::is_elf(&bytes) { Format::Object } else { text.map_or(Format::Bytes, source::detect_text) };
     let result = match (format, text) {
         (Format::Object, _) => {
-            let obj = Object::load(&bytes, 1)?;
-            let prog = obj.select(args.section.as_deref())?.program.clone();
-            env.maps = obj.maps().iter().map(|m| MapShape::from(m.def())).collect();
-            verifier::verify(&prog, &env).map(|v| (prog, v)).map_err(Into::into)
+            // The loader verifies every program; a loop it cannot bound fails the load itself.
+            let obj = match Object::load_with(&bytes, 1, &env) {
+                Ok(obj) => obj,
+                Err(e) => {
+                    if let ObjectError::Loop { source, .. } = &e
+                        && let Some(log) = source.log()
+                    {
+                        print_log(log);
+                    }
+                    return Err(anyhow::Error::new(e).context(format!("verify {name}")));
+                }
+            };
+            let p = obj.select(args.section.as_deref())?;
+            p.verified.clone().map(|v| (p.program.clone(), v)).map_err(Into::into)
         }
         (Format::Asm, Some(t)) => verifier::load(asm::assemble(t)?, &helpers, &env),
         (Format::Hex, Some(t)) => verifier::load(insn::decode(&insn::parse_hex(t)?)?, &helpers, &env),
@@ -55,7 +65,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     match result {
         Ok((prog, v)) => {
             if let Some(log) = v.log() {
-                print!("{log}");
+                print_log(log);
             }
             println!(
                 "{name}: verified ({format}): {} instructions, {} explored, {} states saved, {} memory accesses proven in bounds",
@@ -68,9 +78,17 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         }
         Err(e) => {
             if let Some(log) = e.log() {
-                print!("{log}");
+                print_log(log);
             }
             Err(anyhow::Error::new(e).context(format!("verify {name}")))
         }
+    }
+}
+
+/// The log, ending its last line so that what follows starts on a line of its own.
+fn print_log(log: &str) {
+    print!("{log}");
+    if !log.is_empty() && !log.ends_with('\n') {
+        println!();
     }
 }

@@ -70,12 +70,26 @@ const KEY_MAX: usize = 512;
 /// Values up to this size are copied through the stack; larger ones through the heap.
 const VALUE_STACK: usize = 1024;
 
+/// The map at `map` and its key, copied from the guest's `key` into `buf`; the errno the
+/// helper returns when either is wrong.
+fn map_and_key<'f, 'b>(
+    f: &'f Frame<'_>,
+    map: u64,
+    key: u64,
+    buf: &'b mut [u8; KEY_MAX],
+) -> Result<(&'f crate::bpf::maps::Map, &'b [u8]), u64> {
+    let m = f.map(map).ok_or(errno(libc::EINVAL))?;
+    let k = buf.get_mut(..m.def().key_size as usize).ok_or(errno(libc::E2BIG))?;
+    if !f.copy_in(key, k) {
+        return Err(errno(libc::EFAULT));
+    }
+    Ok((m, k))
+}
+
 unsafe extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let m = f.map(map)?;
         let mut buf = [0u8; KEY_MAX];
-        let k = buf.get_mut(..m.def().key_size as usize)?;
-        f.copy_in(key, k).then_some(())?;
+        let (m, k) = map_and_key(f, map, key, &mut buf).ok()?;
         m.lookup_addr(k, f.env.slot() as usize)
     })
     .flatten()
@@ -84,12 +98,11 @@ unsafe extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64)
 
 unsafe extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let Some(m) = f.map(map) else { return errno(libc::EINVAL) };
         let mut kbuf = [0u8; KEY_MAX];
-        let Some(k) = kbuf.get_mut(..m.def().key_size as usize) else { return errno(libc::E2BIG) };
-        if !f.copy_in(key, k) {
-            return errno(libc::EFAULT);
-        }
+        let (m, k) = match map_and_key(f, map, key, &mut kbuf) {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
         let vs = m.def().value_size as usize;
         let mut vbuf = [0u8; VALUE_STACK];
         let mut heap = Vec::new();
@@ -112,12 +125,11 @@ unsafe extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64,
 
 unsafe extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_frame(|f| {
-        let Some(m) = f.map(map) else { return errno(libc::EINVAL) };
         let mut kbuf = [0u8; KEY_MAX];
-        let Some(k) = kbuf.get_mut(..m.def().key_size as usize) else { return errno(libc::E2BIG) };
-        if !f.copy_in(key, k) {
-            return errno(libc::EFAULT);
-        }
+        let (m, k) = match map_and_key(f, map, key, &mut kbuf) {
+            Ok(found) => found,
+            Err(e) => return e,
+        };
         match m.delete(k) {
             Ok(()) => 0,
             Err(e) => e.errno() as u64,
@@ -197,7 +209,7 @@ unsafe extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64
 /// words minus the `from` words plus `seed`, as a 32-bit partial checksum (x86's
 /// `csum_partial`: 32-bit words added with end-around carry).
 unsafe extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
-    if (from_size | to_size) % 4 != 0 || from_size + to_size > 512 {
+    if !(from_size | to_size).is_multiple_of(4) || from_size + to_size > 512 {
         return errno(libc::EINVAL);
     }
     with_frame(|f| {
@@ -438,7 +450,8 @@ mod tests {
     use crate::bpf::{Exec, Program};
 
     fn program(insns: Vec<Insn>, maps: MapTable) -> Program {
-        crate::bpf::object::build_program("test", insns, &Helpers::kernel(maps)).unwrap()
+        let env = crate::bpf::verifier::VerifyEnv::default();
+        crate::bpf::object::build_program("test", insns, &Helpers::kernel(maps), &env).unwrap().0
     }
 
     /// Runs on both back ends with a fresh environment; returns r0 and the environments.

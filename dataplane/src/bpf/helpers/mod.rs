@@ -20,6 +20,11 @@ pub(crate) use env::{enter, packet_bounds};
 pub use kernel::{ADJUST_HEAD, ADJUST_TAIL, kernel_helper_name};
 
 /// Helpers take r1..r5 and return r0, exactly like the kernel's calling convention.
+///
+/// A helper may read or write guest memory it is handed a pointer to, but never produces an
+/// address inside the BPF stack (returns one, or writes one to memory): which stack bytes a
+/// run can reach is computed from the program alone (`check::stack_reach`), and only those are
+/// zeroed between runs. None of the kernel's helpers does.
 pub type HelperFn = unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64;
 
 #[derive(Clone, Copy)]

@@ -20,7 +20,8 @@
 //! - The stack area holds [`MAX_CALL_DEPTH`] frames of [`STACK_SIZE`] bytes; frame k (0 = entry)
 //!   has r10 = top - k * 512, and an access anywhere in the area is allowed so a caller's stack
 //!   pointer works in its callee. The part of the area a program can reach
-//!   ([`check::stack_reach`]) is zeroed before every run.
+//!   ([`check::stack_reach`]) is zeroed before every run; for a verified program that reads
+//!   only stack it wrote ([`Interpreter::verified`]), nothing is.
 //! - Local calls save r6-r9 and restore them and r10 at the callee's `exit`; r1-r5 are not
 //!   restored (callers must treat them as clobbered). Helper calls leave r1-r5 untouched.
 //! - Map memory (values a lookup returned, reserved ring-buffer records, global data) is the
@@ -40,6 +41,7 @@ use super::check::{self, AluOp, AtomicOp, Cond, EndOp, Form, Operand, StackReach
 use super::helpers::{self, ADJUST_HEAD, ADJUST_TAIL, StackArea};
 use super::insn::{ALU_AND, ALU_LSH, ALU_MOV, CLASS_ALU, Insn, SRC_X, STACK_SIZE, lddw_imm};
 use super::maps::MapTable;
+use super::verifier::Verified;
 use super::{Exec, Fault, Helper, Helpers, MAX_CALL_DEPTH, ProgKind, Program, XdpContext};
 
 mod accum;
@@ -178,6 +180,12 @@ impl Interpreter {
             None
         };
         Interpreter { acc, ..Self::general(prog) }
+    }
+
+    /// [`new`](Self::new) for a program the verifier accepted (`verified` must come from
+    /// verifying `prog`): the stack is zeroed only where [`Verified::stack_reach`] says.
+    pub fn verified(prog: &Program, verified: &Verified) -> Self {
+        Interpreter { reach: verified.stack_reach(prog.insns()), ..Self::new(prog) }
     }
 
     /// An interpreter that always runs the general loop, the reference semantics (tests compare
@@ -587,65 +595,46 @@ macro_rules! atomic {
     }};
 }
 
-/// An atomic on map memory (checked by the caller to be inside a writable arena): a real
-/// atomic when aligned, since other workers update the same values; otherwise a plain
-/// read-modify-write, as the JIT does.
-fn arena_atomic32(addr: u64, a: AtomicOp, r: &mut [u64; 16], src: usize) {
-    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-    if !addr.is_multiple_of(4) {
-        // SAFETY: inside a live writable arena (caller's check); unaligned access is explicit.
-        let mut cell = unsafe { std::ptr::read_unaligned(addr as *const [u8; 4]) };
-        atomic!(u32, &mut cell, a, r, src);
-        // SAFETY: as above.
-        unsafe { std::ptr::write_unaligned(addr as *mut [u8; 4], cell) };
-        return;
-    }
-    // SAFETY: aligned, inside a live arena that outlives this call; every other access to
-    // these bytes is atomic or a racy byte copy (see `maps::Arena`).
-    let cell = unsafe { AtomicU32::from_ptr(addr as *mut u32) };
-    let v = r[src] as u32;
-    let old = match a {
-        AtomicOp::Add | AtomicOp::FetchAdd => cell.fetch_add(v, SeqCst),
-        AtomicOp::Or | AtomicOp::FetchOr => cell.fetch_or(v, SeqCst),
-        AtomicOp::And | AtomicOp::FetchAnd => cell.fetch_and(v, SeqCst),
-        AtomicOp::Xor | AtomicOp::FetchXor => cell.fetch_xor(v, SeqCst),
-        AtomicOp::Xchg => cell.swap(v, SeqCst),
-        AtomicOp::Cmpxchg => cell.compare_exchange(r[0] as u32, v, SeqCst, SeqCst).unwrap_or_else(|x| x),
+/// Defines `$name`, an atomic of width `$t` on map memory (checked by the caller to be inside
+/// a writable arena): a real atomic when aligned, since other workers update the same values;
+/// otherwise a plain read-modify-write, as the JIT does.
+macro_rules! arena_atomic {
+    ($name:ident, $t:ty, $atomic:ty) => {
+        fn $name(addr: u64, a: AtomicOp, r: &mut [u64; 16], src: usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            const N: usize = std::mem::size_of::<$t>();
+            if !addr.is_multiple_of(N as u64) {
+                // SAFETY: inside a live writable arena (caller's check); unaligned access is
+                // explicit.
+                let mut cell = unsafe { std::ptr::read_unaligned(addr as *const [u8; N]) };
+                atomic!($t, &mut cell, a, r, src);
+                // SAFETY: as above.
+                unsafe { std::ptr::write_unaligned(addr as *mut [u8; N], cell) };
+                return;
+            }
+            // SAFETY: aligned, inside a live arena that outlives this call; every other access
+            // to these bytes is atomic or a racy byte copy (see `maps::Arena`).
+            let cell = unsafe { <$atomic>::from_ptr(addr as *mut $t) };
+            let v = r[src] as $t;
+            let old = match a {
+                AtomicOp::Add | AtomicOp::FetchAdd => cell.fetch_add(v, SeqCst),
+                AtomicOp::Or | AtomicOp::FetchOr => cell.fetch_or(v, SeqCst),
+                AtomicOp::And | AtomicOp::FetchAnd => cell.fetch_and(v, SeqCst),
+                AtomicOp::Xor | AtomicOp::FetchXor => cell.fetch_xor(v, SeqCst),
+                AtomicOp::Xchg => cell.swap(v, SeqCst),
+                AtomicOp::Cmpxchg => cell.compare_exchange(r[0] as $t, v, SeqCst, SeqCst).unwrap_or_else(|x| x),
+            };
+            if a == AtomicOp::Cmpxchg {
+                r[0] = old as u64;
+            } else if a.fetches() {
+                r[src] = old as u64;
+            }
+        }
     };
-    if a == AtomicOp::Cmpxchg {
-        r[0] = old as u64;
-    } else if a.fetches() {
-        r[src] = old as u64;
-    }
 }
 
-fn arena_atomic64(addr: u64, a: AtomicOp, r: &mut [u64; 16], src: usize) {
-    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-    if !addr.is_multiple_of(8) {
-        // SAFETY: inside a live writable arena (caller's check); unaligned access is explicit.
-        let mut cell = unsafe { std::ptr::read_unaligned(addr as *const [u8; 8]) };
-        atomic!(u64, &mut cell, a, r, src);
-        // SAFETY: as above.
-        unsafe { std::ptr::write_unaligned(addr as *mut [u8; 8], cell) };
-        return;
-    }
-    // SAFETY: as in `arena_atomic32`, with 8-byte alignment.
-    let cell = unsafe { AtomicU64::from_ptr(addr as *mut u64) };
-    let v = r[src];
-    let old = match a {
-        AtomicOp::Add | AtomicOp::FetchAdd => cell.fetch_add(v, SeqCst),
-        AtomicOp::Or | AtomicOp::FetchOr => cell.fetch_or(v, SeqCst),
-        AtomicOp::And | AtomicOp::FetchAnd => cell.fetch_and(v, SeqCst),
-        AtomicOp::Xor | AtomicOp::FetchXor => cell.fetch_xor(v, SeqCst),
-        AtomicOp::Xchg => cell.swap(v, SeqCst),
-        AtomicOp::Cmpxchg => cell.compare_exchange(r[0], v, SeqCst, SeqCst).unwrap_or_else(|x| x),
-    };
-    if a == AtomicOp::Cmpxchg {
-        r[0] = old;
-    } else if a.fetches() {
-        r[src] = old;
-    }
-}
+arena_atomic!(arena_atomic32, u32, std::sync::atomic::AtomicU32);
+arena_atomic!(arena_atomic64, u64, std::sync::atomic::AtomicU64);
 
 impl Interpreter {
     /// Runs with `data` as the memory (Raw) or packet (Xdp) region and `r1` as given.
@@ -770,6 +759,21 @@ impl Interpreter {
                     }
                 }};
             }
+            // An atomic of `$n` bytes through dst: stack or packet bytes in place, map memory
+            // through `$arena`.
+            macro_rules! atomic_op {
+                ($n:literal, $t:ty, $arena:ident) => {{
+                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
+                    let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
+                    if let Some(cell) = mem.place::<$n>(addr_d) {
+                        atomic!($t, cell, a, r, (op.src & 15) as usize);
+                    } else if mem.arena(addr_d, $n, true).is_some() {
+                        $arena(addr_d, a, &mut r, (op.src & 15) as usize);
+                    } else {
+                        return Err(oob(here, addr_d, $n, true));
+                    }
+                }};
+            }
             macro_rules! abs {
                 ($n:literal, $t:ty, $off:expr) => {
                     match mem.packet::<$n>($off) {
@@ -876,28 +880,8 @@ impl Interpreter {
                 StxH => store!(2, (s!() as u16).to_le_bytes()),
                 StxW => store!(4, (s!() as u32).to_le_bytes()),
                 StxDw => store!(8, s!().to_le_bytes()),
-                AtomicW => {
-                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
-                    let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
-                    if let Some(cell) = mem.place::<4>(addr_d) {
-                        atomic!(u32, cell, a, r, (op.src & 15) as usize);
-                    } else if mem.arena(addr_d, 4, true).is_some() {
-                        arena_atomic32(addr_d, a, &mut r, (op.src & 15) as usize);
-                    } else {
-                        return Err(oob(here, addr_d, 4, true));
-                    }
-                }
-                AtomicDw => {
-                    let addr_d = d!().wrapping_add(op.off as i64 as u64);
-                    let a = ATOMIC_OPS[op.imm as usize % ATOMIC_OPS.len()];
-                    if let Some(cell) = mem.place::<8>(addr_d) {
-                        atomic!(u64, cell, a, r, (op.src & 15) as usize);
-                    } else if mem.arena(addr_d, 8, true).is_some() {
-                        arena_atomic64(addr_d, a, &mut r, (op.src & 15) as usize);
-                    } else {
-                        return Err(oob(here, addr_d, 8, true));
-                    }
-                }
+                AtomicW => atomic_op!(4, u32, arena_atomic32),
+                AtomicDw => atomic_op!(8, u64, arena_atomic64),
                 Ja => pc = op.off as usize,
                 Jeq64I => jump!(d!() == op.imm),
                 Jeq64R => jump!(d!() == s!()),

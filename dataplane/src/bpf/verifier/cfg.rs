@@ -99,6 +99,35 @@ fn precise_step(insn: &Insn, f: Form, out: u16, main_exit: bool) -> (u16, u16) {
     }
 }
 
+/// A backward register-set dataflow to its fixpoint (loops need more than one sweep): the set
+/// at `pc` is `uses | (out & !defs)`, where `step(pc, form, out)` gives `(uses, defs)` and
+/// `out` is the union over the successors.
+fn backward(
+    insns: &[Insn],
+    reachable: &[bool],
+    form_at: impl Fn(usize) -> Option<Form>,
+    step: impl Fn(usize, Form, u16) -> (u16, u16),
+) -> Vec<u16> {
+    let n = insns.len();
+    let mut set_in = vec![0u16; n];
+    loop {
+        let mut changed = false;
+        for pc in (0..n).rev() {
+            let Some(f) = form_at(pc).filter(|_| reachable[pc]) else { continue };
+            let out = successors(insns, pc, f).into_iter().flatten().filter(|&t| t < n).fold(0u16, |m, t| m | set_in[t]);
+            let (u, d) = step(pc, f, out);
+            let v = u | (out & !d);
+            if v != set_in[pc] {
+                set_in[pc] = v;
+                changed = true;
+            }
+        }
+        if !changed {
+            return set_in;
+        }
+    }
+}
+
 impl Cfg {
     /// `insns` passed structural validation, so every target is an instruction of the same
     /// function and every function ends in `exit` or `ja`.
@@ -156,28 +185,7 @@ impl Cfg {
             work.extend(succ.into_iter().flatten());
         }
 
-        // Backward liveness to a fixpoint (loops need more than one sweep).
-        let mut live_in = vec![0u16; n];
-        loop {
-            let mut changed = false;
-            for pc in (0..n).rev() {
-                let Some(f) = form_at(pc).filter(|_| reachable[pc]) else { continue };
-                let out = successors(insns, pc, f)
-                    .into_iter()
-                    .flatten()
-                    .filter(|&t| t < n)
-                    .fold(0u16, |m, t| m | live_in[t]);
-                let (u, d) = uses_defs(&insns[pc], f);
-                let v = u | (out & !d);
-                if v != live_in[pc] {
-                    live_in[pc] = v;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        let live_in = backward(insns, &reachable, form_at, |pc, f, _| uses_defs(&insns[pc], f));
         // Function starts other than the entry: code before the first one is the entry's, whose
         // `exit` ends the run (its r0 needs only be a scalar).
         let first_callee = (0..n)
@@ -186,27 +194,7 @@ impl Cfg {
             .filter(|&t| t > 0)
             .min()
             .unwrap_or(n);
-        let mut precise_in = vec![0u16; n];
-        loop {
-            let mut changed = false;
-            for pc in (0..n).rev() {
-                let Some(f) = form_at(pc).filter(|_| reachable[pc]) else { continue };
-                let out = successors(insns, pc, f)
-                    .into_iter()
-                    .flatten()
-                    .filter(|&t| t < n)
-                    .fold(0u16, |m, t| m | precise_in[t]);
-                let (u, d) = precise_step(&insns[pc], f, out, pc < first_callee);
-                let v = u | (out & !d);
-                if v != precise_in[pc] {
-                    precise_in[pc] = v;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        let precise_in = backward(insns, &reachable, form_at, |pc, f, out| precise_step(&insns[pc], f, out, pc < first_callee));
         Cfg { reachable, prune, live_in, precise_in }
     }
 

@@ -45,6 +45,9 @@ pub(super) struct Checker<'a> {
     pub(super) env: &'a VerifyEnv,
     cfg: Cfg,
     access: Vec<Access>,
+    /// A helper was handed a stack pointer it may read through without the checks below
+    /// (`trace_printk`'s `%s` arguments): reads of unwritten stack are then possible.
+    pub(super) stack_escapes: bool,
     log: Option<String>,
     next_id: u32,
     processed: usize,
@@ -60,6 +63,7 @@ impl<'a> Checker<'a> {
             env,
             cfg: Cfg::build(insns),
             access: vec![Access::None; insns.len()],
+            stack_escapes: false,
             log: env.log.then(String::new),
             next_id: 0,
             processed: 0,
@@ -141,7 +145,13 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        Ok(Verified { access: self.access, log: self.log, processed: self.processed, states: self.cps.len() })
+        Ok(Verified {
+            access: self.access,
+            stack_initialised: !self.stack_escapes,
+            log: self.log,
+            processed: self.processed,
+            states: self.cps.len(),
+        })
     }
 
     /// A path ended: the states it passed through lose one open branch each, up the chain

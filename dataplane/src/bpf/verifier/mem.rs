@@ -250,7 +250,12 @@ impl Checker<'_> {
                 return Err((Reason::UninitReg(r), vec![r]));
             }
             match *arg {
-                Arg::None | Arg::Anything | Arg::Size | Arg::SizeOrZero => {}
+                Arg::Anything => {
+                    // Passed on unchecked: a stack pointer here may be read (as a string)
+                    // past anything written.
+                    self.stack_escapes |= matches!(v.kind, Kind::Stack { .. });
+                }
+                Arg::None | Arg::Size | Arg::SizeOrZero => {}
                 Arg::Scalar => {
                     if v.kind != Kind::Scalar {
                         return Err(bad("a scalar"));

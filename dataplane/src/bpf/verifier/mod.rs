@@ -29,8 +29,8 @@ pub mod scalar;
 pub mod state;
 pub mod tnum;
 
-use super::check::{self, CheckError};
-use super::maps::{MapDef, MapKind};
+use super::check::{self, CheckError, StackReach};
+use super::maps::{MapDef, MapKind, MapTable};
 use super::{Helpers, Insn, ProgKind, Program};
 
 /// What the verifier must know about a map of the program's map table.
@@ -80,6 +80,11 @@ impl VerifyEnv {
     pub fn with_maps(maps: Vec<MapShape>) -> Self {
         VerifyEnv { maps, ..Self::default() }
     }
+
+    /// The environment of a program whose map references index `maps` (an object's table).
+    pub fn for_table(maps: &MapTable) -> Self {
+        Self::with_maps(maps.iter().map(|m| MapShape::from(m.def())).collect())
+    }
 }
 
 /// Which memory an access touches.
@@ -120,6 +125,7 @@ impl Access {
 #[derive(Debug, Clone)]
 pub struct Verified {
     access: Vec<Access>,
+    stack_initialised: bool,
     log: Option<String>,
     processed: usize,
     states: usize,
@@ -134,6 +140,24 @@ impl Verified {
     /// Whether the memory access at `pc` needs no run-time bounds check.
     pub fn proven(&self, pc: usize) -> bool {
         matches!(self.access(pc), Access::Proven(_))
+    }
+
+    /// Whether every stack byte a run reads, itself or through a helper, was written earlier
+    /// in the same run, on every path: the verifier refuses reads of unwritten stack, and
+    /// helper arguments are checked for the bytes the helper reads.
+    pub fn stack_initialised(&self) -> bool {
+        self.stack_initialised
+    }
+
+    /// What back ends must zero before each run of the verified `insns`: nothing (an empty
+    /// [`StackReach::Frame`]) when [`stack_initialised`](Self::stack_initialised), since no
+    /// result can depend on bytes left by an earlier run; otherwise [`check::stack_reach`].
+    pub fn stack_reach(&self, insns: &[Insn]) -> StackReach {
+        match check::stack_reach(insns) {
+            StackReach::None => StackReach::None,
+            _ if self.stack_initialised => StackReach::Frame { lo: 0, hi: 0 },
+            reach => reach,
+        }
     }
 
     /// Instructions with a proven access.

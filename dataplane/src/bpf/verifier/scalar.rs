@@ -146,75 +146,51 @@ fn sub_ranges(a: &Scalar, b: &Scalar, tn: Tnum) -> Scalar {
     r.normalize().unwrap_or(Scalar::from_tnum(tn))
 }
 
+/// The concrete result of `op` on `x` and `y` of unsigned type `$u` (signed `$s`), as the
+/// interpreter computes it; `$sx` sign-extends a `MovSx` source of `$bits` bits.
+macro_rules! eval {
+    ($op:expr, $x:expr, $y:expr, $u:ty, $s:ty, |$v:ident, $bits:ident| $sx:expr) => {{
+        let (x, y): ($u, $u) = ($x, $y);
+        match $op {
+            AluOp::Add => x.wrapping_add(y),
+            AluOp::Sub => x.wrapping_sub(y),
+            AluOp::Mul => x.wrapping_mul(y),
+            AluOp::Div => x.checked_div(y).unwrap_or(0),
+            AluOp::SDiv if y == 0 => 0,
+            AluOp::SDiv => (x as $s).wrapping_div(y as $s) as $u,
+            AluOp::Mod => x.checked_rem(y).unwrap_or(x),
+            AluOp::SMod if y == 0 => x,
+            AluOp::SMod => (x as $s).wrapping_rem(y as $s) as $u,
+            AluOp::Or => x | y,
+            AluOp::And => x & y,
+            AluOp::Xor => x ^ y,
+            AluOp::Lsh => x.wrapping_shl(y as u32),
+            AluOp::Rsh => x.wrapping_shr(y as u32),
+            AluOp::Arsh => (x as $s).wrapping_shr(y as u32) as $u,
+            AluOp::Neg => x.wrapping_neg(),
+            AluOp::Mov => y,
+            AluOp::MovSx($bits) => {
+                let $v = y;
+                $sx
+            }
+        }
+    }};
+}
+
 /// The concrete result of a 64-bit ALU operation, as the interpreter computes it.
 pub fn eval64(op: AluOp, a: u64, b: u64) -> u64 {
-    match op {
-        AluOp::Add => a.wrapping_add(b),
-        AluOp::Sub => a.wrapping_sub(b),
-        AluOp::Mul => a.wrapping_mul(b),
-        AluOp::Div => a.checked_div(b).unwrap_or(0),
-        AluOp::SDiv => {
-            if b == 0 {
-                0
-            } else {
-                (a as i64).wrapping_div(b as i64) as u64
-            }
-        }
-        AluOp::Mod => a.checked_rem(b).unwrap_or(a),
-        AluOp::SMod => {
-            if b == 0 {
-                a
-            } else {
-                (a as i64).wrapping_rem(b as i64) as u64
-            }
-        }
-        AluOp::Or => a | b,
-        AluOp::And => a & b,
-        AluOp::Xor => a ^ b,
-        AluOp::Lsh => a.wrapping_shl(b as u32),
-        AluOp::Rsh => a.wrapping_shr(b as u32),
-        AluOp::Arsh => (a as i64).wrapping_shr(b as u32) as u64,
-        AluOp::Neg => a.wrapping_neg(),
-        AluOp::Mov => b,
-        AluOp::MovSx(8) => b as i8 as i64 as u64,
-        AluOp::MovSx(16) => b as i16 as i64 as u64,
-        AluOp::MovSx(_) => b as i32 as i64 as u64,
-    }
+    eval!(op, a, b, u64, i64, |v, bits| match bits {
+        8 => v as i8 as i64 as u64,
+        16 => v as i16 as i64 as u64,
+        _ => v as i32 as i64 as u64,
+    })
 }
 
 /// The concrete result of a 32-bit ALU operation (zero-extended).
 pub fn eval32(op: AluOp, a: u64, b: u64) -> u64 {
-    let (x, y) = (a as u32, b as u32);
-    (match op {
-        AluOp::Add => x.wrapping_add(y),
-        AluOp::Sub => x.wrapping_sub(y),
-        AluOp::Mul => x.wrapping_mul(y),
-        AluOp::Div => x.checked_div(y).unwrap_or(0),
-        AluOp::SDiv => {
-            if y == 0 {
-                0
-            } else {
-                (x as i32).wrapping_div(y as i32) as u32
-            }
-        }
-        AluOp::Mod => x.checked_rem(y).unwrap_or(x),
-        AluOp::SMod => {
-            if y == 0 {
-                x
-            } else {
-                (x as i32).wrapping_rem(y as i32) as u32
-            }
-        }
-        AluOp::Or => x | y,
-        AluOp::And => x & y,
-        AluOp::Xor => x ^ y,
-        AluOp::Lsh => x.wrapping_shl(y),
-        AluOp::Rsh => x.wrapping_shr(y),
-        AluOp::Arsh => (x as i32).wrapping_shr(y) as u32,
-        AluOp::Neg => x.wrapping_neg(),
-        AluOp::Mov => y,
-        AluOp::MovSx(8) => y as i8 as i32 as u32,
-        AluOp::MovSx(_) => y as i16 as i32 as u32,
+    eval!(op, a as u32, b as u32, u32, i32, |v, bits| match bits {
+        8 => v as i8 as i32 as u32,
+        _ => v as i16 as i32 as u32,
     }) as u64
 }
 
@@ -395,36 +371,16 @@ fn refine(cond: Cond, a: &Scalar, b: &Scalar) -> Option<(Scalar, Scalar)> {
         }
         Cond::Ne => {
             // Only an excluded constant at the edge of the other's range narrows it.
+            if let (Some(k), Some(j)) = (y.as_const(), x.as_const())
+                && k == j
+            {
+                return None;
+            }
             if let Some(k) = y.as_const() {
-                if x.as_const() == Some(k) {
-                    return None;
-                }
-                if x.umin == k {
-                    x.umin = k.checked_add(1)?;
-                }
-                if x.umax == k {
-                    x.umax = k.checked_sub(1)?;
-                }
-                if x.smin == k as i64 {
-                    x.smin = (k as i64).checked_add(1)?;
-                }
-                if x.smax == k as i64 {
-                    x.smax = (k as i64).checked_sub(1)?;
-                }
+                exclude(&mut x, k)?;
             }
             if let Some(k) = x.as_const() {
-                if y.umin == k {
-                    y.umin = k.checked_add(1)?;
-                }
-                if y.umax == k {
-                    y.umax = k.checked_sub(1)?;
-                }
-                if y.smin == k as i64 {
-                    y.smin = (k as i64).checked_add(1)?;
-                }
-                if y.smax == k as i64 {
-                    y.smax = (k as i64).checked_sub(1)?;
-                }
+                exclude(&mut y, k)?;
             }
         }
         Cond::Gt => {
@@ -435,13 +391,15 @@ fn refine(cond: Cond, a: &Scalar, b: &Scalar) -> Option<(Scalar, Scalar)> {
             x.umin = x.umin.max(y.umin);
             y.umax = y.umax.min(x.umax);
         }
-        Cond::Lt => {
-            x.umax = x.umax.min(y.umax.checked_sub(1)?);
-            y.umin = y.umin.max(x.umin.checked_add(1)?);
-        }
-        Cond::Le => {
-            x.umax = x.umax.min(y.umax);
-            y.umin = y.umin.max(x.umin);
+        // `a < b` is `b > a`, and so on: the mirrored rule, results swapped back.
+        Cond::Lt | Cond::Le | Cond::Slt | Cond::Sle => {
+            let mirror = match cond {
+                Cond::Lt => Cond::Gt,
+                Cond::Le => Cond::Ge,
+                Cond::Slt => Cond::Sgt,
+                _ => Cond::Sge,
+            };
+            return refine(mirror, b, a).map(|(y, x)| (x, y));
         }
         Cond::Sgt => {
             x.smin = x.smin.max(y.smin.checked_add(1)?);
@@ -451,17 +409,27 @@ fn refine(cond: Cond, a: &Scalar, b: &Scalar) -> Option<(Scalar, Scalar)> {
             x.smin = x.smin.max(y.smin);
             y.smax = y.smax.min(x.smax);
         }
-        Cond::Slt => {
-            x.smax = x.smax.min(y.smax.checked_sub(1)?);
-            y.smin = y.smin.max(x.smin.checked_add(1)?);
-        }
-        Cond::Sle => {
-            x.smax = x.smax.min(y.smax);
-            y.smin = y.smin.max(x.smin);
-        }
         Cond::Set => return refine_set(a, b, true),
     }
     both(x, y)
+}
+
+/// Narrows `s` given that it is not `k`: a bound equal to `k` moves one step inward. `None`
+/// when that empties a bound's range.
+fn exclude(s: &mut Scalar, k: u64) -> Option<()> {
+    if s.umin == k {
+        s.umin = k.checked_add(1)?;
+    }
+    if s.umax == k {
+        s.umax = k.checked_sub(1)?;
+    }
+    if s.smin == k as i64 {
+        s.smin = (k as i64).checked_add(1)?;
+    }
+    if s.smax == k as i64 {
+        s.smax = (k as i64).checked_sub(1)?;
+    }
+    Some(())
 }
 
 /// `a & b != 0` (`set`) or `== 0`.

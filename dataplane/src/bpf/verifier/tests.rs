@@ -126,3 +126,83 @@ fn facts_name_the_region_of_each_access() {
     assert_eq!(v.access(9), Access::Checked);
     assert_eq!(v.access(4), Access::None);
 }
+
+#[test]
+fn the_stack_needs_no_zeroing_unless_a_helper_may_read_past_what_was_written() {
+    let helpers = Helpers::kernel(crate::bpf::maps::MapTable::new(Vec::new()));
+    let run = |arg: &str| {
+        let text = format!(
+            "*(u32 *)(r10 - 4) = 0x7325
+             *(u32 *)(r10 - 8) = 0x41
+             r1 = r10
+             r1 += -4
+             r2 = 4
+             {arg}
+             call 6
+             r0 = 2
+             exit"
+        );
+        let insns = asm::assemble(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        super::load(insns, &helpers, &VerifyEnv::default()).unwrap()
+    };
+    // `trace_printk("%s", 1)`: the format is checked, the scalar is harmless.
+    let (p, v) = run("r3 = 1");
+    assert!(v.stack_initialised());
+    assert_eq!(v.stack_reach(p.insns()), StackReach::Frame { lo: 0, hi: 0 });
+    // `%s` of a stack pointer reads up to a NUL, past the bytes the program wrote.
+    let (p, v) = run("r3 = r10\nr3 += -8");
+    assert!(!v.stack_initialised());
+    assert_eq!(v.stack_reach(p.insns()), check::stack_reach(p.insns()));
+    assert_eq!(v.stack_reach(p.insns()), StackReach::Frame { lo: -8, hi: 0 });
+    // No stack at all stays so.
+    let (p, v) = super::load(asm::assemble("r0 = 2\nexit").unwrap(), &helpers, &VerifyEnv::default()).unwrap();
+    assert_eq!(v.stack_reach(p.insns()), StackReach::None);
+}
+
+#[test]
+fn concrete_alu_results_are_the_interpreters() {
+    use crate::bpf::Exec;
+    use crate::bpf::check::AluOp;
+    use crate::bpf::insn::build::*;
+    use crate::bpf::insn::*;
+    use crate::bpf::interp::Interpreter;
+    let ops = [
+        (ALU_ADD, AluOp::Add, 0),
+        (ALU_SUB, AluOp::Sub, 0),
+        (ALU_MUL, AluOp::Mul, 0),
+        (ALU_DIV, AluOp::Div, 0),
+        (ALU_DIV, AluOp::SDiv, 1),
+        (ALU_MOD, AluOp::Mod, 0),
+        (ALU_MOD, AluOp::SMod, 1),
+        (ALU_OR, AluOp::Or, 0),
+        (ALU_AND, AluOp::And, 0),
+        (ALU_XOR, AluOp::Xor, 0),
+        (ALU_LSH, AluOp::Lsh, 0),
+        (ALU_RSH, AluOp::Rsh, 0),
+        (ALU_ARSH, AluOp::Arsh, 0),
+        (ALU_MOV, AluOp::Mov, 0),
+        (ALU_MOV, AluOp::MovSx(8), 8),
+        (ALU_MOV, AluOp::MovSx(16), 16),
+        (ALU_MOV, AluOp::MovSx(32), 32),
+    ];
+    let values = [0u64, 1, 7, 63, 0x80, 0xffff_8000, 0x8000_0000, u64::MAX, i64::MIN as u64, 0x1234_5678_9abc_def0];
+    for (code, op, off) in ops {
+        for wide in [true, false] {
+            if !wide && op == AluOp::MovSx(32) {
+                continue;
+            }
+            for a in values {
+                for b in values {
+                    let class = if wide { CLASS_ALU64 } else { CLASS_ALU };
+                    let mut p = lddw(0, a).to_vec();
+                    p.extend(lddw(1, b));
+                    p.extend([Insn::new(class | code | SRC_X, 0, 1, off, 0), exit()]);
+                    let prog = check::validate(p, ProgKind::Raw, &Helpers::none()).unwrap();
+                    let got = Interpreter::new(&prog).run_raw(&mut []).unwrap();
+                    let want = if wide { scalar::eval64(op, a, b) } else { scalar::eval32(op, a, b) };
+                    assert_eq!(want, got, "{op:?} wide={wide} {a:#x} {b:#x}");
+                }
+            }
+        }
+    }
+}

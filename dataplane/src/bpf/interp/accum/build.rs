@@ -240,7 +240,13 @@ impl AccProgram {
         let mut is_target = vec![false; n + 1];
         for (pc, (i, f)) in insns.iter().zip(&forms).enumerate() {
             if matches!(f, Form::Ja | Form::Ja32 | Form::Jump { .. }) {
-                *is_target.get_mut(target(pc, i)? as usize)? = true;
+                let t = target(pc, i)?;
+                // The one-pass analysis below and `thread_jumps` need every edge to go
+                // forward: programs with (verified) loops stay on the general loop.
+                if t as usize <= pc {
+                    return None;
+                }
+                *is_target.get_mut(t as usize)? = true;
             }
         }
         let mut entries = Entries::default();

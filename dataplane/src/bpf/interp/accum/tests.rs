@@ -155,6 +155,16 @@ fn reads_of_unclean_registers_stay_on_the_general_loop() {
 }
 
 #[test]
+fn verified_loops_stay_on_the_general_loop() {
+    // Every instruction is one the accumulator loop runs, but the jump goes back.
+    let insns = vec![mov32_imm(0, 0), alu32_imm(ALU_ADD, 0, 1), jmp_imm(JMP_JLT, 0, 10, -2), exit()];
+    let (prog, _) = crate::bpf::verifier::load(insns, &Helpers::none(), &Default::default()).unwrap();
+    let interp = Interpreter::new(&prog);
+    assert!(interp.acc.is_none());
+    assert_eq!(interp.run_xdp(&mut [0u8; 4], 1, 0), Ok(10));
+}
+
+#[test]
 fn packet_loads_out_of_range_end_the_run_with_zero() {
     for load in [ld_abs(SIZE_W, 7), ld_abs(SIZE_H, 9), ld_abs(SIZE_B, 10), ld_ind(SIZE_B, 2, 9), ld_abs(SIZE_B, -1)] {
         let plain = xdp(&[mov32_imm(2, 1), mov32_imm(0, 5), load, mov32_imm(0, 4), exit()]);

@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, MemFlagsData
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-use super::lower::{Env, Lower};
+use super::lower::{region_flags, Env, Lower, Region};
 use super::JitError;
 
 const I64: types::Type = types::I64;
@@ -83,7 +83,7 @@ pub(super) fn build(mut builder: FunctionBuilder<'_>, env: &Env<'_>) -> Result<(
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, CTX_SIZE, 3));
         let ctx = b.ins().stack_addr(I64, slot, 0);
         let end = b.ins().iadd(data, len);
-        let flags = MemFlagsData::trusted();
+        let flags = region_flags(b, Region::Context).with_aligned();
         b.ins().store(flags, data, ctx, 0);
         b.ins().store(flags, end, ctx, 8);
         b.ins().store(flags, data, ctx, 16);
@@ -98,7 +98,8 @@ pub(super) fn build(mut builder: FunctionBuilder<'_>, env: &Env<'_>) -> Result<(
     Lower::inline(b, env, [r1, zero, data, len, ifq], cont).run()?;
 
     b.switch_to_block(cont);
-    b.ins().store(MemFlagsData::trusted(), verdict, out, 0);
+    let flags = region_flags(b, Region::Counters).with_aligned();
+    b.ins().store(flags, verdict, out, 0);
     let faults = b.ins().iadd(faults, faulted);
     let next = b.ins().iadd_imm_s(desc, REF_SIZE);
     let out = b.ins().iadd_imm_s(out, 8);

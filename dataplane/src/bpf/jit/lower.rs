@@ -21,7 +21,7 @@ use crate::bpf::check::StackReach;
 use super::{trap_word, JitError, TrapKind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
-use crate::bpf::helpers::{ADJUST_HEAD, ADJUST_TAIL};
+use crate::bpf::helpers;
 use crate::bpf::{Helper, Program, MAX_CALL_DEPTH};
 
 const I64: Type = types::I64;
@@ -739,7 +739,6 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             .helpers
             .get(id)
             .ok_or_else(|| unsupported(pc, *insn, "call to a helper id that is not in the helper table"))?;
-        Self::refuse_adjust(pc, insn, &helper)?;
         let r0 = self.call_helper(&helper);
         self.set(0, r0);
         Ok(())
@@ -932,8 +931,8 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             let field = CtxField::from_index(insn.off)
                 .ok_or_else(|| unsupported(pc, *insn, "unknown context field"))?;
             let v = match field {
-                CtxField::Data | CtxField::DataMeta => self.data,
-                CtxField::DataEnd => self.b.ins().iadd(self.data, self.len),
+                CtxField::Data | CtxField::DataMeta => self.window().0,
+                CtxField::DataEnd => self.window().1,
                 CtxField::IngressIfindex => {
                     let low = self.b.ins().ireduce(I32, self.ifq);
                     self.b.ins().uextend(I64, low)
@@ -1119,14 +1118,43 @@ impl Lower<'_, '_, '_> {
         }
     }
 
-    /// `xdp_adjust_head/tail` move the packet, which the JIT keeps in registers for the whole
-    /// run; such programs are left to the interpreter.
-    fn refuse_adjust(pc: usize, insn: &Insn, helper: &Helper) -> Result<(), JitError> {
-        if helper.id == ADJUST_HEAD || helper.id == ADJUST_TAIL {
-            return Err(unsupported(pc, *insn, "xdp_adjust_head/tail are not supported by the jit: run in the interpreter"));
+    /// The packet window `(data, data_end)` as the program sees it now. Programs that call
+    /// `xdp_adjust_head/tail` ([`Layout::moves`]) ask the run's helper frame each time (the
+    /// helpers move the window there; callees see the move too); others have it in registers.
+    fn window(&mut self) -> (Value, Value) {
+        if !self.env.layout.moves {
+            let end = self.b.ins().iadd(self.data, self.len);
+            return (self.data, end);
         }
-        Ok(())
+        let sig = self.b.import_signature(bounds_signature(self.env.call_conv));
+        let callee = self.b.ins().iconst(I64, packet_window as *const () as usize as i64);
+        let call = self.b.ins().call_indirect(sig, callee, &[self.data, self.len]);
+        let r = self.b.inst_results(call);
+        (r[0], r[1])
     }
+}
+
+/// `(data, len) -> (data, data_end)`: see [`packet_window`].
+fn bounds_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 2]);
+    sig.returns.extend([AbiParam::new(I64); 2]);
+    sig
+}
+
+/// Two integers in registers (the C ABI), like `Outcome`.
+#[repr(C)]
+struct Window {
+    data: u64,
+    end: u64,
+}
+
+/// Called by generated code: the current run's packet window after `xdp_adjust_head/tail`
+/// (the helpers keep it in the run's frame, see `helpers::env`), or the slice the run was given
+/// when no frame is set (then no helper could have moved it).
+extern "C" fn packet_window(data: u64, len: u64) -> Window {
+    let (data, end) = helpers::packet_bounds().unwrap_or((data, data + len));
+    Window { data, end }
 }
 
 /// Zeroes bytes `[top + lo, top + hi)` of the stack area, as the interpreter does before a run

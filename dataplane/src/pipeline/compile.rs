@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::bpf::jit::fuse::{self, CounterLayout, Entries, Exit, FuseError, FusedPipeline, Rule, Step};
 use crate::bpf::jit::{JitError, PacketRef};
 use crate::bpf::source::{self, Compiled, SourceError};
+use crate::bpf::verifier::{self, MapShape, Verified, VerifyEnv, VerifyError};
 
 use super::counters::{offsets, Counters};
 use super::spec::{ActionSpec, DefaultAction, FilterSpec, PipelineSpec, SpecError};
@@ -44,6 +45,8 @@ pub enum PipelineError {
     Filter { id: String, source: Box<SourceError> },
     #[error("stage `{id}`: jit: {source}")]
     Jit { id: String, source: Box<JitError> },
+    #[error("stage `{id}`: verify: {source}")]
+    Verify { id: String, source: Box<VerifyError> },
     #[error("fuse pipeline: {0}")]
     Fuse(Box<FuseError>),
     #[error("default action: {0}")]
@@ -61,7 +64,8 @@ impl PipelineError {
             PipelineError::Spec { id, .. }
             | PipelineError::Read { id, .. }
             | PipelineError::Filter { id, .. }
-            | PipelineError::Jit { id, .. } => Some(id),
+            | PipelineError::Jit { id, .. }
+            | PipelineError::Verify { id, .. } => Some(id),
             PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } | PipelineError::Fuse(_) => None,
         }
     }
@@ -122,11 +126,20 @@ pub enum StageAct {
     Verdict { redirect: Option<Decision> },
 }
 
-/// One stage: its filter as the front end produced it, and its action.
+/// One stage: its filter as the front end produced it, its action, and for eBPF objects the
+/// verifier's proof (their accesses it proved run unchecked).
 pub struct StageCode {
     pub id: String,
     pub act: StageAct,
     pub source: Compiled,
+    pub verified: Option<Verified>,
+}
+
+impl StageCode {
+    /// The stage as the fuser sees it.
+    pub fn fuse_stage(&self) -> fuse::Stage<'_> {
+        fuse::Stage { program: &self.source.program, rule: self.act.rule(), verified: self.verified.as_ref() }
+    }
 }
 
 impl std::fmt::Debug for StageCode {
@@ -178,8 +191,7 @@ impl PipelineCode {
     /// ([`Pipeline::run`]) goes through the same loop as a batch of one, so the pipeline is
     /// compiled once, not once per entry.
     fn fuse(stages: Vec<StageCode>, default: Decision) -> Result<PipelineCode, PipelineError> {
-        let plan: Vec<fuse::Stage<'_>> =
-            stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect();
+        let plan: Vec<fuse::Stage<'_>> = stages.iter().map(StageCode::fuse_stage).collect();
         let fused = FusedPipeline::compile(&PipelineCode::plan(&plan, default, Entries::Batch)).map_err(|e| match e {
             FuseError::Stage { stage, source } => PipelineError::Jit { id: stages[stage].id.clone(), source: Box::new(source) },
             other => PipelineError::Fuse(Box::new(other)),
@@ -271,8 +283,22 @@ fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
     })
 }
 
-/// Front ends and action resolution for every stage, and the default action's decision.
-fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)>, Decision), PipelineError> {
+/// Runs the verifier on an eBPF object's program (objects are what users write in C for the
+/// kernel, so they are held to the kernel's rules); other filters are not verified: classic
+/// filters and eBPF text keep the run-time checks they are compiled with.
+fn verify(id: &str, source: &Compiled) -> Result<Option<Verified>, PipelineError> {
+    if source.format != source::Format::Object {
+        return Ok(None);
+    }
+    let maps = source.program.helpers().maps().iter().map(|m| MapShape::from(m.def())).collect();
+    verifier::verify(&source.program, &VerifyEnv::with_maps(maps))
+        .map(Some)
+        .map_err(|e| PipelineError::Verify { id: id.to_owned(), source: Box::new(e) })
+}
+
+/// Front ends, verification and action resolution for every stage, and the default action's
+/// decision.
+fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled, Option<Verified>)>, Decision), PipelineError> {
     if env.workers == 0 {
         return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
     }
@@ -297,7 +323,8 @@ fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)
             ActionSpec::Verdict => StageAct::Verdict { redirect: env.peer.map(|_| Decision::Peer) },
             terminal => StageAct::Stop(resolve(terminal, env).map_err(|source| PipelineError::Spec { id: id(), source })?),
         };
-        stages.push((act, source));
+        let verified = verify(&s.id, &source)?;
+        stages.push((act, source, verified));
     }
     Ok((stages, default))
 }
@@ -320,7 +347,9 @@ impl Pipeline {
             Some(code) => code,
             None => {
                 let (checked, default) = check(spec, env)?;
-                let stages = spec.stages.iter().zip(checked).map(|(s, (act, source))| StageCode { id: s.id.clone(), act, source }).collect();
+                let stages = (spec.stages.iter().zip(checked))
+                    .map(|(s, (act, source, verified))| StageCode { id: s.id.clone(), act, source, verified })
+                    .collect();
                 let code = Arc::new(PipelineCode::fuse(stages, default)?);
                 cache.put(spec, env.peer, &code);
                 code
@@ -331,7 +360,7 @@ impl Pipeline {
     }
 
     /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
-    /// (host problems): front ends, validation, actions. For config validation.
+    /// (host problems): front ends, validation, verification, actions. For config validation.
     pub fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(), PipelineError> {
         check(spec, env).map(|_| ())
     }
@@ -347,7 +376,7 @@ impl Pipeline {
     /// The stages as a fuser plan, to build other entries of the same pipeline (the
     /// single-packet entry, for benchmarks and tests; workers use [`run_batch`](Self::run_batch)).
     pub fn fuse_stages(&self) -> Vec<fuse::Stage<'_>> {
-        self.code.stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect()
+        self.code.stages.iter().map(StageCode::fuse_stage).collect()
     }
 
     pub fn default_decision(&self) -> Decision {
@@ -372,12 +401,17 @@ impl Pipeline {
     /// one native call (the batch loop, over a batch of one).
     #[inline]
     pub fn run(&self, w: usize, packet: &mut [u8], ifindex: u32, queue: u32) -> Outcome {
-        Outcome::from_exit(self.code.fused.run(packet, ifindex, queue, self.counters.block(w)))
+        let mut out = [Outcome { decision: Decision::Drop, sample: None, window: None }];
+        self.run_batch(w, &mut [PacketRef::new(packet)], ifindex, queue, &mut out);
+        out[0]
     }
 
     /// Runs the pipeline on every packet of `packets` as worker `w`, writing packet `i`'s
     /// outcome to `out[i]`: one native call per [`BATCH`](Self::BATCH) packets, with the same
     /// results and counts as [`run`](Self::run) on each packet in order.
+    ///
+    /// A packet whose head or tail a stage moved (`xdp_adjust_head/tail`) has
+    /// `Outcome::window` set, and its `PacketRef` then describes the moved bytes.
     ///
     /// Panics if `out` is shorter than `packets` or `w` is not a worker of the pipeline
     /// (caller bugs).
@@ -385,11 +419,26 @@ impl Pipeline {
     pub fn run_batch(&self, w: usize, packets: &mut [PacketRef<'_>], ifindex: u32, queue: u32, out: &mut [Outcome]) {
         assert!(out.len() >= packets.len(), "pipeline batch: {} outcome slots for {} packets", out.len(), packets.len());
         let counters = self.counters.block(w);
+        let fused = &self.code.fused;
         let mut exits = [0u64; Self::BATCH];
+        let mut before = [(0usize, 0usize); Self::BATCH];
         for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
-            self.code.fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
-            for (o, &word) in outs.iter_mut().zip(&exits[..chunk.len()]) {
+            if fused.moves() {
+                for (b, p) in before.iter_mut().zip(chunk.iter()) {
+                    *b = p.raw();
+                }
+            }
+            fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
+            for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
                 *o = Outcome::from_exit(Exit::from_word(word));
+                if fused.moves() {
+                    let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
+                    if (start, len) != (was, was_len) {
+                        // Inside the slice it was given: offsets below its length.
+                        let off = (start - was) as u32;
+                        o.window = Some((off, off + len as u32));
+                    }
+                }
             }
         }
     }

@@ -39,6 +39,12 @@ impl<'a> PacketRef<'a> {
     pub fn new(packet: &'a mut [u8]) -> Self {
         PacketRef { data: packet.as_mut_ptr(), len: packet.len() as u64, _borrow: PhantomData }
     }
+
+    /// The address and length it describes now (a fused pipeline whose stage moved the
+    /// packet's head or tail narrows it to the moved packet).
+    pub fn raw(&self) -> (usize, usize) {
+        (self.data as usize, self.len as usize)
+    }
 }
 
 pub(super) fn signature(call_conv: CallConv) -> Signature {

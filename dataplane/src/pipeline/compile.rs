@@ -12,7 +12,7 @@
 //! pipeline's length. This module turns stage actions into the fuser's plain-number rules
 //! (decision codes, the sample mark, the counter slot layout).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,15 +211,45 @@ pub struct Pipeline {
 
 /// The code of the last few pipelines compiled for one port, by spec. Only specs whose filters
 /// are all inline text are kept: a file may change between two compiles.
+///
+/// Beside it, the front ends' output for inline filters by (text, format), so that adding,
+/// removing or moving one stage of a long pipeline runs no front end again for the others
+/// (only fusion is redone). Text filters have no maps or other state, so one compiled filter
+/// may serve any number of pipelines.
 #[derive(Debug)]
 pub struct CodeCache {
     entries: VecDeque<(PipelineSpec, Option<String>, Arc<PipelineCode>)>,
     capacity: usize,
+    fronts: Fronts,
+}
+
+/// Compiled inline filters by text, then format (see [`CodeCache`]).
+#[derive(Debug, Default)]
+struct Fronts {
+    by_text: HashMap<String, Vec<(source::Format, Compiled)>>,
+}
+
+/// Distinct filter texts kept before the front-end cache starts over.
+const FRONTS_MAX: usize = 4096;
+
+impl Fronts {
+    fn load(&mut self, id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineError> {
+        let FilterSpec::Text { text, format } = filter else { return load_filter(id, filter) };
+        if let Some(hit) = self.by_text.get(text).and_then(|v| v.iter().find(|(f, _)| f == format)) {
+            return Ok(hit.1.clone());
+        }
+        let compiled = load_filter(id, filter)?;
+        if self.by_text.len() >= FRONTS_MAX {
+            self.by_text.clear();
+        }
+        self.by_text.entry(text.clone()).or_default().push((*format, compiled.clone()));
+        Ok(compiled)
+    }
 }
 
 impl CodeCache {
     pub fn new(capacity: usize) -> CodeCache {
-        CodeCache { entries: VecDeque::with_capacity(capacity), capacity }
+        CodeCache { entries: VecDeque::with_capacity(capacity), capacity, fronts: Fronts::default() }
     }
 
     fn get(&self, spec: &PipelineSpec, peer: Option<&str>) -> Option<Arc<PipelineCode>> {
@@ -298,7 +328,7 @@ fn verify(id: &str, source: &Compiled) -> Result<Option<Verified>, PipelineError
 
 /// Front ends, verification and action resolution for every stage, and the default action's
 /// decision.
-fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled, Option<Verified>)>, Decision), PipelineError> {
+fn check(spec: &PipelineSpec, env: &PortEnv, mut fronts: Option<&mut Fronts>) -> Result<(Vec<(StageAct, Compiled, Option<Verified>)>, Decision), PipelineError> {
     if env.workers == 0 {
         return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
     }
@@ -307,7 +337,10 @@ fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled,
     let mut stages = Vec::with_capacity(spec.stages.len());
     for s in &spec.stages {
         let id = || s.id.clone();
-        let source = load_filter(&s.id, &s.filter)?;
+        let source = match fronts.as_deref_mut() {
+            Some(f) => f.load(&s.id, &s.filter)?,
+            None => load_filter(&s.id, &s.filter)?,
+        };
         let act = match &s.action {
             ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
             ActionSpec::Sample => StageAct::Sample,
@@ -346,7 +379,7 @@ impl Pipeline {
         let code = match cache.get(spec, env.peer) {
             Some(code) => code,
             None => {
-                let (checked, default) = check(spec, env)?;
+                let (checked, default) = check(spec, env, Some(&mut cache.fronts))?;
                 let stages = (spec.stages.iter().zip(checked))
                     .map(|(s, (act, source, verified))| StageCode { id: s.id.clone(), act, source, verified })
                     .collect();
@@ -362,7 +395,7 @@ impl Pipeline {
     /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
     /// (host problems): front ends, validation, verification, actions. For config validation.
     pub fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(), PipelineError> {
-        check(spec, env).map(|_| ())
+        check(spec, env, None).map(|_| ())
     }
 
     pub fn spec(&self) -> &PipelineSpec {
@@ -552,6 +585,31 @@ mod tests {
         }
         let d = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
         assert!(!Arc::ptr_eq(&a.code, &d.code), "evicted after two newer specs");
+    }
+
+    #[test]
+    fn front_ends_run_once_per_filter_text() {
+        let mut cache = CodeCache::new(2);
+        let a = PipelineSpec {
+            stages: vec![stage("u", "udp", ActionSpec::Count), stage("t", "tcp", ActionSpec::Drop), stage("u2", "udp", ActionSpec::Count)],
+            default: DefaultAction::Reflect,
+        };
+        let first = Pipeline::compile_cached(&a, &ENV, &mut cache).unwrap();
+        assert_eq!(cache.fronts.by_text.len(), 2, "udp twice, tcp once");
+        // Moved and extended: only the new text goes through its front end.
+        let mut b = a.clone();
+        b.stages.swap(0, 1);
+        b.stages.push(stage("a", "arp", ActionSpec::Count));
+        let second = Pipeline::compile_cached(&b, &ENV, &mut cache).unwrap();
+        assert_eq!(cache.fronts.by_text.len(), 3);
+        for pkt in corpus::corpus().into_iter().step_by(11) {
+            let (mut x, mut y) = (pkt.clone(), pkt.clone());
+            let (p, q) = (first.run(0, &mut x, 0, 0), second.run(0, &mut y, 0, 0));
+            assert_eq!(p.decision, q.decision);
+        }
+        // The same text in another format is another filter.
+        let asm = StageSpec { id: "x".into(), filter: FilterSpec::Text { text: "udp".into(), format: source::Format::Asm }, action: ActionSpec::Drop };
+        assert!(Pipeline::compile_cached(&PipelineSpec { stages: vec![asm], default: DefaultAction::Drop }, &ENV, &mut cache).is_err());
     }
 
     #[test]

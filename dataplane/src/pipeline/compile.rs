@@ -326,9 +326,12 @@ fn verify(id: &str, source: &Compiled) -> Result<Option<Verified>, PipelineError
         .map_err(|e| PipelineError::Verify { id: id.to_owned(), source: Box::new(e) })
 }
 
+/// A stage through its front end and the verifier, with its action.
+type CheckedStage = (StageAct, Compiled, Option<Verified>);
+
 /// Front ends, verification and action resolution for every stage, and the default action's
 /// decision.
-fn check(spec: &PipelineSpec, env: &PortEnv, mut fronts: Option<&mut Fronts>) -> Result<(Vec<(StageAct, Compiled, Option<Verified>)>, Decision), PipelineError> {
+fn check(spec: &PipelineSpec, env: &PortEnv, mut fronts: Option<&mut Fronts>) -> Result<(Vec<CheckedStage>, Decision), PipelineError> {
     if env.workers == 0 {
         return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
     }

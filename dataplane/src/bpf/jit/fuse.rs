@@ -171,10 +171,9 @@ pub struct FusedPipeline {
     code_size: usize,
     /// Some stage may move the packet window (see [`run_batch`](Self::run_batch)).
     moves: bool,
-    /// Stages the code calls rather than inlines (`run_callout`), which it holds pointers to:
-    /// boxed, so they stay put, and dropped after the module (field order) — though no code
-    /// runs by then.
-    _callouts: Vec<Box<JitProgram>>,
+    /// Stages the code calls rather than inlines (`run_callout`), which it holds pointers to
+    /// (into this vector's buffer, which is never resized).
+    _callouts: Vec<JitProgram>,
 }
 
 impl std::fmt::Debug for FusedPipeline {
@@ -202,20 +201,22 @@ impl FusedPipeline {
         }
         // Stages with kernel helpers run as programs of their own (see `run_callout`).
         let mut programs = Vec::new();
-        let mut callouts = Vec::with_capacity(plan.stages.len());
+        let mut own = Vec::with_capacity(plan.stages.len());
         for (i, s) in plan.stages.iter().enumerate() {
             if !s.program.helpers().needs_env() {
-                callouts.push(None);
+                own.push(None);
                 continue;
             }
             let jit = match s.verified {
                 Some(v) => JitProgram::compile_verified(s.program, v),
                 None => JitProgram::compile(s.program),
             };
-            let jit = Box::new(jit.map_err(|source| FuseError::Stage { stage: i, source })?);
-            callouts.push(Some(&*jit as *const JitProgram as usize));
-            programs.push(jit);
+            own.push(Some(programs.len()));
+            programs.push(jit.map_err(|source| FuseError::Stage { stage: i, source })?);
         }
+        // Addresses of the programs, taken once the vector is complete: its buffer never moves
+        // again (the vector itself moves into the pipeline, its elements do not).
+        let callouts: Vec<Option<usize>> = own.iter().map(|o| o.map(|k| &programs[k] as *const JitProgram as usize)).collect();
         let moves = layouts.iter().zip(&callouts).any(|(l, c)| l.moves && c.is_some());
         // A moved window leaves the native code through the batch descriptors only.
         let entries = if moves && plan.entries == Entries::Single { Entries::Both } else { plan.entries };

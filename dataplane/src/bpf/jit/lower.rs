@@ -780,7 +780,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         for (h, blk) in &cases {
             switch.set_entry(h.id as u128, *blk);
         }
-        switch.emit(&mut self.b, id, unknown);
+        switch.emit(self.b, id, unknown);
         for (h, blk) in cases {
             self.enter(blk);
             let r = self.call_helper(&h);

@@ -313,3 +313,152 @@ fn stage_counters_follow_their_id_across_swaps_under_load() {
     assert_eq!(get(Some("a")), None);
     assert!(get(Some("c")).unwrap() < n - n_tcp);
 }
+
+/// Builds C source `text` into an eBPF object with clang-19; returns its path (in a fresh
+/// directory the caller removes).
+fn clang_object(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-pipeline-obj-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, out) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
+    std::fs::write(&src, text).unwrap();
+    let status = std::process::Command::new("clang-19")
+        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run clang-19 (apt-get install clang-19)");
+    assert!(status.success(), "clang-19 failed on {name}.c");
+    out
+}
+
+fn object_stage(id: &str, path: &std::path::Path, action: ActionSpec) -> sluice::pipeline::StageSpec {
+    sluice::pipeline::StageSpec { id: id.into(), filter: FilterSpec::File { path: path.to_owned(), format: None }, action }
+}
+
+const PRELUDE: &str = "#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC(\"license\") = \"GPL\";\n";
+
+#[test]
+fn object_stages_are_verified_and_agree_with_the_interpreter() {
+    // Drops packets whose length is in an array map: the map lookup needs the stage's own
+    // helper frame, so a wrong frame shows as a wrong verdict.
+    let by_len = format!(
+        "{PRELUDE}struct {{ __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); }} drop_len SEC(\".maps\");
+SEC(\"xdp\") int by_len(struct xdp_md *ctx) {{
+    __u32 k = 0;
+    __u32 *v = bpf_map_lookup_elem(&drop_len, &k);
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    if (!v) return XDP_ABORTED;
+    if (data + 14 > end) return XDP_PASS;
+    return (__u32)(end - data) == *v ? XDP_DROP : XDP_PASS;
+}}"
+    );
+    let good = clang_object("by_len", &by_len);
+    let bad = clang_object("unchecked", &format!("{PRELUDE}SEC(\"xdp\") int unchecked(struct xdp_md *ctx) {{ unsigned char *d = (void *)(long)ctx->data; return d[23] == 6 ? XDP_DROP : XDP_PASS; }}"));
+
+    let spec = PipelineSpec {
+        stages: vec![tcpdump("udp", "udp", ActionSpec::Count), object_stage("len", &good, ActionSpec::Verdict), tcpdump("tcp", "tcp", ActionSpec::Count)],
+        default: DefaultAction::Reflect,
+    };
+    let p = Pipeline::compile(&spec, &ENV).unwrap();
+    let program = &p.stages()[1].source.program;
+    assert!(p.stages()[1].verified.is_some(), "object stages are verified");
+    let map = program.helpers().maps().by_name("drop_len").expect("map drop_len");
+    map.update(&0u32.to_ne_bytes(), &64u32.to_ne_bytes(), 0, 0).unwrap();
+    let interp = Interpreter::new(program);
+    let packets: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(5).chain([corpus::udp_64(53), vec![0u8; 10]]).collect();
+    let mut dropped = 0;
+    for (pi, pkt) in packets.iter().enumerate() {
+        let (mut a, mut b) = (pkt.clone(), pkt.clone());
+        let got = p.run(0, &mut a, 0, 0);
+        let want = match interp.run_xdp(&mut b, 0, 0) {
+            Ok(1) => Decision::Drop,
+            Ok(2) => Decision::Reflect,
+            Ok(3) => Decision::Bounce,
+            Ok(4) => Decision::Peer,
+            _ => Decision::Drop,
+        };
+        assert_eq!(got.decision, want, "packet {pi}");
+        assert_eq!((a, got.window), (b, None), "packet {pi}");
+        dropped += (pkt.len() == 64) as usize;
+    }
+    assert!(dropped > 0);
+    let len_stage = p.totals().nth(1).unwrap().1;
+    assert_eq!(len_stage.packets as usize, dropped, "drops counted on the object stage");
+
+    let spec = PipelineSpec { stages: vec![spec.stages[0].clone(), object_stage("bad", &bad, ActionSpec::Verdict)], default: DefaultAction::Drop };
+    let e = Pipeline::compile(&spec, &ENV).unwrap_err();
+    assert!(e.to_string().starts_with("stage `bad`: verify: instruction"), "{e}");
+    assert_eq!(e.stage_id(), Some("bad"));
+    let _ = std::fs::remove_dir_all(good.parent().unwrap());
+    let _ = std::fs::remove_dir_all(bad.parent().unwrap());
+}
+
+#[test]
+fn a_stage_that_moves_the_head_moves_it_for_later_stages_and_the_caller() {
+    // Strips the Ethernet header of frames long enough; later stages see the IP header first.
+    let strip = clang_object(
+        "strip",
+        &format!(
+            "{PRELUDE}SEC(\"xdp\") int strip(struct xdp_md *ctx) {{
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    if (data + 48 > end) return XDP_PASS;
+    if (bpf_xdp_adjust_head(ctx, 14)) return XDP_ABORTED;
+    if (bpf_xdp_adjust_tail(ctx, -2)) return XDP_ABORTED;
+    return XDP_PASS;
+}}"
+        ),
+    );
+    let spec = PipelineSpec {
+        stages: vec![
+            object_stage("strip", &strip, ActionSpec::Verdict),
+            tcpdump("v4", "ether[0] & 0xf0 = 0x40", ActionSpec::Sample),
+            tcpdump("big", "greater 60", ActionSpec::Count),
+        ],
+        default: DefaultAction::Reflect,
+    };
+    let p = Pipeline::compile(&spec, &ENV).unwrap();
+    let stages: Vec<Interpreter> = p.stages().iter().map(|s| Interpreter::new(&s.source.program)).collect();
+    let packets: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).collect();
+    let mut copies = packets.clone();
+    let mut refs: Vec<PacketRef<'_>> = copies.iter_mut().map(|c| PacketRef::new(c)).collect();
+    let mut outs = vec![Outcome { decision: Decision::Drop, sample: None, window: None }; refs.len()];
+    p.run_batch(0, &mut refs, 0, 0, &mut outs);
+    let env = sluice::bpf::helpers::RunEnv::new(0);
+    let (mut moved, mut matched) = (0, [0u64; 3]);
+    for (pi, pkt) in packets.iter().enumerate() {
+        // The reference: each stage on the window the stages before it left.
+        let mut b = pkt.clone();
+        let r = env.run(|| stages[0].run_xdp(&mut b, 0, 0));
+        let (start, end) = env.window().map_or((0, b.len()), |w| (w.start, w.end));
+        let decision = match r {
+            Ok(2) => None,
+            Ok(1) | Ok(0) | Err(_) => Some(Decision::Drop),
+            Ok(v) => panic!("unexpected verdict {v}"),
+        };
+        let mut sample = None;
+        if decision.is_none() {
+            for s in 1..3 {
+                if stages[s].run_xdp(&mut b[start..end], 0, 0) != Ok(0) {
+                    matched[s] += 1;
+                    if s == 1 {
+                        sample = Some(1);
+                    }
+                }
+            }
+        }
+        let window = ((start, end) != (0, pkt.len())).then_some((start as u32, end as u32));
+        let want = Outcome { decision: decision.unwrap_or(Decision::Reflect), sample, window };
+        assert_eq!(outs[pi], want, "packet {pi} ({} bytes)", pkt.len());
+        assert_eq!(refs[pi].raw().1, end - start, "packet {pi}: descriptor length");
+        moved += window.is_some() as usize;
+    }
+    assert!(moved > 10 && matched[1] > 0 && matched[2] > 0, "moved {moved}, matched {matched:?}");
+    let totals: Vec<u64> = p.totals().map(|(_, t)| t.packets).collect();
+    assert_eq!(&totals[1..3], &matched[1..3]);
+    // `run` reports the same.
+    let mut one = packets.iter().find(|p| p.len() >= 48).unwrap().clone();
+    let len = one.len() as u32;
+    assert_eq!(p.run(0, &mut one, 0, 0).window, Some((14, len - 2)));
+    let _ = std::fs::remove_dir_all(strip.parent().unwrap());
+}

@@ -12,7 +12,7 @@
 //! pipeline's length. This module turns stage actions into the fuser's plain-number rules
 //! (decision codes, the sample mark, the counter slot layout).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::bpf::jit::fuse::{self, CounterLayout, Entries, Exit, FuseError, FusedPipeline, Rule, Step};
 use crate::bpf::jit::{JitError, PacketRef};
 use crate::bpf::source::{self, Compiled, SourceError};
+use crate::bpf::verifier::{self, MapShape, Verified, VerifyEnv, VerifyError};
 
 use super::counters::{offsets, Counters};
 use super::spec::{ActionSpec, DefaultAction, FilterSpec, PipelineSpec, SpecError};
@@ -44,6 +45,8 @@ pub enum PipelineError {
     Filter { id: String, source: Box<SourceError> },
     #[error("stage `{id}`: jit: {source}")]
     Jit { id: String, source: Box<JitError> },
+    #[error("stage `{id}`: verify: {source}")]
+    Verify { id: String, source: Box<VerifyError> },
     #[error("fuse pipeline: {0}")]
     Fuse(Box<FuseError>),
     #[error("default action: {0}")]
@@ -61,7 +64,8 @@ impl PipelineError {
             PipelineError::Spec { id, .. }
             | PipelineError::Read { id, .. }
             | PipelineError::Filter { id, .. }
-            | PipelineError::Jit { id, .. } => Some(id),
+            | PipelineError::Jit { id, .. }
+            | PipelineError::Verify { id, .. } => Some(id),
             PipelineError::Default(_) | PipelineError::Ids(_) | PipelineError::NoWorkers { .. } | PipelineError::Fuse(_) => None,
         }
     }
@@ -122,11 +126,20 @@ pub enum StageAct {
     Verdict { redirect: Option<Decision> },
 }
 
-/// One stage: its filter as the front end produced it, and its action.
+/// One stage: its filter as the front end produced it, its action, and for eBPF objects the
+/// verifier's proof (their accesses it proved run unchecked).
 pub struct StageCode {
     pub id: String,
     pub act: StageAct,
     pub source: Compiled,
+    pub verified: Option<Verified>,
+}
+
+impl StageCode {
+    /// The stage as the fuser sees it.
+    pub fn fuse_stage(&self) -> fuse::Stage<'_> {
+        fuse::Stage { program: &self.source.program, rule: self.act.rule(), verified: self.verified.as_ref() }
+    }
 }
 
 impl std::fmt::Debug for StageCode {
@@ -178,8 +191,7 @@ impl PipelineCode {
     /// ([`Pipeline::run`]) goes through the same loop as a batch of one, so the pipeline is
     /// compiled once, not once per entry.
     fn fuse(stages: Vec<StageCode>, default: Decision) -> Result<PipelineCode, PipelineError> {
-        let plan: Vec<fuse::Stage<'_>> =
-            stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect();
+        let plan: Vec<fuse::Stage<'_>> = stages.iter().map(StageCode::fuse_stage).collect();
         let fused = FusedPipeline::compile(&PipelineCode::plan(&plan, default, Entries::Batch)).map_err(|e| match e {
             FuseError::Stage { stage, source } => PipelineError::Jit { id: stages[stage].id.clone(), source: Box::new(source) },
             other => PipelineError::Fuse(Box::new(other)),
@@ -199,15 +211,45 @@ pub struct Pipeline {
 
 /// The code of the last few pipelines compiled for one port, by spec. Only specs whose filters
 /// are all inline text are kept: a file may change between two compiles.
+///
+/// Beside it, the front ends' output for inline filters by (text, format), so that adding,
+/// removing or moving one stage of a long pipeline runs no front end again for the others
+/// (only fusion is redone). Text filters have no maps or other state, so one compiled filter
+/// may serve any number of pipelines.
 #[derive(Debug)]
 pub struct CodeCache {
     entries: VecDeque<(PipelineSpec, Option<String>, Arc<PipelineCode>)>,
     capacity: usize,
+    fronts: Fronts,
+}
+
+/// Compiled inline filters by text, then format (see [`CodeCache`]).
+#[derive(Debug, Default)]
+struct Fronts {
+    by_text: HashMap<String, Vec<(source::Format, Compiled)>>,
+}
+
+/// Distinct filter texts kept before the front-end cache starts over.
+const FRONTS_MAX: usize = 4096;
+
+impl Fronts {
+    fn load(&mut self, id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineError> {
+        let FilterSpec::Text { text, format } = filter else { return load_filter(id, filter) };
+        if let Some(hit) = self.by_text.get(text).and_then(|v| v.iter().find(|(f, _)| f == format)) {
+            return Ok(hit.1.clone());
+        }
+        let compiled = load_filter(id, filter)?;
+        if self.by_text.len() >= FRONTS_MAX {
+            self.by_text.clear();
+        }
+        self.by_text.entry(text.clone()).or_default().push((*format, compiled.clone()));
+        Ok(compiled)
+    }
 }
 
 impl CodeCache {
     pub fn new(capacity: usize) -> CodeCache {
-        CodeCache { entries: VecDeque::with_capacity(capacity), capacity }
+        CodeCache { entries: VecDeque::with_capacity(capacity), capacity, fronts: Fronts::default() }
     }
 
     fn get(&self, spec: &PipelineSpec, peer: Option<&str>) -> Option<Arc<PipelineCode>> {
@@ -271,8 +313,25 @@ fn resolve(action: &ActionSpec, env: &PortEnv) -> Result<Decision, SpecError> {
     })
 }
 
-/// Front ends and action resolution for every stage, and the default action's decision.
-fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)>, Decision), PipelineError> {
+/// Runs the verifier on an eBPF object's program (objects are what users write in C for the
+/// kernel, so they are held to the kernel's rules); other filters are not verified: classic
+/// filters and eBPF text keep the run-time checks they are compiled with.
+fn verify(id: &str, source: &Compiled) -> Result<Option<Verified>, PipelineError> {
+    if source.format != source::Format::Object {
+        return Ok(None);
+    }
+    let maps = source.program.helpers().maps().iter().map(|m| MapShape::from(m.def())).collect();
+    verifier::verify(&source.program, &VerifyEnv::with_maps(maps))
+        .map(Some)
+        .map_err(|e| PipelineError::Verify { id: id.to_owned(), source: Box::new(e) })
+}
+
+/// A stage through its front end and the verifier, with its action.
+type CheckedStage = (StageAct, Compiled, Option<Verified>);
+
+/// Front ends, verification and action resolution for every stage, and the default action's
+/// decision.
+fn check(spec: &PipelineSpec, env: &PortEnv, mut fronts: Option<&mut Fronts>) -> Result<(Vec<CheckedStage>, Decision), PipelineError> {
     if env.workers == 0 {
         return Err(PipelineError::NoWorkers { port: env.port.to_owned() });
     }
@@ -281,7 +340,10 @@ fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)
     let mut stages = Vec::with_capacity(spec.stages.len());
     for s in &spec.stages {
         let id = || s.id.clone();
-        let source = load_filter(&s.id, &s.filter)?;
+        let source = match fronts.as_deref_mut() {
+            Some(f) => f.load(&s.id, &s.filter)?,
+            None => load_filter(&s.id, &s.filter)?,
+        };
         let act = match &s.action {
             ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
             ActionSpec::Sample => StageAct::Sample,
@@ -297,7 +359,8 @@ fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(Vec<(StageAct, Compiled)
             ActionSpec::Verdict => StageAct::Verdict { redirect: env.peer.map(|_| Decision::Peer) },
             terminal => StageAct::Stop(resolve(terminal, env).map_err(|source| PipelineError::Spec { id: id(), source })?),
         };
-        stages.push((act, source));
+        let verified = verify(&s.id, &source)?;
+        stages.push((act, source, verified));
     }
     Ok((stages, default))
 }
@@ -319,8 +382,10 @@ impl Pipeline {
         let code = match cache.get(spec, env.peer) {
             Some(code) => code,
             None => {
-                let (checked, default) = check(spec, env)?;
-                let stages = spec.stages.iter().zip(checked).map(|(s, (act, source))| StageCode { id: s.id.clone(), act, source }).collect();
+                let (checked, default) = check(spec, env, Some(&mut cache.fronts))?;
+                let stages = (spec.stages.iter().zip(checked))
+                    .map(|(s, (act, source, verified))| StageCode { id: s.id.clone(), act, source, verified })
+                    .collect();
                 let code = Arc::new(PipelineCode::fuse(stages, default)?);
                 cache.put(spec, env.peer, &code);
                 code
@@ -331,9 +396,9 @@ impl Pipeline {
     }
 
     /// Everything [`compile`](Self::compile) checks except what only the JIT can refuse
-    /// (host problems): front ends, validation, actions. For config validation.
+    /// (host problems): front ends, validation, verification, actions. For config validation.
     pub fn check(spec: &PipelineSpec, env: &PortEnv) -> Result<(), PipelineError> {
-        check(spec, env).map(|_| ())
+        check(spec, env, None).map(|_| ())
     }
 
     pub fn spec(&self) -> &PipelineSpec {
@@ -347,7 +412,7 @@ impl Pipeline {
     /// The stages as a fuser plan, to build other entries of the same pipeline (the
     /// single-packet entry, for benchmarks and tests; workers use [`run_batch`](Self::run_batch)).
     pub fn fuse_stages(&self) -> Vec<fuse::Stage<'_>> {
-        self.code.stages.iter().map(|s| fuse::Stage { program: &s.source.program, rule: s.act.rule() }).collect()
+        self.code.stages.iter().map(StageCode::fuse_stage).collect()
     }
 
     pub fn default_decision(&self) -> Decision {
@@ -372,12 +437,17 @@ impl Pipeline {
     /// one native call (the batch loop, over a batch of one).
     #[inline]
     pub fn run(&self, w: usize, packet: &mut [u8], ifindex: u32, queue: u32) -> Outcome {
-        Outcome::from_exit(self.code.fused.run(packet, ifindex, queue, self.counters.block(w)))
+        let mut out = [Outcome { decision: Decision::Drop, sample: None, window: None }];
+        self.run_batch(w, &mut [PacketRef::new(packet)], ifindex, queue, &mut out);
+        out[0]
     }
 
     /// Runs the pipeline on every packet of `packets` as worker `w`, writing packet `i`'s
     /// outcome to `out[i]`: one native call per [`BATCH`](Self::BATCH) packets, with the same
     /// results and counts as [`run`](Self::run) on each packet in order.
+    ///
+    /// A packet whose head or tail a stage moved (`xdp_adjust_head/tail`) has
+    /// `Outcome::window` set, and its `PacketRef` then describes the moved bytes.
     ///
     /// Panics if `out` is shorter than `packets` or `w` is not a worker of the pipeline
     /// (caller bugs).
@@ -385,11 +455,26 @@ impl Pipeline {
     pub fn run_batch(&self, w: usize, packets: &mut [PacketRef<'_>], ifindex: u32, queue: u32, out: &mut [Outcome]) {
         assert!(out.len() >= packets.len(), "pipeline batch: {} outcome slots for {} packets", out.len(), packets.len());
         let counters = self.counters.block(w);
+        let fused = &self.code.fused;
         let mut exits = [0u64; Self::BATCH];
+        let mut before = [(0usize, 0usize); Self::BATCH];
         for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
-            self.code.fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
-            for (o, &word) in outs.iter_mut().zip(&exits[..chunk.len()]) {
+            if fused.moves() {
+                for (b, p) in before.iter_mut().zip(chunk.iter()) {
+                    *b = p.raw();
+                }
+            }
+            fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
+            for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
                 *o = Outcome::from_exit(Exit::from_word(word));
+                if fused.moves() {
+                    let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
+                    if (start, len) != (was, was_len) {
+                        // Inside the slice it was given: offsets below its length.
+                        let off = (start - was) as u32;
+                        o.window = Some((off, off + len as u32));
+                    }
+                }
             }
         }
     }
@@ -503,6 +588,31 @@ mod tests {
         }
         let d = Pipeline::compile_cached(&spec, &ENV, &mut cache).unwrap();
         assert!(!Arc::ptr_eq(&a.code, &d.code), "evicted after two newer specs");
+    }
+
+    #[test]
+    fn front_ends_run_once_per_filter_text() {
+        let mut cache = CodeCache::new(2);
+        let a = PipelineSpec {
+            stages: vec![stage("u", "udp", ActionSpec::Count), stage("t", "tcp", ActionSpec::Drop), stage("u2", "udp", ActionSpec::Count)],
+            default: DefaultAction::Reflect,
+        };
+        let first = Pipeline::compile_cached(&a, &ENV, &mut cache).unwrap();
+        assert_eq!(cache.fronts.by_text.len(), 2, "udp twice, tcp once");
+        // Moved and extended: only the new text goes through its front end.
+        let mut b = a.clone();
+        b.stages.swap(0, 1);
+        b.stages.push(stage("a", "arp", ActionSpec::Count));
+        let second = Pipeline::compile_cached(&b, &ENV, &mut cache).unwrap();
+        assert_eq!(cache.fronts.by_text.len(), 3);
+        for pkt in corpus::corpus().into_iter().step_by(11) {
+            let (mut x, mut y) = (pkt.clone(), pkt.clone());
+            let (p, q) = (first.run(0, &mut x, 0, 0), second.run(0, &mut y, 0, 0));
+            assert_eq!(p.decision, q.decision);
+        }
+        // The same text in another format is another filter.
+        let asm = StageSpec { id: "x".into(), filter: FilterSpec::Text { text: "udp".into(), format: source::Format::Asm }, action: ActionSpec::Drop };
+        assert!(Pipeline::compile_cached(&PipelineSpec { stages: vec![asm], default: DefaultAction::Drop }, &ENV, &mut cache).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::bpf::check::{self, StackReach};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
 use crate::bpf::verifier::Verified;
+use crate::bpf::helpers::{ADJUST_HEAD, ADJUST_TAIL};
 use crate::bpf::{Program, MAX_CALL_DEPTH};
 
 /// Bytes of the whole stack area (every call frame).
@@ -90,6 +91,10 @@ pub(super) struct Layout {
     /// Some instruction can observe the context pointer in r1 itself (not a field load, which
     /// the JIT computes without it), so `run_xdp` must build a real `XdpContext`.
     pub uses_ctx: bool,
+    /// Some instruction may call `xdp_adjust_head/tail`, which move the packet window the
+    /// context describes (`data`, `data_end`); memory checks still admit the whole slice the
+    /// run was given, as in the interpreter.
+    pub moves: bool,
 }
 
 impl Layout {
@@ -190,10 +195,32 @@ pub(super) fn analyze(prog: &Program) -> Result<Layout, JitError> {
         }
     }
     let stack = check::stack_reach(insns);
+    let mover = Mover::of(prog);
+    let moves = funcs.iter().flat_map(|f| &f.pcs).any(|&pc| mover.moves(&insns[pc]));
     for (index, f) in funcs.iter_mut().enumerate() {
-        f.notes = plan(prog, f, index == 0, stack != StackReach::None);
+        f.notes = plan(prog, f, index == 0, stack != StackReach::None, mover);
     }
-    Ok(Layout { funcs, stack, uses_ctx })
+    Ok(Layout { funcs, stack, uses_ctx, moves })
+}
+
+/// Which calls may move the packet window (`xdp_adjust_head/tail`).
+#[derive(Debug, Clone, Copy)]
+struct Mover {
+    /// The helper table has an adjust helper, so a `callx` may reach it.
+    any: bool,
+}
+
+impl Mover {
+    fn of(prog: &Program) -> Mover {
+        Mover { any: prog.helpers().get(ADJUST_HEAD as u64).is_some() || prog.helpers().get(ADJUST_TAIL as u64).is_some() }
+    }
+
+    fn moves(self, insn: &Insn) -> bool {
+        if !self.any || !insn.is_call() || is_local_call(insn) {
+            return false;
+        }
+        insn.source() == SRC_X || (insn.src == CALL_HELPER && matches!(insn.imm as u32, ADJUST_HEAD | ADJUST_TAIL))
+    }
 }
 
 /// [`analyze`] for a program the verifier accepted: every access it proved in bounds needs
@@ -303,8 +330,13 @@ impl Val {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct State {
+    /// Bytes known present from `data` (the window the context describes).
     proven: u64,
     regs: [Val; NUM_REGS as usize],
+    /// The window may have moved (`xdp_adjust_head/tail`): LD_ABS and LD_IND, which address
+    /// the slice the run was given, no longer prove anything about the window. (A window proof
+    /// still bounds the slice: the window lies inside it, starting no earlier.)
+    moved: bool,
 }
 
 impl State {
@@ -313,11 +345,23 @@ impl State {
     fn entry(has_stack: bool) -> State {
         let mut regs = [Val::Unknown; NUM_REGS as usize];
         regs[REG_FP as usize] = if has_stack { Val::Stack(0) } else { Val::Const(0) };
-        State { proven: 0, regs }
+        State { proven: 0, regs, moved: false }
+    }
+
+    /// After a call that may move the window: nothing is known about it any more.
+    fn moved(&mut self) {
+        self.proven = 0;
+        self.moved = true;
+        for r in &mut self.regs {
+            if matches!(r, Val::Packet(_) | Val::PacketEnd(_)) {
+                *r = Val::Unknown;
+            }
+        }
     }
 
     fn meet(&mut self, other: &State) {
         self.proven = self.proven.min(other.proven);
+        self.moved |= other.moved;
         for (a, b) in self.regs.iter_mut().zip(other.regs.iter()) {
             if a != b {
                 *a = Val::Unknown;
@@ -351,14 +395,14 @@ fn classify(state: &State, main: bool, base: u8, off: i16, size: usize) -> Note 
     }
 }
 
-fn plan(prog: &Program, f: &Func, main: bool, has_stack: bool) -> HashMap<usize, Note> {
+fn plan(prog: &Program, f: &Func, main: bool, has_stack: bool, mover: Mover) -> HashMap<usize, Note> {
     // Pass 1 learns what each instruction is (which accesses are proven, which exits return 0)
     // with every LD_ABS checking only its own need; the backward pass then finds how much a
     // check may demand; pass 2 emits the wider checks. Wider checks only add proven bytes, so
     // every fact pass 1 used still holds in pass 2.
-    let (notes, zero_exits) = forward(prog, f, main, has_stack, None);
+    let (notes, zero_exits) = forward(prog, f, main, has_stack, mover, None);
     let short = short_means_zero(prog, f, main, &notes, &zero_exits);
-    forward(prog, f, main, has_stack, Some(&short)).0
+    forward(prog, f, main, has_stack, mover, Some(&short)).0
 }
 
 /// Forward pass over the function's blocks in instruction order. With `short`, an LD_ABS that
@@ -369,6 +413,7 @@ fn forward(
     f: &Func,
     main: bool,
     has_stack: bool,
+    mover: Mover,
     short: Option<&HashMap<usize, u64>>,
 ) -> (HashMap<usize, Note>, HashSet<usize>) {
     let insns = &prog.insns;
@@ -413,6 +458,9 @@ fn forward(
             }
             let demand = short.and_then(|z| z.get(&pc)).copied().unwrap_or(0);
             let note = step(insn, pc, insns, &mut state, main, demand);
+            if mover.moves(insn) {
+                state.moved();
+            }
             if note != Note::None {
                 notes.insert(pc, note);
             }
@@ -530,6 +578,8 @@ fn step(insn: &Insn, pc: usize, insns: &[Insn], state: &mut State, main: bool, d
                 let need = abs_need(insn);
                 if state.proven >= need {
                     note = Note::Proven;
+                } else if state.moved {
+                    note = Note::PacketCheck(need.max(demand));
                 } else {
                     let check = need.max(demand);
                     note = Note::PacketCheck(check);
@@ -540,7 +590,9 @@ fn step(insn: &Insn, pc: usize, insns: &[Insn], state: &mut State, main: bool, d
             _ => {
                 // LD_IND: the offset is never below `imm as u32`, so a load that succeeded
                 // proves the packet holds that many bytes plus the size.
-                state.proven = state.proven.max(abs_need(insn));
+                if !state.moved {
+                    state.proven = state.proven.max(abs_need(insn));
+                }
                 state.regs[0] = Val::Unknown;
             }
         },

@@ -13,7 +13,7 @@ use cranelift_codegen::ir::{types, AbiParam, BlockArg, InstBuilder, MemFlagsData
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::FunctionBuilder;
 
-use super::lower::{Env, Lower};
+use super::lower::{region_flags, Env, Lower, Region};
 use super::JitError;
 
 const I64: types::Type = types::I64;
@@ -38,6 +38,12 @@ const _: () = assert!(std::mem::size_of::<PacketRef<'static>>() == REF_SIZE as u
 impl<'a> PacketRef<'a> {
     pub fn new(packet: &'a mut [u8]) -> Self {
         PacketRef { data: packet.as_mut_ptr(), len: packet.len() as u64, _borrow: PhantomData }
+    }
+
+    /// The address and length it describes now (a fused pipeline whose stage moved the
+    /// packet's head or tail narrows it to the moved packet).
+    pub fn raw(&self) -> (usize, usize) {
+        (self.data as usize, self.len as usize)
     }
 }
 
@@ -83,7 +89,7 @@ pub(super) fn build(mut builder: FunctionBuilder<'_>, env: &Env<'_>) -> Result<(
         let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, CTX_SIZE, 3));
         let ctx = b.ins().stack_addr(I64, slot, 0);
         let end = b.ins().iadd(data, len);
-        let flags = MemFlagsData::trusted();
+        let flags = region_flags(b, Region::Context).with_aligned();
         b.ins().store(flags, data, ctx, 0);
         b.ins().store(flags, end, ctx, 8);
         b.ins().store(flags, data, ctx, 16);
@@ -98,7 +104,8 @@ pub(super) fn build(mut builder: FunctionBuilder<'_>, env: &Env<'_>) -> Result<(
     Lower::inline(b, env, [r1, zero, data, len, ifq], cont).run()?;
 
     b.switch_to_block(cont);
-    b.ins().store(MemFlagsData::trusted(), verdict, out, 0);
+    let flags = region_flags(b, Region::Counters).with_aligned();
+    b.ins().store(flags, verdict, out, 0);
     let faults = b.ins().iadd(faults, faulted);
     let next = b.ins().iadd_imm_s(desc, REF_SIZE);
     let out = b.ins().iadd_imm_s(out, 8);

@@ -32,11 +32,12 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
-use super::analyze::{self, Layout, STACK_AREA};
+use super::analyze::{self, Layout, Note, STACK_AREA};
 use super::batch::PacketRef;
-use super::lower::{self, Env, Exits, Lower};
-use super::{host_isa, JitError};
+use super::lower::{self, Env, Exits, Lower, Region};
+use super::{host_isa, JitError, JitProgram};
 use crate::bpf::check::StackReach;
+use crate::bpf::verifier::Verified;
 use crate::bpf::{ProgKind, Program};
 
 const I64: types::Type = types::I64;
@@ -67,6 +68,9 @@ pub enum Step {
 pub struct Stage<'a> {
     pub program: &'a Program,
     pub rule: Rule,
+    /// The verifier's result for `program`, if it was verified: every access it proved in
+    /// bounds is compiled without a run-time check (as `JitProgram::compile_verified`).
+    pub verified: Option<&'a Verified>,
 }
 
 /// Where a stage's counters live, in bytes: stage `i`'s slot starts at `i * slot` from the
@@ -165,6 +169,11 @@ pub struct FusedPipeline {
     /// Counter words a block must have: (stages + 1) slots.
     words: usize,
     code_size: usize,
+    /// Some stage may move the packet window (see [`run_batch`](Self::run_batch)).
+    moves: bool,
+    /// Stages the code calls rather than inlines (`run_callout`), which it holds pointers to
+    /// (into this vector's buffer, which is never resized).
+    _callouts: Vec<JitProgram>,
 }
 
 impl std::fmt::Debug for FusedPipeline {
@@ -184,13 +193,39 @@ impl FusedPipeline {
             if s.program.kind != ProgKind::Xdp {
                 return Err(FuseError::Kind { stage: i });
             }
-            layouts.push(analyze::analyze(s.program).map_err(|source| FuseError::Stage { stage: i, source })?);
+            let layout = match s.verified {
+                Some(v) => analyze::analyze_verified(s.program, v),
+                None => analyze::analyze(s.program),
+            };
+            layouts.push(layout.map_err(|source| FuseError::Stage { stage: i, source })?);
         }
+        // Stages with kernel helpers run as programs of their own (see `run_callout`).
+        let mut programs = Vec::new();
+        let mut own = Vec::with_capacity(plan.stages.len());
+        for (i, s) in plan.stages.iter().enumerate() {
+            if !s.program.helpers().needs_env() {
+                own.push(None);
+                continue;
+            }
+            let jit = match s.verified {
+                Some(v) => JitProgram::compile_verified(s.program, v),
+                None => JitProgram::compile(s.program),
+            };
+            own.push(Some(programs.len()));
+            programs.push(jit.map_err(|source| FuseError::Stage { stage: i, source })?);
+        }
+        // Addresses of the programs, taken once the vector is complete: its buffer never moves
+        // again (the vector itself moves into the pipeline, its elements do not).
+        let callouts: Vec<Option<usize>> = own.iter().map(|o| o.map(|k| &programs[k] as *const JitProgram as usize)).collect();
+        let moves = layouts.iter().zip(&callouts).any(|(l, c)| l.moves && c.is_some());
+        // A moved window leaves the native code through the batch descriptors only.
+        let entries = if moves && plan.entries == Entries::Single { Entries::Both } else { plan.entries };
+        let plan = &Plan { entries, ..*plan };
         let isa = host_isa()?;
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        let built = Builder { plan, layouts: &layouts, call_conv, frontend }.define(&mut module);
+        let built = Builder { plan, layouts: &layouts, callouts: &callouts, moves, call_conv, frontend }.define(&mut module);
         match built {
             Ok((run, batch, code_size)) => {
                 // SAFETY: `run` was built with `run_signature` under the host's default calling
@@ -201,7 +236,8 @@ impl FusedPipeline {
                 let batch = batch.map(|id| unsafe {
                     std::mem::transmute::<*const u8, BatchFn>(module.get_finalized_function(id))
                 });
-                Ok(FusedPipeline { entry, batch, module: Mutex::new(ManuallyDrop::new(module)), words, code_size })
+                let module = Mutex::new(ManuallyDrop::new(module));
+                Ok(FusedPipeline { entry, batch, module, words, code_size, moves, _callouts: programs })
             }
             Err(e) => {
                 // SAFETY: nothing from this module was handed out or ever ran.
@@ -225,6 +261,12 @@ impl FusedPipeline {
         self.batch.is_some()
     }
 
+    /// Whether a stage may move a packet's head or tail (then `run` reports no move: use
+    /// [`run_batch`](Self::run_batch), which updates the descriptors).
+    pub fn moves(&self) -> bool {
+        self.moves
+    }
+
     /// Whether the single-packet entry was built (else `run` goes through the batch loop).
     pub fn has_single(&self) -> bool {
         self.entry.is_some()
@@ -237,7 +279,7 @@ impl FusedPipeline {
     /// Panics if it is shorter than [`counter_words`](Self::counter_words) — a caller bug.
     #[inline]
     pub fn run(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32, counters: &[AtomicU64]) -> Exit {
-        let Some(entry) = self.entry else {
+        let Some(entry) = self.entry.filter(|_| !self.moves) else {
             let mut exit = [0u64];
             self.run_batch(&mut [PacketRef::new(packet)], ingress_ifindex, rx_queue_index, counters, &mut exit);
             return Exit::from_word(exit[0]);
@@ -255,7 +297,9 @@ impl FusedPipeline {
     }
 
     /// [`run`](Self::run) over every packet of `packets` in one native call, writing each
-    /// packet's exit to `exits` (decode with [`Exit::from_word`]).
+    /// packet's exit to `exits` (decode with [`Exit::from_word`]). If a stage moved a packet's
+    /// head or tail (`xdp_adjust_head/tail`, only when [`moves`](Self::moves)), its descriptor
+    /// now describes the moved packet: a part of the bytes it described before.
     ///
     /// Panics if the pipeline has no batch entry (`Plan::entries` was `Single`), `exits` is shorter
     /// than `packets`, or `counters` is short — all caller bugs.
@@ -331,6 +375,10 @@ const _: () = assert!(CTX_SIZE == 40);
 struct Builder<'p> {
     plan: &'p Plan<'p>,
     layouts: &'p [Layout],
+    /// Per stage: the address of its own `JitProgram` when it is called out, not inlined.
+    callouts: &'p [Option<usize>],
+    /// Some stage may move the window: the batch entry writes it back to the descriptors.
+    moves: bool,
     call_conv: CallConv,
     frontend: TargetFrontendConfig,
 }
@@ -425,7 +473,7 @@ impl Builder<'_> {
             unreachable!("run signature has four parameters")
         };
         let finish = b.create_block();
-        let (code, mark) = (b.append_block_param(finish, I64), b.append_block_param(finish, I64));
+        let [code, mark, _, _] = [(); 4].map(|()| b.append_block_param(finish, I64));
         let frame = self.frame(b);
         self.packet(b, envs, &frame, [data, len, ifq, counters], finish)?;
         b.switch_to_block(finish);
@@ -442,7 +490,7 @@ impl Builder<'_> {
         let body = b.create_block();
         let [desc, out] = [(); 2].map(|()| b.append_block_param(body, I64));
         let finish = b.create_block();
-        let (code, mark) = (b.append_block_param(finish, I64), b.append_block_param(finish, I64));
+        let [code, mark, data_now, len_now] = [(); 4].map(|()| b.append_block_param(finish, I64));
         let done = b.create_block();
 
         b.switch_to_block(entry);
@@ -464,7 +512,12 @@ impl Builder<'_> {
         b.seal_block(finish);
         let high = b.ins().ishl_imm_u(mark, 32);
         let word = b.ins().bor(code, high);
-        b.ins().store(MemFlagsData::trusted(), word, out, 0);
+        let flags = lower::region_flags(b, Region::Counters).with_aligned();
+        b.ins().store(flags, word, out, 0);
+        if self.moves {
+            b.ins().store(flags, data_now, desc, 0);
+            b.ins().store(flags, len_now, desc, 8);
+        }
         let next = b.ins().iadd_imm_s(desc, REF_SIZE);
         let out = b.ins().iadd_imm_s(out, 8);
         let finished = b.ins().icmp(IntCC::Equal, next, end);
@@ -488,47 +541,91 @@ impl Builder<'_> {
             let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, CTX_SIZE, 3));
             b.ins().stack_addr(I64, slot, 0)
         });
+        let window = self.moves.then(|| {
+            let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16, 3));
+            b.ins().stack_addr(I64, slot, 0)
+        });
         let zero = b.ins().iconst(I64, 0);
-        Frame { stack, ctx, zero }
+        Frame { stack, ctx, window, zero }
     }
 
     /// Emits one packet's trip through the stages at the current block; every way out jumps
     /// to `finish(code, mark)`, which the caller fills and seals.
+    ///
+    /// Packets of at least [`fast_length`] bytes take a second copy of the stages in which no
+    /// constant-offset packet load up to that length is checked (the one test up front proves
+    /// them all), so every header load dominates the same load in later stages and Cranelift
+    /// reuses it instead of loading again; shorter packets take the stages as they are.
     fn packet(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        envs: &[Env<'_>],
+        frame: &Frame,
+        inputs: [Value; 4],
+        finish: Block,
+    ) -> Result<(), FuseError> {
+        let fast = fast_length(self.layouts);
+        if fast == 0 {
+            return self.stages(b, envs, frame, inputs, finish, 0);
+        }
+        let len = inputs[1];
+        let (long, short) = (b.create_block(), b.create_block());
+        let enough = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, len, fast as i64);
+        b.ins().brif(enough, long, &[], short, &[]);
+        b.switch_to_block(long);
+        b.seal_block(long);
+        self.stages(b, envs, frame, inputs, finish, fast)?;
+        b.switch_to_block(short);
+        b.seal_block(short);
+        self.stages(b, envs, frame, inputs, finish, 0)
+    }
+
+    /// The stages in order for a packet known to hold at least `known` bytes (see `packet`).
+    fn stages(
         &self,
         b: &mut FunctionBuilder<'_>,
         envs: &[Env<'_>],
         frame: &Frame,
         [data, len, ifq, counters]: [Value; 4],
         finish: Block,
+        known: u64,
     ) -> Result<(), FuseError> {
         let plan = self.plan;
         let c = plan.counters;
         let zero = frame.zero;
         let mark = b.declare_var(I64);
         b.def_var(mark, zero);
+        // The packet window: a stage calling `xdp_adjust_head/tail` moves it for the stages
+        // after it and for the caller.
+        let (cur_data, cur_len) = (b.declare_var(I64), b.declare_var(I64));
+        b.def_var(cur_data, data);
+        b.def_var(cur_len, len);
         let finish_with = |b: &mut FunctionBuilder<'_>, code: u32| {
             let code = b.ins().iconst(I64, code as i64);
             let m = b.use_var(mark);
-            b.ins().jump(finish, &[BlockArg::Value(code), BlockArg::Value(m)]);
+            let (d, l) = (b.use_var(cur_data), b.use_var(cur_len));
+            b.ins().jump(finish, &[code, m, d, l].map(BlockArg::Value));
         };
         let bump = |b: &mut FunctionBuilder<'_>, off: i32, by: Value| {
-            let old = b.ins().load(I64, MemFlagsData::trusted(), counters, off);
+            let flags = lower::region_flags(b, Region::Counters).with_aligned();
+            let old = b.ins().load(I64, flags, counters, off);
             let new = b.ins().iadd(old, by);
-            b.ins().store(MemFlagsData::trusted(), new, counters, off);
+            b.ins().store(flags, new, counters, off);
         };
         let hit = |b: &mut FunctionBuilder<'_>, slot: i32| {
             let one = b.ins().iconst(I64, 1);
             bump(b, slot + c.packets, one);
+            let len = b.use_var(cur_len);
             bump(b, slot + c.bytes, len);
         };
         for (i, (stage, env)) in plan.stages.iter().zip(envs).enumerate() {
             // Fits: `check_layout` bounded (stages + 1) * slot by i32::MAX.
             let slot = i as i32 * c.slot;
+            let (data, len) = (b.use_var(cur_data), b.use_var(cur_len));
             let r1 = match frame.ctx {
                 Some(ctx) if env.layout.uses_ctx => {
                     // A fresh context per stage, as a run of its own would get.
-                    let flags = MemFlagsData::trusted();
+                    let flags = lower::region_flags(b, Region::Context).with_aligned();
                     let end = b.ins().iadd(data, len);
                     b.ins().store(flags, data, ctx, 0);
                     b.ins().store(flags, end, ctx, 8);
@@ -578,9 +675,25 @@ impl Builder<'_> {
                 Rule::Match { .. } => Exits { zero: Some(targets[0]), nonzero: Some(targets[1]) },
                 Rule::Verdict(_) => Exits { zero: Some(targets[0]), nonzero: None },
             };
-            Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts)
-                .run()
-                .map_err(|source| FuseError::Stage { stage: i, source })?;
+            match self.callouts[i] {
+                Some(jit) => {
+                    let args = [data, len, ifq];
+                    let [verdict, faulted] = callout(b, self.call_conv, jit, args, frame.window.filter(|_| env.layout.moves));
+                    if let (Some(window), true) = (frame.window, env.layout.moves) {
+                        let flags = lower::region_flags(b, Region::Context).with_aligned();
+                        let start = b.ins().load(I64, flags, window, 0);
+                        let end = b.ins().load(I64, flags, window, 8);
+                        let moved = b.ins().iadd(data, start);
+                        let new_len = b.ins().isub(end, start);
+                        b.def_var(cur_data, moved);
+                        b.def_var(cur_len, new_len);
+                    }
+                    b.ins().jump(exit, &[BlockArg::Value(verdict), BlockArg::Value(faulted)]);
+                }
+                None => Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts, known)
+                    .run()
+                    .map_err(|source| FuseError::Stage { stage: i, source })?,
+            }
 
             b.switch_to_block(exit);
             b.seal_block(exit);
@@ -638,11 +751,95 @@ impl Builder<'_> {
     }
 }
 
+/// Longest packet length the fast path of `Builder::packet` assumes: the largest length any
+/// stage's entry function checks before a constant-offset load, up to `FAST_MAX` (a stage
+/// checking for more keeps that check); 0 for no fast path, when fewer than two stages make
+/// such checks (one stage alone has no loads to share, and its checks are already merged).
+fn fast_length(layouts: &[Layout]) -> u64 {
+    let checks = |l: &Layout| {
+        (l.funcs[0].notes.values())
+            .filter_map(|n| match *n {
+                Note::PacketCheck(need) if need <= FAST_MAX => Some(need),
+                _ => None,
+            })
+            .max()
+    };
+    let lengths: Vec<u64> = layouts.iter().filter_map(checks).collect();
+    if lengths.len() < 2 {
+        return 0;
+    }
+    lengths.into_iter().max().unwrap_or(0)
+}
+
+/// Bound on [`fast_length`]: the headers of a minimum-size frame; a filter that reads deeper
+/// would send every small packet down the slow path.
+const FAST_MAX: u64 = 64;
+
 /// Areas of the enclosing function's frame, and a zero everyone may use.
 struct Frame {
     stack: Option<Value>,
     ctx: Option<Value>,
+    /// Two words where a called-out stage that may move the packet leaves its window.
+    window: Option<Value>,
     zero: Value,
+}
+
+/// `(jit, data, len, ifindex | rx_queue << 32, window) -> (verdict, faulted)`.
+fn callout_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 5]);
+    sig.returns.extend([AbiParam::new(I64); 2]);
+    sig
+}
+
+/// Emits a call of `run_callout` for the stage compiled as `jit`, with `[data, len, ifq]`;
+/// returns (verdict, faulted) as an inlined stage's exit receives them.
+fn callout(b: &mut FunctionBuilder<'_>, call_conv: CallConv, jit: usize, [data, len, ifq]: [Value; 3], window: Option<Value>) -> [Value; 2] {
+    let sig = b.import_signature(callout_signature(call_conv));
+    let f = b.ins().iconst(I64, run_callout as *const () as usize as i64);
+    let jit = b.ins().iconst(I64, jit as i64);
+    let window = match window {
+        Some(w) => w,
+        None => b.ins().iconst(I64, 0),
+    };
+    let call = b.ins().call_indirect(sig, f, &[jit, data, len, ifq, window]);
+    let r = b.inst_results(call);
+    [r[0], r[1]]
+}
+
+/// Two integers in registers (the C ABI), like `FusedOut`.
+#[repr(C)]
+struct CalloutOut {
+    verdict: u64,
+    faulted: u64,
+}
+
+/// Runs a stage that calls kernel helpers, which must run inside its own helper frame (its
+/// maps, the packet window it may move: `helpers::env`) — so such a stage is its own
+/// [`JitProgram`], called from the fused code through here rather than inlined. Writes the
+/// window after the run, as `[start, end)` offsets into `data..data+len`, to `window` unless
+/// it is null.
+///
+/// # Safety
+/// `jit` points to a live `JitProgram`, `data..data+len` is the packet the fused function is
+/// running on (exclusively borrowed by its caller), `window` is null or two writable words.
+unsafe extern "C" fn run_callout(jit: *const JitProgram, data: *mut u8, len: u64, ifq: u64, window: *mut u64) -> CalloutOut {
+    // SAFETY: the fused code passes a pointer to one of its pipeline's `callouts`, which live
+    // as long as the code; see the function's contract for the packet.
+    let (jit, packet) = unsafe { (&*jit, std::slice::from_raw_parts_mut(data, len as usize)) };
+    let (result, moved) = jit.run_xdp_window(packet, ifq as u32, (ifq >> 32) as u32);
+    if !window.is_null() {
+        let (start, end) = moved.unwrap_or((0, len));
+        // SAFETY: non-null, `window` is the fused function's two-word frame slot.
+        unsafe {
+            window.write(start);
+            window.add(1).write(end);
+        }
+    }
+    match result {
+        Ok(v) => CalloutOut { verdict: v, faulted: 0 },
+        Err(_) => CalloutOut { verdict: crate::bpf::Fault::VERDICT, faulted: 1 },
+    }
 }
 
 /// Imports a stage's callees into the function being built, indexed like `Layout::funcs`.
@@ -766,15 +963,15 @@ mod tests {
         // Constant exits take the shortcut to the outcome's block: 0 aborts a verdict stage.
         let aborts = program("w0 = 0\nexit\n", Format::Asm);
         let stages = [
-            Stage { program: &udp, rule: Rule::Match { end: None, mark: false } },
-            Stage { program: &big, rule: Rule::Match { end: None, mark: true } },
-            Stage { program: &write, rule: Rule::Verdict(XDP_STEPS) },
-            Stage { program: &dns, rule: Rule::Match { end: Some(3), mark: false } },
-            Stage { program: &udp, rule: Rule::Match { end: None, mark: true } },
-            Stage { program: &stack, rule: Rule::Verdict(XDP_STEPS) },
-            Stage { program: &tcp, rule: Rule::Match { end: Some(1), mark: false } },
-            Stage { program: &seven, rule: Rule::Verdict(XDP_STEPS) },
-            Stage { program: &aborts, rule: Rule::Verdict(XDP_STEPS) },
+            Stage { program: &udp, rule: Rule::Match { end: None, mark: false }, verified: None },
+            Stage { program: &big, rule: Rule::Match { end: None, mark: true }, verified: None },
+            Stage { program: &write, rule: Rule::Verdict(XDP_STEPS), verified: None },
+            Stage { program: &dns, rule: Rule::Match { end: Some(3), mark: false }, verified: None },
+            Stage { program: &udp, rule: Rule::Match { end: None, mark: true }, verified: None },
+            Stage { program: &stack, rule: Rule::Verdict(XDP_STEPS), verified: None },
+            Stage { program: &tcp, rule: Rule::Match { end: Some(1), mark: false }, verified: None },
+            Stage { program: &seven, rule: Rule::Verdict(XDP_STEPS), verified: None },
+            Stage { program: &aborts, rule: Rule::Verdict(XDP_STEPS), verified: None },
         ];
         for n in 0..=stages.len() {
             for entries in [Entries::Single, Entries::Batch, Entries::Both] {
@@ -788,7 +985,7 @@ mod tests {
         // r0 = f(); f: r0 = 2 (PASS), then a second stage with its own callee returning 3.
         let call = |v: u32| format!("call pc+1\nexit\nr0 = {v}\nexit\n");
         let (a, b) = (program(&call(2), Format::Asm), program(&call(3), Format::Asm));
-        let stages = [Stage { program: &a, rule: Rule::Verdict(XDP_STEPS) }, Stage { program: &b, rule: Rule::Verdict(XDP_STEPS) }];
+        let stages = [Stage { program: &a, rule: Rule::Verdict(XDP_STEPS), verified: None }, Stage { program: &b, rule: Rule::Verdict(XDP_STEPS), verified: None }];
         let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, entries: Entries::Both };
         agree(&plan);
         let fused = FusedPipeline::compile(&plan).unwrap();
@@ -799,7 +996,7 @@ mod tests {
     #[test]
     fn refuses_bad_layouts_and_raw_programs() {
         let udp = program("udp", Format::Tcpdump);
-        let stages = [Stage { program: &udp, rule: Rule::Match { end: None, mark: false } }];
+        let stages = [Stage { program: &udp, rule: Rule::Match { end: None, mark: false }, verified: None }];
         for bad in [
             CounterLayout { slot: 12, ..LAYOUT },
             CounterLayout { aborted: 32, ..LAYOUT },
@@ -811,7 +1008,7 @@ mod tests {
         }
         let raw = validate(vec![crate::bpf::insn::build::mov64_imm(0, 1), crate::bpf::insn::build::exit()], ProgKind::Raw, &Helpers::none())
             .unwrap();
-        let stages = [stages[0], Stage { program: &raw, rule: Rule::Verdict(XDP_STEPS) }];
+        let stages = [stages[0], Stage { program: &raw, rule: Rule::Verdict(XDP_STEPS), verified: None }];
         let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, entries: Entries::Single });
         assert_eq!(e.unwrap_err().to_string(), "stage 1: only xdp programs can be fused");
     }
@@ -820,7 +1017,7 @@ mod tests {
     fn fault_verdict_matches_the_single_program_path() {
         // A faulting stage aborts whatever its rule says, like a faulted `JitProgram` run.
         let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
-        let stages = [Stage { program: &write, rule: Rule::Match { end: Some(5), mark: true } }];
+        let stages = [Stage { program: &write, rule: Rule::Match { end: Some(5), mark: true }, verified: None }];
         let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, entries: Entries::Single }).unwrap();
         let counts = block(fused.counter_words());
         let mut short = vec![0u8; 8];

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, Block, BlockArg, FuncRef, InstBuilder, InstructionData, Opcode, MemFlagsData, SigRef, Signature, StackSlotData,
+    types, AbiParam, AliasRegionData, Block, BlockArg, FuncRef, InstBuilder, InstructionData, Opcode, MemFlagsData, SigRef, Signature, StackSlotData,
     StackSlotKind, Type, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
@@ -21,7 +21,7 @@ use crate::bpf::check::StackReach;
 use super::{trap_word, JitError, TrapKind};
 use crate::bpf::ctx::CtxField;
 use crate::bpf::insn::*;
-use crate::bpf::helpers::{ADJUST_HEAD, ADJUST_TAIL};
+use crate::bpf::helpers;
 use crate::bpf::{Helper, Program, MAX_CALL_DEPTH};
 
 const I64: Type = types::I64;
@@ -61,6 +61,34 @@ fn helper_signature(call_conv: CallConv) -> Signature {
 /// Memory the program may touch, once a check (or the analysis) has admitted the address.
 fn checked() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
+}
+
+/// Disjoint kinds of memory the generated code touches, as Cranelift alias regions. A store
+/// with no region may alias anything, so Cranelift must reload everything after it; with
+/// regions, a counter update between two stages does not stop the second stage's header loads
+/// from reusing the first stage's (redundant-load elimination), while every access of a BPF
+/// program — packet, stack, map values, which a checked address may reach alike — stays in
+/// one region and keeps its order.
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub(super) enum Region {
+    /// Whatever a BPF program's loads, stores and stack zeroing reach.
+    Program = 1,
+    /// The caller's counter block and verdict/exit arrays.
+    Counters = 2,
+    /// The `XdpContext` built in the frame (read only by helpers, through calls).
+    Context = 3,
+}
+
+/// `checked()` flags in `region` of the function being built.
+pub(super) fn region_flags(b: &mut FunctionBuilder<'_>, region: Region) -> MemFlagsData {
+    let description = match region {
+        Region::Program => "bpf memory",
+        Region::Counters => "counters",
+        Region::Context => "xdp context",
+    };
+    let r = b.func.dfg.alias_regions.insert(AliasRegionData { user_id: region as u32, description: description.into() });
+    checked().with_alias_region(Some(r))
 }
 
 /// What the emitter needs from outside the function.
@@ -110,6 +138,10 @@ pub(super) struct Lower<'a, 'b, 'f> {
     ret_zero: Option<Block>,
     trap_block: Option<Block>,
     helper_sig: Option<SigRef>,
+    /// Flags of every access the program makes (`Region::Program`).
+    mem: MemFlagsData,
+    /// The packet holds at least this many bytes (see `inline_with`).
+    known: u64,
     /// Results of 16- and 32-bit packet loads → the loaded bytes before the byte swap, so a
     /// test against a constant can compare the raw bytes with a swapped constant instead
     /// (the swap then usually becomes dead).
@@ -142,6 +174,9 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     /// area each — each still zeroes the part it can reach on entry, as a run of its own would
     /// — and a classic filter's `ret #0` / `ret #k` branch straight to where the enclosing code
     /// handles "no match" / "match".
+    ///
+    /// `known` is a length the packet is known to have (the enclosing code tested it): packet
+    /// checks for no more than that many bytes are left out.
     pub fn inline_with(
         b: &'b mut FunctionBuilder<'f>,
         env: &'a Env<'a>,
@@ -149,9 +184,11 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         exit: Block,
         stack: Option<Value>,
         shortcuts: Exits,
+        known: u64,
     ) -> Self {
         let mut lower = Self::start(b, env, 0, &inputs, Some(exit), stack);
         lower.shortcuts = shortcuts;
+        lower.known = known;
         lower
     }
 
@@ -165,6 +202,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     ) -> Self {
         let regs: [Variable; NUM_REGS as usize] = std::array::from_fn(|_| b.declare_var(I64));
         let main = index == 0;
+        let mem = region_flags(b, Region::Program);
         let (data, len, stack_lo, ifq, depth);
         if main {
             let zero = b.ins().iconst(I64, 0);
@@ -194,7 +232,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
                 };
                 let top = b.ins().iadd_imm_s(stack_lo, STACK_AREA);
                 b.def_var(regs[REG_FP as usize], top);
-                zero_stack(b, env, top, lo, hi);
+                zero_stack(b, env, mem, top, lo, hi);
             } else {
                 // As in the interpreter: no stack at all, and r10 reads as 0.
                 stack_lo = zero;
@@ -238,6 +276,8 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             ret_zero: None,
             trap_block: None,
             helper_sig: None,
+            mem,
+            known: 0,
             unswapped: HashMap::new(),
         }
     }
@@ -565,15 +605,21 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             self.b.ins().jump(taken, &[]);
             return Ok(false);
         }
+        let c = self.condition(pc, insn)?;
+        let fall = self.block(pc + 1);
+        self.b.ins().brif(c, taken, &[], fall, &[]);
+        Ok(false)
+    }
+
+    /// The truth value (an `i8`) of conditional jump `insn`'s test in the current registers.
+    fn condition(&mut self, pc: usize, insn: &Insn) -> Result<Value, JitError> {
         let wide = insn.class() == CLASS_JMP;
         let a = self.reg(insn.dst);
         if insn.source() == SRC_K
             && let Some(&raw) = self.unswapped.get(&a)
             && let Some(c) = self.test_unswapped(insn, wide, raw)
         {
-            let fall = self.block(pc + 1);
-            self.b.ins().brif(c, taken, &[], fall, &[]);
-            return Ok(false);
+            return Ok(c);
         }
         let a = if wide { a } else { self.b.ins().ireduce(I32, a) };
         let b = if insn.source() == SRC_K {
@@ -603,9 +649,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         } else {
             self.b.ins().icmp(cc, a, b)
         };
-        let fall = self.block(pc + 1);
-        self.b.ins().brif(c, taken, &[], fall, &[]);
-        Ok(false)
+        Ok(c)
     }
 
     /// `jeq`/`jne`/`jset` against a constant on a value that is `bswap(raw)` zero-extended,
@@ -695,7 +739,6 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             .helpers
             .get(id)
             .ok_or_else(|| unsupported(pc, *insn, "call to a helper id that is not in the helper table"))?;
-        Self::refuse_adjust(pc, insn, &helper)?;
         let r0 = self.call_helper(&helper);
         self.set(0, r0);
         Ok(())
@@ -737,7 +780,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         for (h, blk) in &cases {
             switch.set_entry(h.id as u128, *blk);
         }
-        switch.emit(&mut self.b, id, unknown);
+        switch.emit(self.b, id, unknown);
         for (h, blk) in cases {
             self.enter(blk);
             let r = self.call_helper(&h);
@@ -817,6 +860,8 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
                         self.start_dead_block();
                         return Ok(());
                     }
+                    // The enclosing code proved the length this check asks for.
+                    Note::PacketCheck(need) if need <= self.known => {}
                     Note::PacketCheck(need) => {
                         let ok = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, self.len, need as i64);
                         self.branch_or_stop(ok);
@@ -863,17 +908,17 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     /// Big-endian load of `size` bytes at `base + off` (already bounds-checked), zero-extended.
     fn load_packet(&mut self, base: Value, off: i32, size: usize) -> Value {
         match size {
-            1 => self.ins().uload8(I64, checked(), base, off),
+            1 => self.b.ins().uload8(I64, self.mem, base, off),
             2 | 4 => {
                 let ty = if size == 2 { types::I16 } else { I32 };
-                let raw = self.ins().load(ty, checked(), base, off);
+                let raw = self.b.ins().load(ty, self.mem, base, off);
                 let v = self.ins().bswap(raw);
                 let v = self.ins().uextend(I64, v);
                 self.unswapped.insert(v, raw);
                 v
             }
             _ => {
-                let v = self.ins().load(I64, checked(), base, off);
+                let v = self.b.ins().load(I64, self.mem, base, off);
                 self.ins().bswap(v)
             }
         }
@@ -886,8 +931,8 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             let field = CtxField::from_index(insn.off)
                 .ok_or_else(|| unsupported(pc, *insn, "unknown context field"))?;
             let v = match field {
-                CtxField::Data | CtxField::DataMeta => self.data,
-                CtxField::DataEnd => self.b.ins().iadd(self.data, self.len),
+                CtxField::Data | CtxField::DataMeta => self.window().0,
+                CtxField::DataEnd => self.window().1,
                 CtxField::IngressIfindex => {
                     let low = self.b.ins().ireduce(I32, self.ifq);
                     self.b.ins().uextend(I64, low)
@@ -903,13 +948,13 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         let addr = self.b.ins().iadd_imm_s(base, insn.off as i64);
         self.check(pc, addr, size, false);
         let v = match (insn.mode(), size) {
-            (MODE_MEM, 1) => self.ins().uload8(I64, checked(), addr, 0),
-            (MODE_MEM, 2) => self.ins().uload16(I64, checked(), addr, 0),
-            (MODE_MEM, 4) => self.ins().uload32(checked(), addr, 0),
-            (MODE_MEM, _) => self.ins().load(I64, checked(), addr, 0),
-            (MODE_MEMSX, 1) => self.ins().sload8(I64, checked(), addr, 0),
-            (MODE_MEMSX, 2) => self.ins().sload16(I64, checked(), addr, 0),
-            (MODE_MEMSX, 4) => self.ins().sload32(checked(), addr, 0),
+            (MODE_MEM, 1) => self.b.ins().uload8(I64, self.mem, addr, 0),
+            (MODE_MEM, 2) => self.b.ins().uload16(I64, self.mem, addr, 0),
+            (MODE_MEM, 4) => self.b.ins().uload32(self.mem, addr, 0),
+            (MODE_MEM, _) => self.b.ins().load(I64, self.mem, addr, 0),
+            (MODE_MEMSX, 1) => self.b.ins().sload8(I64, self.mem, addr, 0),
+            (MODE_MEMSX, 2) => self.b.ins().sload16(I64, self.mem, addr, 0),
+            (MODE_MEMSX, 4) => self.b.ins().sload32(self.mem, addr, 0),
             _ => return Err(unsupported(pc, *insn, "unknown ldx mode or size")),
         };
         self.set(insn.dst, v);
@@ -933,10 +978,10 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         };
         self.check(pc, addr, size, true);
         match size {
-            1 => self.ins().istore8(checked(), v, addr, 0),
-            2 => self.ins().istore16(checked(), v, addr, 0),
-            4 => self.ins().istore32(checked(), v, addr, 0),
-            _ => self.ins().store(checked(), v, addr, 0),
+            1 => self.b.ins().istore8(self.mem, v, addr, 0),
+            2 => self.b.ins().istore16(self.mem, v, addr, 0),
+            4 => self.b.ins().istore32(self.mem, v, addr, 0),
+            _ => self.b.ins().store(self.mem, v, addr, 0),
         };
         Ok(())
     }
@@ -990,7 +1035,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
         self.enter(unaligned);
-        let prev = self.b.ins().load(ty, checked(), addr, 0);
+        let prev = self.b.ins().load(ty, self.mem, addr, 0);
         let new = match (op, expected) {
             (Some(Op::Add), _) => self.b.ins().iadd(prev, src),
             (Some(Op::Or), _) => self.b.ins().bor(prev, src),
@@ -1003,7 +1048,7 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             }
             (None, None) => unreachable!("cmpxchg always has an expected value"),
         };
-        self.b.ins().store(checked(), new, addr, 0);
+        self.b.ins().store(self.mem, new, addr, 0);
         self.b.ins().jump(join, &[BlockArg::Value(prev)]);
 
         self.enter(join);
@@ -1073,19 +1118,48 @@ impl Lower<'_, '_, '_> {
         }
     }
 
-    /// `xdp_adjust_head/tail` move the packet, which the JIT keeps in registers for the whole
-    /// run; such programs are left to the interpreter.
-    fn refuse_adjust(pc: usize, insn: &Insn, helper: &Helper) -> Result<(), JitError> {
-        if helper.id == ADJUST_HEAD || helper.id == ADJUST_TAIL {
-            return Err(unsupported(pc, *insn, "xdp_adjust_head/tail are not supported by the jit: run in the interpreter"));
+    /// The packet window `(data, data_end)` as the program sees it now. Programs that call
+    /// `xdp_adjust_head/tail` ([`Layout::moves`]) ask the run's helper frame each time (the
+    /// helpers move the window there; callees see the move too); others have it in registers.
+    fn window(&mut self) -> (Value, Value) {
+        if !self.env.layout.moves {
+            let end = self.b.ins().iadd(self.data, self.len);
+            return (self.data, end);
         }
-        Ok(())
+        let sig = self.b.import_signature(bounds_signature(self.env.call_conv));
+        let callee = self.b.ins().iconst(I64, packet_window as *const () as usize as i64);
+        let call = self.b.ins().call_indirect(sig, callee, &[self.data, self.len]);
+        let r = self.b.inst_results(call);
+        (r[0], r[1])
     }
+}
+
+/// `(data, len) -> (data, data_end)`: see [`packet_window`].
+fn bounds_signature(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64); 2]);
+    sig.returns.extend([AbiParam::new(I64); 2]);
+    sig
+}
+
+/// Two integers in registers (the C ABI), like `Outcome`.
+#[repr(C)]
+struct Window {
+    data: u64,
+    end: u64,
+}
+
+/// Called by generated code: the current run's packet window after `xdp_adjust_head/tail`
+/// (the helpers keep it in the run's frame, see `helpers::env`), or the slice the run was given
+/// when no frame is set (then no helper could have moved it).
+extern "C" fn packet_window(data: u64, len: u64) -> Window {
+    let (data, end) = helpers::packet_bounds().unwrap_or((data, data + len));
+    Window { data, end }
 }
 
 /// Zeroes bytes `[top + lo, top + hi)` of the stack area, as the interpreter does before a run
 /// (`lo < hi <= 0`): 16-byte stores for small frames, `memset` for large ones.
-fn zero_stack(b: &mut FunctionBuilder<'_>, env: &Env<'_>, top: Value, lo: i64, hi: i64) {
+fn zero_stack(b: &mut FunctionBuilder<'_>, env: &Env<'_>, mem: MemFlagsData, top: Value, lo: i64, hi: i64) {
     // Widen to 16-byte boundaries: the extra bytes are the area's own, never anyone else's.
     let lo = (lo.div_euclid(16) * 16).max(-STACK_AREA);
     let hi = (hi + 15).div_euclid(16) * 16;
@@ -1094,7 +1168,7 @@ fn zero_stack(b: &mut FunctionBuilder<'_>, env: &Env<'_>, top: Value, lo: i64, h
         let zero = b.ins().iconst(I64, 0);
         let wide = b.ins().splat(types::I64X2, zero);
         for off in (lo..hi).step_by(16) {
-            b.ins().store(MemFlagsData::trusted(), wide, top, off as i32);
+            b.ins().store(mem.with_aligned(), wide, top, off as i32);
         }
     } else {
         let start = b.ins().iadd_imm_s(top, lo);

@@ -367,6 +367,22 @@ impl JitProgram {
     }
 }
 
+impl JitProgram {
+    /// [`run_xdp`](Exec::run_xdp), also returning the packet window after the run as
+    /// `(start, end)` offsets into `packet` if `xdp_adjust_head/tail` moved it.
+    pub(super) fn run_xdp_window(&self, packet: &mut [u8], ingress_ifindex: u32, rx_queue_index: u32) -> (Result<u64, Fault>, Option<(u64, u64)>) {
+        if !self.helpers.needs_env() {
+            return (self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index), None);
+        }
+        let (base, len) = (packet.as_ptr() as u64, packet.len());
+        helpers::enter(&self.helpers, base, len, StackArea::Native, || {
+            let result = self.run_xdp_direct(packet, ingress_ifindex, rx_queue_index);
+            let window = helpers::packet_bounds().map(|(data, end)| (data - base, end - base));
+            (result, window.filter(|&w| w != (0, len as u64)))
+        })
+    }
+}
+
 impl Drop for JitProgram {
     fn drop(&mut self) {
         let module = self.module.get_mut().unwrap_or_else(PoisonError::into_inner);

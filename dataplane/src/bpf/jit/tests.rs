@@ -699,3 +699,119 @@ fn udp_packet(dst_port: u16) -> Vec<u8> {
     p[36..38].copy_from_slice(&dst_port.to_be_bytes());
     p
 }
+
+/// `xdp_adjust_head(ctx, head)`, then `xdp_adjust_tail(ctx, tail)` if the first succeeded,
+/// then r0 packs what the program sees: the window's length, its first byte (if any), the
+/// byte a pointer derived before the move reads (the slice stays reachable, as in the
+/// interpreter), an LD_ABS (which addresses the slice), and a callee's view of the length.
+fn adjusting(head: i32, tail: i32) -> Vec<Insn> {
+    vec![
+        mov64_reg(6, 1),
+        ldx(SIZE_W, 8, 6, 0), // r8 = data before the move
+        mov64_imm(2, head),
+        call_helper(crate::bpf::helpers::ADJUST_HEAD as i32),
+        mov64_reg(9, 0),
+        jmp_imm(JMP_JNE, 0, 0, 3),
+        mov64_reg(1, 6),
+        mov64_imm(2, tail),
+        call_helper(crate::bpf::helpers::ADJUST_TAIL as i32),
+        ldx(SIZE_W, 2, 6, 0),
+        ldx(SIZE_W, 3, 6, 4),
+        mov64_reg(7, 3),
+        alu64_reg(ALU_SUB, 7, 2), // r7 = window length
+        mov64_reg(4, 2),
+        alu64_imm(ALU_ADD, 4, 1),
+        jmp_reg(JMP_JGT, 4, 3, 3),
+        ldx(SIZE_B, 4, 2, 0),
+        alu64_imm(ALU_LSH, 4, 16),
+        alu64_reg(ALU_OR, 7, 4),
+        ldx(SIZE_B, 4, 8, 0),
+        alu64_imm(ALU_LSH, 4, 24),
+        alu64_reg(ALU_OR, 7, 4),
+        ld_abs(SIZE_B, 1),
+        alu64_imm(ALU_LSH, 0, 32),
+        alu64_reg(ALU_OR, 7, 0),
+        mov64_reg(1, 6),
+        local(5),
+        alu64_imm(ALU_LSH, 0, 40),
+        alu64_reg(ALU_OR, 0, 7),
+        alu64_imm(ALU_LSH, 9, 56),
+        alu64_reg(ALU_OR, 0, 9),
+        exit(),
+        // The callee: data_end - data, read through its own copy of the context pointer.
+        ldx(SIZE_W, 2, 1, 0),
+        ldx(SIZE_W, 0, 1, 4),
+        alu64_reg(ALU_SUB, 0, 2),
+        exit(),
+    ]
+}
+
+#[test]
+fn adjust_head_and_tail_move_the_window_as_in_the_interpreter() {
+    use crate::bpf::helpers::RunEnv;
+    use crate::bpf::maps::MapTable;
+    let env = RunEnv::new(0);
+    let packet: Vec<u8> = (0..60u8).map(|i| i.wrapping_mul(7) ^ 0x5a).collect();
+    let mut moved = 0;
+    for head in [-1, 0, 1, 5, 14, 46, 47, 60] {
+        for tail in [-50, -4, 0, 1] {
+            let p = validate(adjusting(head, tail), ProgKind::Xdp, &Helpers::kernel(MapTable::default())).expect("valid");
+            let jit = JitProgram::compile(&p).expect("compile");
+            let interp = Interpreter::new(&p);
+            let (mut a, mut b) = (packet.clone(), packet.clone());
+            let want = env.run(|| interp.run_xdp(&mut b, 7, 3));
+            let want_window = env.window();
+            let got = env.run(|| jit.run_xdp(&mut a, 7, 3));
+            assert_eq!(got, want, "head {head}, tail {tail}");
+            assert_eq!(env.window(), want_window, "head {head}, tail {tail}: window");
+            assert_eq!(a, b, "head {head}, tail {tail}: packet");
+            moved += want_window.is_some() as usize;
+            // The batch entry runs such programs one packet at a time: same verdicts.
+            let mut c = packet.clone();
+            let mut verdicts = [u64::MAX];
+            env.run(|| jit.run_batch(&mut [PacketRef::new(&mut c)], 7, 3, &mut verdicts));
+            assert_eq!(verdicts[0], want.unwrap_or(Fault::VERDICT), "head {head}, tail {tail}: batch");
+        }
+    }
+    assert!(moved >= 8, "only {moved} runs moved the window");
+}
+
+#[test]
+fn checks_proven_before_a_move_are_made_again_after_it() {
+    // A length proven against data_end, then the tail moves in: the same access must be
+    // checked again (it now faults outside the slice only if it leaves the slice, as in the
+    // interpreter; here it stays inside, and reads the same byte).
+    let insns = [
+        mov64_reg(6, 1),
+        ldx(SIZE_W, 2, 6, 0),
+        ldx(SIZE_W, 3, 6, 4),
+        mov64_reg(4, 2),
+        alu64_imm(ALU_ADD, 4, 40),
+        jmp_reg(JMP_JGT, 4, 3, 7),
+        mov64_imm(2, 20),
+        call_helper(crate::bpf::helpers::ADJUST_HEAD as i32),
+        ldx(SIZE_W, 2, 6, 0),
+        ldx(SIZE_B, 0, 2, 39), // proven before the move (data + 40 <= end), not after it
+        exit(),
+        mov64_imm(0, 0),
+        exit(),
+        mov64_imm(0, 1),
+        exit(),
+    ];
+    let p = validate(insns.to_vec(), ProgKind::Xdp, &Helpers::kernel(crate::bpf::maps::MapTable::default())).expect("valid");
+    let layout = analyze::analyze(&p).unwrap();
+    assert!(layout.moves);
+    assert_eq!(layout.funcs[0].note(9), Note::Checked);
+    let jit = JitProgram::compile(&p).unwrap();
+    let interp = Interpreter::new(&p);
+    let mut pkt = vec![3u8; 60];
+    pkt[59] = 9;
+    let mut copy = pkt.clone();
+    // data + 20 + 39 = the slice's last byte: in range for both.
+    assert_eq!(jit.run_xdp(&mut pkt, 0, 0), interp.run_xdp(&mut copy, 0, 0));
+    assert_eq!(jit.run_xdp(&mut pkt, 0, 0), Ok(9));
+    // One byte shorter: the same read leaves the slice and faults in both.
+    let (mut short, mut short2) = (vec![3u8; 59], vec![3u8; 59]);
+    let (a, b) = (jit.run_xdp(&mut short, 0, 0), interp.run_xdp(&mut short2, 0, 0));
+    assert!(matches!((a, b), (Err(Fault::OutOfBounds { pc: 9, .. }), Err(Fault::OutOfBounds { pc: 9, .. }))), "{a:?} {b:?}");
+}

@@ -122,7 +122,7 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     controller.stop()?;
     drop(handle);
     let done = dataplane.shutdown()?;
-    reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts);
+    reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts, &done.firewall);
     for (wi, a) in done.accounts.iter().enumerate() {
         a.check().with_context(|| format!("worker {wi}"))?;
     }
@@ -193,6 +193,9 @@ pub struct Shutdown {
     pub stats: Vec<QueueSnapshot>,
     pub steering: Vec<(String, SteerCounters)>,
     pub accounts: Vec<FrameAccount>,
+    /// Every firewall rule's final counters, kernel and userspace merged (empty without a
+    /// firewall).
+    pub firewall: Vec<FwRuleTotals>,
 }
 
 impl Dataplane {
@@ -278,7 +281,10 @@ impl Dataplane {
         running.stop.store(true, Ordering::Relaxed);
         let stats = running.stats();
         let accounts = running.join()?;
-        Ok(Shutdown { stats, steering: steer_totals, accounts })
+        // After the join every engine has published its last counts; the kernel maps
+        // outlive their detached programs, held by the firewall control.
+        let (_, firewall) = self.handle.firewall_totals();
+        Ok(Shutdown { stats, steering: steer_totals, accounts, firewall })
     }
 }
 

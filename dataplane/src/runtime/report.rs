@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::runtime::WorkerPlan;
+use crate::runtime::{FwRuleTotals, WorkerPlan};
 use crate::stats::QueueSnapshot;
 use crate::steer::{Steering, SteerCounters};
 use crate::xsk::FrameAccount;
@@ -128,6 +128,7 @@ impl Reporter {
         steer: &[(String, SteerCounters)],
         config: &Config,
         accounts: &[FrameAccount],
+        firewall: &[FwRuleTotals],
     ) {
         let total = sum(now);
         let port_of = |ifname: &str| config.ports.iter().find(|p| p.interface == ifname).map_or("", |p| p.name.as_str());
@@ -155,6 +156,9 @@ impl Reporter {
             line["queues"] = self.queues_json(now);
             line["steer"] = Value::Array(steer_json);
             line["frames"] = Value::Array(frames_json);
+            if !firewall.is_empty() {
+                line["firewall"] = Value::Array(firewall.iter().map(rule_json).collect());
+            }
             emit(line);
             return;
         }
@@ -182,6 +186,13 @@ impl Reporter {
         let leaked: i64 = accounts.iter().map(|a| a.leaked()).sum();
         let frames: u64 = accounts.iter().map(|a| a.total).sum();
         println!("  frames: {frames} in {} UMEM(s), {leaked} leaked", accounts.len());
+        for r in firewall {
+            let t = r.stats.total();
+            println!(
+                "  fw {}: packets {} bytes {} (kernel {} user {})",
+                r.stats.name, t.packets, t.bytes, r.stats.kernel.packets, r.stats.user.packets
+            );
+        }
     }
 
     fn queues_json(&self, now: &[QueueSnapshot]) -> Value {
@@ -204,6 +215,14 @@ impl Reporter {
 
 fn sum(s: &[QueueSnapshot]) -> QueueSnapshot {
     s.iter().fold(QueueSnapshot::default(), |acc, q| acc.add(q))
+}
+
+/// One firewall rule's exit totals: kernel and userspace counts, merged.
+fn rule_json(r: &FwRuleTotals) -> Value {
+    let t = r.stats.total();
+    json!({"rule": r.stats.name, "index": r.index, "line": r.line, "packets": t.packets, "bytes": t.bytes,
+           "kernel_packets": r.stats.kernel.packets, "kernel_bytes": r.stats.kernel.bytes,
+           "user_packets": r.stats.user.packets, "user_bytes": r.stats.user.bytes})
 }
 
 fn totals_json(t: &QueueSnapshot) -> Value {

@@ -379,6 +379,15 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     let s = fw_stats(&topo, &socket);
     assert_eq!((packets(&s, "blocked"), packets(&s, "closed")), (350, 350), "{s:?}");
 
+    // The daemon owns its kernel stage: `sluice fw load/unload` refuse to touch it.
+    for args in [&["fw", "unload", "--interface", "dut-a0"][..], &["fw", "load", "--config", fw.to_str().expect("utf-8 path"), "--interface", "dut-b0"]] {
+        let out = topo.dut.exec([SLUICE]).args(args).output().expect("run sluice fw");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("sluice ctl reload"), "{args:?}: {err}");
+    }
+    let s = fw_stats(&topo, &socket);
+    assert_eq!(by(&s, "blocked").4, ["dut-a0", "dut-b0"], "the refused commands changed the kernel stage: {s:?}");
+
     // The exit totals carry every rule's merged counters.
     let totals = sluice.stop();
     let rule = |name: &str| {

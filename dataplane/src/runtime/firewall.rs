@@ -92,6 +92,7 @@ impl FirewallControl {
     ) -> Result<FirewallControl, FirewallError> {
         let mut maps = Vec::new();
         for (ifname, s) in steering.iter_mut() {
+            s.set_firewall_owned(path.is_some())?;
             let mut m = s.firewall()?;
             m.load(&kernel_tables(rules.as_deref(), ifname))?;
             maps.push((ifname.clone(), m));

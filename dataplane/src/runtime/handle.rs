@@ -328,7 +328,14 @@ impl RuntimeHandle {
             _ => control.firewall.path().map(|_| "firewall: off".to_owned()),
         };
         if let Some(line) = line {
+            let owned = path.is_some();
             control.firewall.replace(path, rules)?;
+            // `sluice fw load/unload` refuses interfaces marked here (see `steer`).
+            if let Some(steering) = lock(&self.shared.steering).as_mut() {
+                for s in steering.values_mut() {
+                    s.set_firewall_owned(owned).map_err(|e| ControlError::Firewall(FirewallError::Kernel(e)))?;
+                }
+            }
             lines.push(line);
         }
         for (i, spec) in changed {

@@ -13,7 +13,7 @@ use crate::steer::{Steering, SteerCounters};
 use crate::xsk::FrameAccount;
 
 /// Identifies a queue's counters in the output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLabel {
     pub port: String,
     pub interface: String,
@@ -34,6 +34,20 @@ impl Reporter {
     pub fn new(json: bool, verbose: bool, labels: Vec<QueueLabel>) -> Self {
         let last = vec![QueueSnapshot::default(); labels.len()];
         Reporter { json, verbose, labels, last, last_at: Duration::ZERO }
+    }
+
+    /// Follows a reload that added or removed queues: a queue that stays keeps its last
+    /// reading (so its rate continues), a new one starts from zero.
+    pub fn relabel(&mut self, labels: &[QueueLabel]) {
+        if labels == self.labels.as_slice() {
+            return;
+        }
+        let same = |a: &QueueLabel, b: &QueueLabel| (&a.port, &a.interface, a.queue) == (&b.port, &b.interface, b.queue);
+        self.last = labels
+            .iter()
+            .map(|l| self.labels.iter().position(|o| same(o, l)).map_or_else(QueueSnapshot::default, |i| self.last[i].clone()))
+            .collect();
+        self.labels = labels.to_vec();
     }
 
     pub fn started(&self, config: &Config, steering: &BTreeMap<String, Steering>, plans: &[WorkerPlan]) {
@@ -81,8 +95,9 @@ impl Reporter {
         let dt = (elapsed - self.last_at).as_secs_f64().max(1e-9);
         let sum_now = sum(now);
         let sum_last = sum(&self.last);
-        let rx_pps = (sum_now.rx - sum_last.rx) as f64 / dt;
-        let tx_pps = (sum_now.tx - sum_last.tx) as f64 / dt;
+        // A reload that removed queues lowers the sums.
+        let rx_pps = sum_now.rx.saturating_sub(sum_last.rx) as f64 / dt;
+        let tx_pps = sum_now.tx.saturating_sub(sum_last.tx) as f64 / dt;
         if self.json {
             let mut line = totals_json(&sum_now);
             line["event"] = json!("tick");
@@ -108,8 +123,8 @@ impl Reporter {
                         l.port,
                         l.interface,
                         l.queue,
-                        rate((n.rx - p.rx) as f64 / dt),
-                        rate((n.tx - p.tx) as f64 / dt),
+                        rate(n.rx.saturating_sub(p.rx) as f64 / dt),
+                        rate(n.tx.saturating_sub(p.tx) as f64 / dt),
                         n.drop,
                         n.ring_full,
                         n.wakeups

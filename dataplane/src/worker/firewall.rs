@@ -204,6 +204,17 @@ impl Gate {
         }
     }
 
+    /// Moves to another cell (the dataplane's workers were renumbered), as worker `worker`
+    /// there: the engine (flows, counters) stays and adopts that cell's version at the next
+    /// [`refresh`](Self::refresh). Its counts go to the old version's block first, so they are
+    /// never written at the new index into a version that numbers workers the old way.
+    pub fn rebind(&mut self, cell: Arc<FirewallCell>, worker: usize) {
+        self.publish();
+        self.seen = cell.generation().wrapping_sub(1);
+        self.cell = cell;
+        self.worker = worker;
+    }
+
     /// Whether a firewall is in force.
     #[inline(always)]
     pub fn active(&self) -> bool {

@@ -6,7 +6,9 @@
 //! dut-c1; a reload then removes it: its XDP program is gone, and adding it once more binds
 //! the same queue again, which only works if its socket was closed. A reload
 //! naming an interface that does not exist is refused with the interface's name and changes
-//! nothing. Through all of it the a ↔ b pair loses no datagram and its counters only grow.
+//! nothing. Two single ports turned into a forwarding pair get one worker for the pair in
+//! place of theirs. Through all of it the a ↔ b pair loses no datagram and its counters only
+//! grow.
 //!
 //! Privileged: skips with a message when not root, must run under `CI=true`. Namespaces,
 //! files and the daemon are removed on every exit path (Drop guards).
@@ -24,6 +26,23 @@ use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, pri
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const PORT: u16 = 7100;
+/// Where the frames sent into port c go.
+const C_PORT: u16 = 7101;
+
+/// Userspace rules (tcpdump matches) counting each stream, so the counts of the a ↔ b worker
+/// (kept, but renumbered when c comes first) and of c's workers (stopped) can be checked.
+const RULES: &str = r#"
+[firewall]
+default = "accept"
+[[rule]]
+name = "seq"
+match = "udp dst port 7100"
+action = "accept"
+[[rule]]
+name = "to-c"
+match = "udp dst port 7101"
+action = "accept"
+"#;
 
 /// A directory of files, removed on Drop.
 struct Files(PathBuf);
@@ -118,23 +137,33 @@ fn xdp_prog(topo: &Topology, ifname: &str) -> Option<u32> {
     topo.dut.run_in(|| sluice::steer::attached_xdp_prog(ifname)).expect("enter dut").expect("query xdp")
 }
 
-fn frame(src: Ipv4Addr, dst: Ipv4Addr, seq: u32) -> Vec<u8> {
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, seq: u32) -> Vec<u8> {
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
         .ipv4(src.octets(), dst.octets(), 64)
-        .udp(9000, PORT)
+        .udp(9000, dport)
         .write(&mut f, &seq.to_be_bytes())
         .expect("build frame");
     f
 }
 
+/// Ports `extra` first (so adding them renumbers a and b and their worker), then a ↔ b.
 fn config(socket: &Path, extra: &str) -> String {
     format!(
-        "[control]\nsocket = \"{}\"\n[dataplane]\ncores = [0]\n\
+        "[control]\nsocket = \"{}\"\n[dataplane]\ncores = [0]\nfirewall = \"fw.toml\"\n{extra}\
          [[port]]\nname = \"a\"\ninterface = \"dut-a0\"\naction = \"forward\"\nforward_to = \"b\"\n\
-         [[port]]\nname = \"b\"\ninterface = \"dut-b0\"\naction = \"forward\"\nforward_to = \"a\"\n{extra}",
+         [[port]]\nname = \"b\"\ninterface = \"dut-b0\"\naction = \"forward\"\nforward_to = \"a\"\n",
         socket.display()
     )
+}
+
+/// Per rule, kernel plus userspace packets from `sluice ctl --json fw stats`.
+fn fw_packets(topo: &Topology, socket: &Path, rule: &str) -> u64 {
+    let (ok, out, err) = ctl(topo, socket, &["--json", "fw", "stats"]);
+    assert!(ok, "ctl fw stats: {err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("fw stats json");
+    let r = v["rules"].as_array().and_then(|a| a.iter().find(|r| r["rule"] == rule)).unwrap_or_else(|| panic!("rule {rule} in {v}"));
+    r["kernel_packets"].as_u64().expect("kernel") + r["user_packets"].as_u64().expect("user")
 }
 
 #[test]
@@ -151,6 +180,7 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
         topo.dut.ip(&["link", "set", ifname, "up"]).expect("spare veth up");
     }
     let files = Files::new();
+    files.write("fw.toml", RULES);
     let socket = files.0.join("ctl.sock");
     let path = files.write("sluice.toml", &config(&socket, ""));
     let (client, server) = (topo.client_if.addr.expect("client addr"), topo.server_if.addr.expect("server addr"));
@@ -175,7 +205,15 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
 
     let sent = AtomicU32::new(0);
     let sending = AtomicBool::new(true);
+    /// Stops the sender when the scope ends, a failed assertion included.
+    struct StopSending<'a>(&'a AtomicBool);
+    impl Drop for StopSending<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
     std::thread::scope(|scope| {
+        let _stop = StopSending(&sending);
         let sender = scope.spawn(|| {
             topo.client
                 .run_in(|| {
@@ -184,7 +222,7 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
                         .expect("open AF_PACKET on the client");
                     let mut n = 0u32;
                     while sending.load(Ordering::Relaxed) || n < 300 {
-                        cap.sendpacket(frame(client, server, n)).expect("send");
+                        cap.sendpacket(frame(client, server, PORT, n)).expect("send");
                         n += 1;
                         sent.store(n, Ordering::Relaxed);
                         // Stay at most 32 datagrams ahead of the server so no buffer overflows.
@@ -213,7 +251,7 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
                 .run_in(|| {
                     let mut cap = pcap::Capture::from_device("dut-c1").and_then(|c| c.timeout(50).open()).expect("open dut-c1");
                     for i in 0..50 {
-                        cap.sendpacket(frame(client, Ipv4Addr::new(192, 0, 2, 1), i)).expect("send into c");
+                        cap.sendpacket(frame(client, Ipv4Addr::new(192, 0, 2, 1), C_PORT, i)).expect("send into c");
                     }
                 })
                 .expect("enter dut");
@@ -248,6 +286,28 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
         assert_eq!(names, ["a", "b"]);
         assert!(xdp_prog(&topo, "dut-a0").is_some() && xdp_prog(&topo, "dut-b0").is_some());
 
+        // Two single ports, then the same two as a forwarding pair: their workers are
+        // replaced by one for the pair (each old one holds a queue the new one binds).
+        let single = "[[port]]\nname = \"c\"\ninterface = \"dut-c0\"\naction = \"drop\"\n\
+                      [[port]]\nname = \"d\"\ninterface = \"dut-c1\"\naction = \"drop\"\n";
+        files.write("sluice.toml", &config(&socket, single));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok && out.contains("port c: added") && out.contains("port d: added"), "{out}{err}");
+        let pair = "[[port]]\nname = \"c\"\ninterface = \"dut-c0\"\naction = \"forward\"\nforward_to = \"d\"\n\
+                    [[port]]\nname = \"d\"\ninterface = \"dut-c1\"\naction = \"forward\"\nforward_to = \"c\"\n";
+        files.write("sluice.toml", &config(&socket, pair));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok, "pairing two ports was refused: {err}");
+        assert!(out.contains("worker stopped for c q0") && out.contains("worker stopped for d q0"), "{out}");
+        assert!(out.contains("worker started for c (dut-c0 q0) + d (dut-c1 q0)"), "{out}");
+        assert!(!out.contains("worker started for a") && !out.contains("worker stopped for a"), "the a ↔ b worker was touched: {out}");
+        let (ok, status, _) = ctl(&topo, &socket, &["--json", "status"]);
+        let v: Value = serde_json::from_str(status.trim()).expect("status json");
+        assert!(ok && v["workers"] == 2, "{status}");
+        files.write("sluice.toml", &config(&socket, ""));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok && out.contains("port c: removed") && out.contains("port d: removed"), "{out}{err}");
+
         let now = sent.load(Ordering::Relaxed);
         while sent.load(Ordering::Relaxed) < now + 100 {
             std::thread::sleep(Duration::from_millis(1));
@@ -261,6 +321,10 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(received.load(Ordering::Relaxed), sent, "datagrams lost through a ↔ b across the reloads");
+    // The kept worker's firewall counts continued through renumbering; the stopped workers'
+    // counts were kept.
+    assert_eq!(fw_packets(&topo, &socket, "seq"), u64::from(sent));
+    assert_eq!(fw_packets(&topo, &socket, "to-c"), 100);
     sluice.stop();
     listening.store(false, Ordering::Relaxed);
     listener.join().expect("listener");

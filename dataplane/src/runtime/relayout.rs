@@ -33,7 +33,14 @@ use crate::pipeline::{Pipeline, Published};
 use super::firewall::load_ruleset;
 use super::handle::{ControlError, ControlState, Layout, PortControl, PortInfo, RuntimeHandle, lock, next_worker_name};
 use super::plan::{WorkerPlan, plan};
+use crate::xsk::XskError;
+
 use super::units::{self, Cells, Opened, Unit};
+
+/// How long opening a new worker keeps trying a queue the kernel still reports busy: a socket
+/// closed a moment ago (a worker this reload or the previous one stopped) releases its queue
+/// from a kernel workqueue, which a loaded machine may run late.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a kept worker may take to move to the new tables (a sleeping one wakes within
 /// one idle poll), and a replaced pipeline to be let go.
@@ -117,7 +124,7 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
                 continue;
             }
             let cells = Cells { published: &published, firewall: (&cell, j), capture_filter: &shared.capture_filter };
-            let o = units::open(&new, p, cells, steering).map_err(|e| failed(format_args!("start worker for {}", describe(&new, p)), &e))?;
+            let o = open_unit(&new, p, cells, steering).map_err(|e| failed(format_args!("start worker for {}", describe(&new, p)), &e))?;
             opened.push((j, o));
         }
         for (j, o) in &opened {
@@ -144,6 +151,7 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
         let mut stopped = Vec::new();
         for &i in &blocking {
             if let Some(u) = old[i].take() {
+                lines.push(stopped_line(&u));
                 u.unregister(steering);
                 retire_unit(handle, u);
                 stopped.push(i);
@@ -153,7 +161,7 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
         let reopened = (|| -> Result<(), ControlError> {
             for &j in &deferred {
                 let cells = Cells { published: &published, firewall: (&cell, j), capture_filter: &shared.capture_filter };
-                let o = units::open(&new, &plans[j], cells, steering)
+                let o = open_unit(&new, &plans[j], cells, steering)
                     .map_err(|e| failed(format_args!("start worker for {}", describe(&new, &plans[j])), &e))?;
                 o.register(steering).map_err(|e| failed(format_args!("steer to worker for {}", describe(&new, &plans[j])), &e))?;
                 more.push((j, o));
@@ -198,7 +206,9 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
     }
     let mut tickets = Vec::new();
     for (j, i) in kept.iter().enumerate() {
-        let Some(u) = i.and_then(|i| old[i].take()) else { continue };
+        let Some(mut u) = i.and_then(|i| old[i].take()) else { continue };
+        // Same sockets, renumbered ports; the thread stays on its core.
+        u.plan = WorkerPlan { core: u.plan.core, sockets: plans[j].sockets.clone() };
         let ports = plans[j].sockets.iter().map(|s| s.port).collect();
         let ticket = u.mailbox.post(crate::worker::Rebind { published: Arc::clone(&published), ports, firewall: Some((Arc::clone(&cell), j)) });
         tickets.push((Arc::clone(&u.mailbox), ticket));
@@ -211,7 +221,7 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
     }
     for &i in &removed {
         if let Some(u) = old[i].take() {
-            lines.push(format!("worker stopped for {}", u.labels.iter().map(|l| format!("{} q{}", l.port, l.queue)).collect::<Vec<_>>().join(" + ")));
+            lines.push(stopped_line(&u));
             u.unregister(steering);
             retire_unit(handle, u);
         }
@@ -266,9 +276,33 @@ pub(super) fn apply(handle: &RuntimeHandle, control: &mut ControlState, new: Con
     Ok(lines)
 }
 
+/// [`units::open`], retried while the queue is busy (see [`BUSY_TIMEOUT`]).
+fn open_unit(
+    config: &Config,
+    p: &WorkerPlan,
+    cells: Cells<'_>,
+    steering: &std::collections::BTreeMap<String, crate::steer::Steering>,
+) -> anyhow::Result<Opened> {
+    let until = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let Cells { published, firewall, capture_filter } = &cells;
+        let attempt = Cells { published, firewall: *firewall, capture_filter };
+        match units::open(config, p, attempt, steering) {
+            Err(e) if std::time::Instant::now() < until && e.chain().any(|c| c.downcast_ref::<XskError>().is_some_and(XskError::is_busy)) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `port q0 + peer q0` for messages.
 fn describe(config: &Config, p: &WorkerPlan) -> String {
     p.sockets.iter().map(|s| format!("{} ({} q{})", config.ports[s.port].name, s.interface, s.queue)).collect::<Vec<_>>().join(" + ")
+}
+
+fn stopped_line(u: &Unit) -> String {
+    format!("worker stopped for {}", u.labels.iter().map(|l| format!("{} q{}", l.port, l.queue)).collect::<Vec<_>>().join(" + "))
 }
 
 /// Adds a started worker's histogram collector and capture ring.
@@ -308,7 +342,7 @@ fn restart(
     steering: &mut std::collections::BTreeMap<String, crate::steer::Steering>,
 ) -> Option<Unit> {
     let cells = Cells { published, firewall: (control.firewall.cell(), index), capture_filter: &handle.shared.capture_filter };
-    let result = units::open(&control.config, p, cells, steering).and_then(|o| {
+    let result = open_unit(&control.config, p, cells, steering).and_then(|o| {
         o.register(steering)?;
         o.spawn(next_worker_name())
     });

@@ -45,7 +45,7 @@ impl Reporter {
         let same = |a: &QueueLabel, b: &QueueLabel| (&a.port, &a.interface, a.queue) == (&b.port, &b.interface, b.queue);
         self.last = labels
             .iter()
-            .map(|l| self.labels.iter().position(|o| same(o, l)).map_or_else(QueueSnapshot::default, |i| self.last[i].clone()))
+            .map(|l| self.labels.iter().position(|o| same(o, l)).map_or_else(QueueSnapshot::default, |i| self.last[i]))
             .collect();
         self.labels = labels.to_vec();
     }

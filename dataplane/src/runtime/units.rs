@@ -213,3 +213,27 @@ impl Drop for Unit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::plan::plan;
+    use std::path::Path;
+
+    #[test]
+    fn a_worker_keeps_its_key_when_other_ports_come_and_go() {
+        let pair = "[[port]]\nname='a'\ninterface='x'\naction='forward'\nforward_to='b'\n\
+                    [[port]]\nname='b'\ninterface='y'\naction='forward'\nforward_to='a'\n";
+        let c = "[[port]]\nname='c'\ninterface='z'\naction='drop'\n";
+        let before = Config::parse(pair, Path::new("t.toml")).unwrap();
+        let after = Config::parse(&format!("{c}{pair}"), Path::new("t.toml")).unwrap();
+        let (p0, p1) = (plan(&before), plan(&after));
+        assert_eq!(p1[1].sockets[0].port, 1, "a is renumbered");
+        assert_eq!(key(&before, &p0[0]), key(&after, &p1[1]));
+        // Moving queue 0 to another counter slot of either side changes the pair's key.
+        let moved = pair.replacen("interface='x'", "interface='x'\nqueues=[0,1]", 1).replacen("interface='y'", "interface='y'\nqueues=[1,0]", 1);
+        let moved = Config::parse(&moved, Path::new("t.toml")).unwrap();
+        let q0 = plan(&moved).into_iter().find(|p| p.sockets[0].queue == 0).unwrap();
+        assert_ne!(key(&moved, &q0), key(&before, &p0[0]));
+    }
+}

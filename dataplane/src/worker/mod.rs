@@ -591,6 +591,22 @@ mod tests {
     }
 
     #[test]
+    fn a_mailbox_hands_over_the_latest_rebind_once() {
+        let mailbox = Mailbox::default();
+        assert!(!mailbox.due());
+        let rebind = |port| Rebind { published: Arc::new(Published::new(Vec::new())), ports: vec![port], firewall: None };
+        mailbox.post(rebind(1));
+        let ticket = mailbox.post(rebind(2));
+        assert!(mailbox.due());
+        assert!(!mailbox.wait(ticket, Duration::ZERO), "not applied yet");
+        let (got, seen) = mailbox.take();
+        assert_eq!((got.map(|r| r.ports), seen), (Some(vec![2]), ticket), "the later post replaced the earlier");
+        mailbox.applied.store(seen, Ordering::Release);
+        assert!(!mailbox.due());
+        assert!(mailbox.wait(ticket, Duration::ZERO));
+    }
+
+    #[test]
     fn snapshot_maps_every_counter() {
         let c = PortCounters {
             rx: 1,

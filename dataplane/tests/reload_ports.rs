@@ -6,7 +6,7 @@
 //! dut-c1; a reload then removes it: its XDP program is gone, and adding it once more binds
 //! the same queue again, which only works if its socket was closed. A reload
 //! naming an interface that does not exist is refused with the interface's name and changes
-//! nothing. Two single ports turned into a forwarding pair get one worker for the pair in
+//! nothing, as is one changing settings that apply only at start. Two single ports turned into a forwarding pair get one worker for the pair in
 //! place of theirs. Through all of it the a ↔ b pair loses no datagram and its counters only
 //! grow.
 //!
@@ -285,6 +285,11 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
         let names: Vec<&str> = v["ports"].as_array().expect("ports").iter().filter_map(|p| p["name"].as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(xdp_prog(&topo, "dut-a0").is_some() && xdp_prog(&topo, "dut-b0").is_some());
+
+        // UMEM geometry and zero-copy mode apply only at start: refused, naming the keys.
+        files.write("sluice.toml", &config(&socket, "").replace("cores = [0]\n", "cores = [0]\nframe_count = 8192\nzero_copy = \"off\"\n"));
+        let (ok, _, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(!ok && err.contains("dataplane.frame_count, dataplane.zero_copy changed"), "{err}");
 
         // Two single ports, then the same two as a forwarding pair: their workers are
         // replaced by one for the pair (each old one holds a queue the new one binds).

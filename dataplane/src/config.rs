@@ -141,10 +141,42 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Whether `other` differs only in what a reload may change (the firewall file).
-    pub fn same_layout(&self, other: &Dataplane) -> bool {
-        let strip = |d: &Dataplane| Dataplane { firewall: None, ..d.clone() };
-        strip(self) == strip(other)
+    /// The keys of `[dataplane]` that differ from `other` and that a reload cannot apply to
+    /// running workers: UMEM and ring geometry, zero-copy, batch size, wakeup mode, and the
+    /// steering programs' settings. A reload may change `firewall` and `cores` (workers it
+    /// starts use the new cores; running ones stay where they are).
+    pub fn fixed_keys_changed(&self, other: &Dataplane) -> Vec<&'static str> {
+        let Dataplane {
+            batch_size,
+            frame_count,
+            frame_size,
+            rx_ring,
+            tx_ring,
+            zero_copy,
+            attach,
+            need_wakeup,
+            cores: _,
+            pass_local,
+            passthrough,
+            firewall: _,
+        } = self;
+        let mut keys = Vec::new();
+        let mut check = |same: bool, key| {
+            if !same {
+                keys.push(key);
+            }
+        };
+        check(*batch_size == other.batch_size, "batch_size");
+        check(*frame_count == other.frame_count, "frame_count");
+        check(*frame_size == other.frame_size, "frame_size");
+        check(*rx_ring == other.rx_ring, "rx_ring");
+        check(*tx_ring == other.tx_ring, "tx_ring");
+        check(*zero_copy == other.zero_copy, "zero_copy");
+        check(*attach == other.attach, "attach");
+        check(*need_wakeup == other.need_wakeup, "need_wakeup");
+        check(*pass_local == other.pass_local, "pass_local");
+        check(*passthrough == other.passthrough, "passthrough");
+        keys
     }
 }
 
@@ -580,7 +612,9 @@ mod tests {
         let c = raw.validate(Path::new("/etc/sluice/sluice.toml"), 2).unwrap();
         assert_eq!(c.dataplane.firewall.as_deref(), Some(Path::new("/etc/sluice/fw.toml")));
         let other = Dataplane { firewall: None, ..c.dataplane.clone() };
-        assert!(c.dataplane.same_layout(&other) && c.dataplane != other);
+        assert!(c.dataplane.fixed_keys_changed(&other).is_empty() && c.dataplane != other);
+        let other = Dataplane { frame_count: 8192, zero_copy: ZeroCopyPref::On, cores: vec![3], ..c.dataplane.clone() };
+        assert_eq!(c.dataplane.fixed_keys_changed(&other), ["frame_count", "zero_copy"], "cores may change live");
         assert!(err(&format!("[dataplane]\nfirewall = ''\n{base}")).contains("dataplane.firewall: must name a file"));
     }
 

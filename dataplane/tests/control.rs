@@ -862,6 +862,25 @@ fn live_daemon_is_controlled_as_nobody_and_stops_cleanly() {
     assert!(r.changes.iter().any(|l| l.starts_with("firewall: 2 rules from")), "{r:?}");
     let fw: FwStatsReply = c.call_as(Command::FwStats).unwrap();
     assert_eq!(fw.rules.iter().map(|r| (r.rule.as_str(), r.kernel_on.len())).collect::<Vec<_>>(), [("k", 2), ("u", 0), ("default", 0)]);
+
+    // Adding a port needs the privileges the daemon gave up: the reload is refused at the new
+    // interface, and nothing changes.
+    topo.dut
+        .ip(&["link", "add", "dut-c0", "numrxqueues", "1", "numtxqueues", "1", "type", "veth", "peer", "name", "dut-c1", "numrxqueues", "1", "numtxqueues", "1"])
+        .unwrap();
+    topo.dut.ip(&["link", "set", "dut-c0", "up"]).unwrap();
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text_before}[[port]]\nname = 'c'\ninterface = 'dut-c0'\naction = 'drop'\n")).unwrap();
+    match c.call(Command::Reload) {
+        Err(ClientError::Server(e)) => assert!(e.code == ErrorCode::Rejected && e.message.contains("dut-c0"), "{e}"),
+        other => panic!("a port was added without privileges: {other:?}"),
+    }
+    let status: Status = c.call_as(Command::Status).unwrap();
+    assert_eq!((status.ports.len(), status.workers), (2, 1));
+    assert!(!topo.dut.ip(&["-d", "link", "show", "dev", "dut-c0"]).unwrap().contains("prog/xdp"));
+    let stats: StatsReply = c.call_as(Command::Stats { reset: false }).unwrap();
+    assert_eq!((stats.queues.len(), stats.steering.len()), (2, 2), "{stats:?}");
+    std::fs::write(&config, text_before).unwrap();
     drop(c);
 
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());

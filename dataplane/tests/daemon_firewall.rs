@@ -78,7 +78,7 @@ impl Drop for Files {
 }
 
 /// `sluice run` in the dut namespace; killed on Drop (before the namespaces go).
-struct Sluice(Child);
+struct Sluice(Child, Option<std::thread::JoinHandle<Vec<String>>>);
 
 impl Sluice {
     fn start(topo: &Topology, config: &Path) -> Sluice {
@@ -94,13 +94,14 @@ impl Sluice {
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("\"event\":\"started\""));
-        let mut sluice = Sluice(child);
+        let mut sluice = Sluice(child, None);
         if !started {
             let status = sluice.0.wait().expect("wait");
             panic!("sluice run did not start: {status}");
         }
-        // Keep draining stdout so sluice never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        // Keep draining stdout so sluice never blocks on a full pipe; the lines are kept for
+        // the exit totals.
+        sluice.1 = Some(std::thread::spawn(move || lines.map_while(Result::ok).collect()));
         sluice
     }
 
@@ -109,10 +110,14 @@ impl Sluice {
         assert!(status.success());
     }
 
-    fn stop(mut self) {
+    /// Stops it with SIGINT; returns its exit totals line.
+    fn stop(mut self) -> Value {
         self.signal("-INT");
         let status = self.0.wait().expect("wait for sluice");
         assert!(status.success(), "sluice exit: {status}");
+        let lines = self.1.take().expect("stdout reader").join().expect("stdout reader");
+        let totals = lines.iter().rev().find(|l| l.contains("\"event\":\"totals\"")).expect("a totals line");
+        serde_json::from_str(totals).expect("totals json")
     }
 }
 
@@ -373,7 +378,25 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     assert_eq!((servers.closed.get(), servers.other.get()), (0, 0), "the old rules stopped working");
     let s = fw_stats(&topo, &socket);
     assert_eq!((packets(&s, "blocked"), packets(&s, "closed")), (350, 350), "{s:?}");
-    sluice.stop();
+
+    // The daemon owns its kernel stage: `sluice fw load/unload` refuse to touch it.
+    for args in [&["fw", "unload", "--interface", "dut-a0"][..], &["fw", "load", "--config", fw.to_str().expect("utf-8 path"), "--interface", "dut-b0"]] {
+        let out = topo.dut.exec([SLUICE]).args(args).output().expect("run sluice fw");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("sluice ctl reload"), "{args:?}: {err}");
+    }
+    let s = fw_stats(&topo, &socket);
+    assert_eq!(by(&s, "blocked").4, ["dut-a0", "dut-b0"], "the refused commands changed the kernel stage: {s:?}");
+
+    // The exit totals carry every rule's merged counters.
+    let totals = sluice.stop();
+    let rule = |name: &str| {
+        totals["firewall"].as_array().and_then(|a| a.iter().find(|r| r["rule"] == name)).cloned().unwrap_or_else(|| panic!("rule {name} in {totals}"))
+    };
+    assert_eq!(rule("blocked")["packets"], 350, "{totals}");
+    assert_eq!(rule("closed")["packets"], 350, "{totals}");
+    assert_eq!((rule("closed")["kernel_packets"].as_u64(), rule("closed")["user_packets"].as_u64()), (Some(200), Some(150)), "{totals}");
+    assert_eq!(rule("open")["packets"], u64::from(open_total + 50), "{totals}");
 }
 
 /// `sluice check` reads and compiles the firewall file too: a bad one fails with exit status 2

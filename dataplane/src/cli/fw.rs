@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use sluice::firewall::place::{self, Place};
 use sluice::firewall::{Engine, FirewallConfig, Ruleset, describe, stats};
-use sluice::steer::firewall::FirewallMaps;
+use sluice::steer::{self, firewall::FirewallMaps};
 
 #[derive(Subcommand)]
 pub enum FwCommand {
@@ -76,8 +76,12 @@ pub fn run(cmd: &FwCommand) -> Result<()> {
     match cmd {
         FwCommand::Explain { config, interfaces } => explain(&config.ruleset()?, interfaces),
         FwCommand::Test { config, packets, ingress } => test(config.ruleset()?, packets, ingress),
-        FwCommand::Load { config, interfaces } => load(&config.ruleset()?, interfaces),
+        FwCommand::Load { config, interfaces } => {
+            refuse_daemon_owned(interfaces)?;
+            load(&config.ruleset()?, interfaces)
+        }
         FwCommand::Unload { interfaces } => {
+            refuse_daemon_owned(interfaces)?;
             for ifname in interfaces {
                 FirewallMaps::of_attached(ifname)?.load(&Default::default())?;
                 println!("{ifname}: kernel firewall off");
@@ -86,6 +90,21 @@ pub fn run(cmd: &FwCommand) -> Result<()> {
         }
         FwCommand::Stats { config, interfaces } => kernel_stats(&config.ruleset()?, interfaces),
     }
+}
+
+/// A daemon running its own firewall marks its steering programs (see `sluice::steer`): their
+/// kernel stage follows that daemon's firewall file and is rewritten on its reloads, so a
+/// load or unload here would be silently undone, or undo the daemon's rules.
+fn refuse_daemon_owned(interfaces: &[String]) -> Result<()> {
+    for ifname in interfaces {
+        if steer::firewall_owned(ifname)? {
+            bail!(
+                "{ifname}: the steering program belongs to a running `sluice run` with its own firewall \
+                 ([dataplane] firewall): edit that firewall file and run `sluice ctl reload` (or send it SIGHUP)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn explain(rs: &Ruleset, interfaces: &[String]) -> Result<()> {

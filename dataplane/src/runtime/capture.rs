@@ -72,25 +72,42 @@ struct Active {
 
 /// The capture rings of every worker and the capture running on them, if any.
 pub struct Captures {
-    /// Locked by the writer thread while it drains and by the controller; never by a worker.
-    sinks: Arc<Mutex<Vec<CaptureSink>>>,
+    /// Per worker (by thread name), its ring. Locked by the writer thread while it drains
+    /// and by the controller; never by a worker.
+    sinks: Arc<Mutex<Vec<(String, CaptureSink)>>>,
     active: Mutex<Option<Active>>,
     /// Where a filtered capture's filter is published to the workers.
     filter: Arc<CaptureFilterCell>,
 }
 
 impl Captures {
-    /// The capture rings of every worker, and the cell the workers read capture filters from.
-    pub fn new(sinks: Vec<CaptureSink>, filter: Arc<CaptureFilterCell>) -> Captures {
+    /// The capture rings of every worker (by worker name), and the cell the workers read
+    /// capture filters from.
+    pub fn new(sinks: Vec<(String, CaptureSink)>, filter: Arc<CaptureFilterCell>) -> Captures {
         Captures { sinks: Arc::new(Mutex::new(sinks)), active: Mutex::new(None), filter }
     }
 
+    /// Adds the ring of a worker a reload started.
+    pub fn add_sink(&self, worker: String, sink: CaptureSink) {
+        lock(&self.sinks).push((worker, sink));
+    }
+
+    /// Drops the ring of a worker a reload stopped.
+    pub fn remove_sink(&self, worker: &str) {
+        lock(&self.sinks).retain(|(w, _)| w != worker);
+    }
+
+    /// Whether a capture is writing now.
+    pub fn running(&self) -> bool {
+        self.current().is_some_and(|r| r.running)
+    }
+
     fn missed(&self) -> u64 {
-        lock(&self.sinks).iter().map(CaptureSink::missed).sum()
+        lock(&self.sinks).iter().map(|(_, s)| s.missed()).sum()
     }
 
     fn set_active(&self, on: bool) {
-        for s in lock(&self.sinks).iter() {
+        for (_, s) in lock(&self.sinks).iter() {
             s.set_active(on);
         }
     }
@@ -172,7 +189,7 @@ fn open(path: &Path, snaplen: u32) -> Result<Writer, CaptureError> {
 }
 
 fn write_loop(
-    sinks: &Mutex<Vec<CaptureSink>>,
+    sinks: &Mutex<Vec<(String, CaptureSink)>>,
     mut writer: Writer,
     req: &CaptureRequest,
     stop: &AtomicBool,
@@ -184,7 +201,7 @@ fn write_loop(
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let sinks = lock(sinks);
-        for sink in sinks.iter() {
+        for (_, sink) in sinks.iter() {
             sink.drain(|s| {
                 if n >= limit || failed.is_some() || req.port.is_some_and(|p| p != s.port as usize) {
                     return;
@@ -202,7 +219,7 @@ fn write_loop(
             return Err(CaptureError::Write(e));
         }
         if n >= limit {
-            for s in sinks.iter() {
+            for (_, s) in sinks.iter() {
                 s.set_active(false);
             }
         }
@@ -223,7 +240,7 @@ mod tests {
     #[test]
     fn capture_writes_a_pcap_and_honours_the_limit() {
         let (tap, sink) = capture_link(8, 64);
-        let captures = Captures::new(vec![sink], Arc::default());
+        let captures = Captures::new(vec![("w0".into(), sink)], Arc::default());
         let path = std::env::temp_dir().join(format!("sluice-capture-{}.pcap", std::process::id()));
         let req = CaptureRequest { path: path.clone(), port: None, limit: Some(3), snaplen: 20, filter: None };
         captures.start(req.clone()).unwrap();

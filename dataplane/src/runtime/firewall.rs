@@ -79,6 +79,8 @@ pub(super) struct FirewallControl {
     maps: Vec<(String, FirewallMaps)>,
     /// Kernel counts of tables replaced by reloads, by rule name (`default` for the policy).
     carry: HashMap<String, Counter>,
+    /// Userspace counts of workers a reload stopped, by rule name.
+    user_carry: HashMap<String, Counter>,
 }
 
 impl FirewallControl {
@@ -92,12 +94,13 @@ impl FirewallControl {
     ) -> Result<FirewallControl, FirewallError> {
         let mut maps = Vec::new();
         for (ifname, s) in steering.iter_mut() {
+            s.set_firewall_owned(path.is_some())?;
             let mut m = s.firewall()?;
             m.load(&kernel_tables(rules.as_deref(), ifname))?;
             maps.push((ifname.clone(), m));
         }
         let cell = Arc::new(FirewallCell::new(workers, rules));
-        Ok(FirewallControl { cell, path, maps, carry: HashMap::new() })
+        Ok(FirewallControl { cell, path, maps, carry: HashMap::new(), user_carry: HashMap::new() })
     }
 
     pub fn cell(&self) -> &Arc<FirewallCell> {
@@ -110,6 +113,60 @@ impl FirewallControl {
 
     pub fn ruleset(&self) -> Option<Arc<Ruleset>> {
         self.cell.current().map(|v| Arc::clone(v.ruleset()))
+    }
+
+    /// Loads the running rules' kernel part into the steering program of an interface a
+    /// reload adds, and marks it; call before any of its sockets is registered. Nothing of
+    /// this control changes until [`add_interface`](Self::add_interface).
+    pub fn prepare_interface(&self, ifname: &str, steering: &mut Steering) -> Result<FirewallMaps, FirewallError> {
+        steering.set_firewall_owned(self.path.is_some())?;
+        let mut m = steering.firewall()?;
+        m.load(&kernel_tables(self.ruleset().as_deref(), ifname))?;
+        Ok(m)
+    }
+
+    pub fn add_interface(&mut self, ifname: String, maps: FirewallMaps) {
+        self.maps.push((ifname, maps));
+    }
+
+    /// Forgets an interface a reload removed, carrying what its kernel stage counted.
+    pub fn remove_interface(&mut self, ifname: &str) {
+        let Some(at) = self.maps.iter().position(|(i, _)| i == ifname) else { return };
+        if let Some(rules) = self.ruleset() {
+            let kernel: Vec<_> = self.kernel_counters(&rules).into_iter().filter(|(i, _)| i == ifname).collect();
+            for r in merge(&rules, &kernel, std::iter::empty()) {
+                let k = self.carry.entry(r.name).or_default();
+                k.packets += r.kernel.packets;
+                k.bytes += r.kernel.bytes;
+            }
+        }
+        self.maps.swap_remove(at);
+    }
+
+    /// A cell for `workers` workers holding the running rules, for a reload that renumbers
+    /// the workers; it takes over at [`install_cell`](Self::install_cell).
+    pub fn new_cell(&self, workers: usize) -> Arc<FirewallCell> {
+        Arc::new(FirewallCell::new(workers, self.ruleset()))
+    }
+
+    /// Makes `cell` the one the controller publishes to. `retired` are the old indices of the
+    /// workers the reload stopped (already joined): their last counts are carried by name.
+    /// The workers that kept running moved their engines, counts included, to `cell`.
+    pub fn install_cell(&mut self, cell: Arc<FirewallCell>, retired: &[usize]) {
+        if let Some(v) = self.cell.current() {
+            let blocks = v.worker_counters();
+            let rules = v.ruleset();
+            for &w in retired {
+                let Some(block) = blocks.get(w) else { continue };
+                for (i, c) in block.iter().enumerate() {
+                    let name = if i < rules.len() { rules.rule(i).name.clone() } else { "default".to_owned() };
+                    let u = self.user_carry.entry(name).or_default();
+                    u.packets += c.packets;
+                    u.bytes += c.bytes;
+                }
+            }
+        }
+        self.cell = cell;
     }
 
     /// Makes `rules` (read from `path`) the firewall; see the module doc for the order.
@@ -168,8 +225,12 @@ impl FirewallControl {
         let Some(version) = self.cell.current() else { return Vec::new() };
         let rules = version.ruleset();
         let kernel = self.kernel_counters(rules);
-        let engines = version.worker_counters();
+        let mut engines = version.worker_counters();
         let n = rules.len();
+        if !self.user_carry.is_empty() {
+            let name = |i: usize| if i < n { rules.rule(i).name.as_str() } else { "default" };
+            engines.push((0..=n).map(|i| self.user_carry.get(name(i)).copied().unwrap_or_default()).collect());
+        }
         merge(rules, &kernel, engines.iter().map(Vec::as_slice))
             .into_iter()
             .enumerate()

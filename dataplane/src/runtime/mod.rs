@@ -10,12 +10,15 @@ mod capture;
 mod firewall;
 mod handle;
 mod plan;
+mod relayout;
 mod report;
+mod units;
 
 pub use capture::{CaptureError, CaptureReport, CaptureRequest, Captures};
 pub use firewall::{FirewallError, FwRuleTotals, kernel_tables, load_ruleset};
 pub use handle::{ControlError, FirewallSummary, PortInfo, RuntimeHandle, SwapOutcome};
 pub use plan::{SocketPlan, WorkerPlan, plan};
+pub use report::QueueLabel;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,15 +34,13 @@ use crate::control::Backend;
 use crate::control::server::{DEFAULT_MAX_CLIENTS, DEFAULT_MAX_OUTPUT, Server, ServerOptions};
 use crate::privdrop;
 use crate::pipeline::Published;
-use crate::pipeline::capture::{CaptureSink, capture_link};
-use crate::stats::{HistCollector, QueueSnapshot, QueueStats, hist_link};
+use crate::stats::QueueSnapshot;
 use crate::steer::{self, SteerCounters, Steering};
-use crate::worker::capture::{CaptureFilterCell, CaptureView};
-use crate::worker::firewall::{FirewallCell, Gate};
-use crate::worker::{PortSetup, Worker, WorkerSetup};
-use crate::xsk::{FrameAccount, XskConfig, XskGroup, ZeroCopy};
-use handle::{QueueRef, SharedParts};
-use report::{QueueLabel, Reporter};
+use crate::worker::capture::CaptureFilterCell;
+use crate::xsk::FrameAccount;
+use handle::SharedParts;
+use report::Reporter;
+use units::Cells;
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -97,10 +98,11 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     }
     let controller = Controller::spawn(server, &handle)?;
 
-    let mut reporter = Reporter::new(opts.json, opts.verbose, dataplane.labels.clone());
+    let (labels, _): (Vec<_>, Vec<_>) = handle.labelled_stats().into_iter().unzip();
+    let mut reporter = Reporter::new(opts.json, opts.verbose, labels);
     handle.with_steering(|s| {
         if let Some(s) = s {
-            reporter.started(&config, s, &dataplane.plans);
+            reporter.started(&config, s, &dataplane.plans());
         }
     });
     let started = Instant::now();
@@ -114,7 +116,9 @@ pub fn run(opts: &RunOptions) -> Result<()> {
             }
         }
         if Instant::now() >= next {
-            reporter.tick(started.elapsed(), &dataplane.stats());
+            let (labels, now): (Vec<_>, Vec<_>) = handle.labelled_stats().into_iter().unzip();
+            reporter.relabel(&labels);
+            reporter.tick(started.elapsed(), &now);
             next += opts.stats_interval;
         }
     }
@@ -122,7 +126,8 @@ pub fn run(opts: &RunOptions) -> Result<()> {
     controller.stop()?;
     drop(handle);
     let done = dataplane.shutdown()?;
-    reporter.totals(started.elapsed(), &done.stats, &done.steering, &config, &done.accounts);
+    reporter.relabel(&done.labels);
+    reporter.totals(started.elapsed(), &done.stats, &done.steering, &done.config, &done.accounts, &done.firewall);
     for (wi, a) in done.accounts.iter().enumerate() {
         a.check().with_context(|| format!("worker {wi}"))?;
     }
@@ -178,21 +183,26 @@ impl Drop for Controller {
 
 /// A started dataplane: steering attached, sockets bound, workers running their pipelines.
 /// Dropping it stops everything (threads joined, programs detached); [`shutdown`]
-/// (Self::shutdown) does the same in order and reports.
+/// (Self::shutdown) does the same in order and reports. The workers and the layout live in
+/// the handle, because a reload through it may add and remove workers.
 pub struct Dataplane {
     handle: RuntimeHandle,
-    /// Taken by `shutdown`.
-    running: Option<Running>,
-    plans: Vec<WorkerPlan>,
-    labels: Vec<QueueLabel>,
+    stopped: bool,
 }
 
 /// What a stopped dataplane leaves behind.
 #[derive(Debug)]
 pub struct Shutdown {
     pub stats: Vec<QueueSnapshot>,
+    /// The queue each of `stats` belongs to.
+    pub labels: Vec<QueueLabel>,
     pub steering: Vec<(String, SteerCounters)>,
     pub accounts: Vec<FrameAccount>,
+    /// Every firewall rule's final counters, kernel and userspace merged (empty without a
+    /// firewall).
+    pub firewall: Vec<FwRuleTotals>,
+    /// The config in force at the end (reloads included).
+    pub config: Config,
 }
 
 impl Dataplane {
@@ -208,66 +218,69 @@ impl Dataplane {
             None => None,
             Some(path) => Some(load_ruleset(path).map_err(|e| firewall_config_error(config_path.as_deref(), e))?),
         };
-        let mut steering = attach_steering(&config)?;
+        let mut steering = attach_steering(&config, &config.ports.iter().map(|p| p.interface.clone()).collect())?;
         let plans = plan(&config);
         // The kernel stage is loaded before any socket is registered, so no frame reaches a
         // worker unfiltered by it.
         let fw = firewall::FirewallControl::start(&mut steering, plans.len(), config.dataplane.firewall.clone(), rules)?;
-        let mut labels = Vec::new();
-        let mut workers = Vec::new();
-        let mut queues = Vec::new();
-        let mut hists = Vec::new();
-        let mut sinks = Vec::new();
         let capture_filter = Arc::new(CaptureFilterCell::default());
+        let mut opened = Vec::new();
         for (wi, p) in plans.iter().enumerate() {
             let cells = Cells { published: &published, firewall: (fw.cell(), wi), capture_filter: &capture_filter };
-            let (worker, worker_labels, hist, sink) = open_worker(&config, p, cells, &mut steering)
-                .with_context(|| format!("start worker {wi}"))?;
-            labels.extend(worker_labels);
-            hists.push(hist);
-            sinks.push(sink);
-            workers.push((p.core, worker));
+            opened.push(units::open(&config, p, cells, &steering).with_context(|| format!("start worker {wi}"))?);
         }
-        let running = Running::spawn(workers)?;
-        for (p, stats) in plans.iter().flat_map(|p| &p.sockets).zip(&running.stats) {
-            queues.push(QueueRef { port: p.port, queue: p.queue, stats: Arc::clone(stats) });
+        for o in &opened {
+            o.register(&mut steering)?;
+        }
+        let mut running = Vec::new();
+        let mut hists = Vec::new();
+        let mut sinks = Vec::new();
+        for o in opened {
+            let (unit, hist, sink) = o.spawn(handle::next_worker_name())?;
+            hists.push(hist);
+            sinks.push((unit.name.clone(), sink));
+            running.push(unit);
         }
         let handle = RuntimeHandle::new(SharedParts {
             config,
             config_path,
             published,
-            queues,
-            workers: plans.len(),
+            units: running,
             hist: hists,
-            captures: Captures::new(sinks, capture_filter),
+            captures: Captures::new(sinks, Arc::clone(&capture_filter)),
+            capture_filter,
             steering,
             firewall: fw,
         });
-        Ok(Dataplane { handle, running: Some(running), plans, labels })
+        Ok(Dataplane { handle, stopped: false })
     }
 
     pub fn handle(&self) -> RuntimeHandle {
         self.handle.clone()
     }
 
-    pub fn plans(&self) -> &[WorkerPlan] {
-        &self.plans
+    /// The running workers' plans, in order.
+    pub fn plans(&self) -> Vec<WorkerPlan> {
+        self.handle.plans()
     }
 
     /// Whether a worker stopped on its own (an error).
     pub fn any_finished(&self) -> bool {
-        self.running.as_ref().is_none_or(Running::any_finished)
+        self.handle.any_worker_finished()
     }
 
     /// Every socket's counters, in plan order.
     pub fn stats(&self) -> Vec<QueueSnapshot> {
-        self.running.as_ref().map(Running::stats).unwrap_or_default()
+        self.handle.labelled_stats().into_iter().map(|(_, s)| s).collect()
     }
 
     /// Stops accepting (steering detached, so nothing new reaches the rings), lets the
     /// workers finish what is in them and wait for their transmissions, joins them.
     pub fn shutdown(mut self) -> Result<Shutdown> {
-        let running = self.running.take().ok_or_else(|| anyhow!("dataplane already stopped"))?;
+        if self.stopped {
+            return Err(anyhow!("dataplane already stopped"));
+        }
+        self.stopped = true;
         let _ = self.handle.captures().stop();
         let steering = self.handle.take_steering().unwrap_or_default();
         let steer_totals = steering
@@ -275,25 +288,36 @@ impl Dataplane {
             .map(|(ifname, s)| s.counters().map(|c| (ifname.clone(), c)).with_context(|| format!("read steering counters of {ifname}")))
             .collect::<Result<Vec<_>>>()?;
         drop(steering);
-        running.stop.store(true, Ordering::Relaxed);
-        let stats = running.stats();
-        let accounts = running.join()?;
-        Ok(Shutdown { stats, steering: steer_totals, accounts })
+        let units = self.handle.take_units();
+        for u in &units {
+            u.signal_stop();
+        }
+        let queues: Vec<_> = units.iter().flat_map(|u| u.labels.iter().cloned().zip(u.stats.iter().cloned())).collect();
+        let mut accounts = Vec::new();
+        for (wi, u) in units.into_iter().enumerate() {
+            accounts.push(u.join().with_context(|| format!("worker {wi}"))?);
+        }
+        // Read after the joins: a stopping worker publishes what it drained.
+        let (labels, stats) = queues.into_iter().map(|(l, s)| (l, s.snapshot())).unzip();
+        // After the join every engine has published its last counts; the kernel maps
+        // outlive their detached programs, held by the firewall control.
+        let (_, firewall) = self.handle.firewall_totals();
+        Ok(Shutdown { stats, labels, steering: steer_totals, accounts, firewall, config: self.handle.config() })
     }
 }
 
 impl Drop for Dataplane {
-    /// Handles may outlive the dataplane (a control server's): the steering programs go now,
-    /// not with the last handle.
+    /// Handles may outlive the dataplane (a control server's): the steering programs and the
+    /// workers go now, not with the last handle.
     fn drop(&mut self) {
         drop(self.handle.take_steering());
-        drop(self.running.take());
+        drop(self.handle.take_units());
     }
 }
 
-/// One steering program per interface, attached before any socket exists so that traffic
-/// reaching a queue without a socket goes to the kernel rather than nowhere.
-fn attach_steering(config: &Config) -> Result<BTreeMap<String, Steering>> {
+/// One steering program per interface of `interfaces`, attached before any socket exists so
+/// that traffic reaching a queue without a socket goes to the kernel rather than nowhere.
+fn attach_steering(config: &Config, interfaces: &std::collections::BTreeSet<String>) -> Result<BTreeMap<String, Steering>> {
     let pref = match config.dataplane.attach {
         config::AttachPref::Auto => steer::AttachPref::Auto,
         config::AttachPref::Native => steer::AttachPref::Native,
@@ -302,17 +326,13 @@ fn attach_steering(config: &Config) -> Result<BTreeMap<String, Steering>> {
     let pass: Vec<steer::PassRule> =
         config.dataplane.passthrough.iter().map(|r| steer::PassRule { proto: r.proto, port: r.port }).collect();
     let mut steering = BTreeMap::new();
-    for port in &config.ports {
-        if !steering.contains_key(&port.interface) {
-            let s = Steering::attach(&port.interface, pref, &pass, config.dataplane.pass_local)
-                .with_context(|| format!("port {}", port.name))?;
-            steering.insert(port.interface.clone(), s);
-        }
+    for ifname in interfaces {
+        let port = config.ports.iter().find(|p| &p.interface == ifname).map_or("?", |p| p.name.as_str());
+        let s = Steering::attach(ifname, pref, &pass, config.dataplane.pass_local).with_context(|| format!("port {port}"))?;
+        steering.insert(ifname.clone(), s);
     }
     Ok(steering)
 }
-
-type OpenedWorker = (Worker, Vec<QueueLabel>, HistCollector, CaptureSink);
 
 /// A firewall file that fails to read or compile is bad input, like the config naming it.
 fn firewall_config_error(config_path: Option<&std::path::Path>, e: FirewallError) -> anyhow::Error {
@@ -324,130 +344,5 @@ fn firewall_config_error(config_path: Option<&std::path::Path>, e: FirewallError
         }
         .into(),
         FirewallError::Kernel(_) => e.into(),
-    }
-}
-
-/// What the controller publishes to a worker: pipelines, the firewall (with the worker's
-/// index there), the capture filter.
-struct Cells<'a> {
-    published: &'a Arc<Published>,
-    firewall: (&'a Arc<FirewallCell>, usize),
-    capture_filter: &'a Arc<CaptureFilterCell>,
-}
-
-fn open_worker(config: &Config, p: &WorkerPlan, cells: Cells<'_>, steering: &mut BTreeMap<String, Steering>) -> Result<OpenedWorker> {
-    let Cells { published, firewall: (firewall, index), capture_filter } = cells;
-    let d = &config.dataplane;
-    let xcfg = XskConfig {
-        frame_count: d.frame_count,
-        frame_size: d.frame_size,
-        rx_ring: d.rx_ring,
-        tx_ring: d.tx_ring,
-        zero_copy: match d.zero_copy {
-            config::ZeroCopyPref::Auto => ZeroCopy::Auto,
-            config::ZeroCopyPref::On => ZeroCopy::On,
-            config::ZeroCopyPref::Off => ZeroCopy::Off,
-        },
-        need_wakeup: d.need_wakeup,
-    };
-    let sockets: Vec<(String, u32)> = p.sockets.iter().map(|s| (s.interface.clone(), s.queue)).collect();
-    let group = XskGroup::open(&xcfg, &sockets)?;
-    let (hist, collector) = hist_link();
-    let (tap, sink) = capture_link(capture::RING_BUFFERS, d.frame_size as usize);
-    let setup = WorkerSetup {
-        published: Arc::clone(published),
-        ports: p
-            .sockets
-            .iter()
-            .map(|s| PortSetup {
-                port: s.port,
-                peer: s.peer,
-                queue: s.queue,
-                // Steering is attached to every port interface before any worker opens.
-                ifindex: steering.get(&s.interface).map_or(0, Steering::ifindex),
-                slot: s.slot,
-            })
-            .collect(),
-        batch_size: d.batch_size as usize,
-        hist: Some(hist),
-        capture: Some(tap),
-        firewall: Some(Gate::new(Arc::clone(firewall), index, p.sockets.iter().map(|s| s.interface.clone()).collect())),
-        capture_filter: Some(CaptureView::new(Arc::clone(capture_filter))),
-    };
-    // Building the worker primes every fill ring; only then may the steering program send
-    // packets to the sockets, or the first ones would find no frame to land in.
-    let worker = Worker::with_pipelines(group, setup)?;
-    let mut labels = Vec::new();
-    for (i, s) in p.sockets.iter().enumerate() {
-        let group = worker.group();
-        let st = steering.get_mut(&s.interface).expect("steering attached for every port interface");
-        st.register_socket(s.queue, group.fd(i))
-            .with_context(|| format!("register {} queue {} with the steering program", s.interface, s.queue))?;
-        tracing::info!(interface = %s.interface, queue = s.queue, mode = %group.mode(i), "AF_XDP socket bound");
-        labels.push(QueueLabel {
-            port: config.ports[s.port].name.clone(),
-            interface: s.interface.clone(),
-            queue: s.queue,
-            mode: group.mode(i).to_string(),
-            core: p.core,
-        });
-    }
-    Ok((worker, labels, collector, sink))
-}
-
-/// Worker threads and their counters. Dropping it stops and joins every thread.
-struct Running {
-    threads: Vec<Option<JoinHandle<Result<FrameAccount>>>>,
-    stats: Vec<Arc<QueueStats>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Running {
-    fn spawn(workers: Vec<(usize, Worker)>) -> Result<Running> {
-        let mut running = Running { threads: Vec::new(), stats: Vec::new(), stop: Arc::new(AtomicBool::new(false)) };
-        for (wi, (core, mut worker)) in workers.into_iter().enumerate() {
-            let stats: Vec<Arc<QueueStats>> = (0..worker.group().len()).map(|_| Arc::new(QueueStats::new())).collect();
-            running.stats.extend(stats.iter().cloned());
-            let stop = Arc::clone(&running.stop);
-            let handle = std::thread::Builder::new()
-                .name(format!("sluice-w{wi}"))
-                .spawn(move || {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(worker = wi, core, "could not pin worker to its core");
-                    }
-                    Ok(worker.run(&stop, &stats)?)
-                })
-                .context("spawn worker thread")?;
-            running.threads.push(Some(handle));
-        }
-        Ok(running)
-    }
-
-    fn stats(&self) -> Vec<crate::stats::QueueSnapshot> {
-        self.stats.iter().map(|s| s.snapshot()).collect()
-    }
-
-    fn any_finished(&self) -> bool {
-        self.threads.iter().flatten().any(|h| h.is_finished())
-    }
-
-    fn join(mut self) -> Result<Vec<FrameAccount>> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut accounts = Vec::new();
-        for (wi, t) in self.threads.iter_mut().enumerate() {
-            let handle = t.take().expect("joined once");
-            let account = handle.join().map_err(|_| anyhow!("worker {wi} panicked"))??;
-            accounts.push(account);
-        }
-        Ok(accounts)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.iter_mut().filter_map(Option::take) {
-            let _ = t.join();
-        }
     }
 }

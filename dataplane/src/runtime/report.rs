@@ -7,13 +7,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::runtime::WorkerPlan;
+use crate::runtime::{FwRuleTotals, WorkerPlan};
 use crate::stats::QueueSnapshot;
 use crate::steer::{Steering, SteerCounters};
 use crate::xsk::FrameAccount;
 
 /// Identifies a queue's counters in the output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLabel {
     pub port: String,
     pub interface: String,
@@ -34,6 +34,20 @@ impl Reporter {
     pub fn new(json: bool, verbose: bool, labels: Vec<QueueLabel>) -> Self {
         let last = vec![QueueSnapshot::default(); labels.len()];
         Reporter { json, verbose, labels, last, last_at: Duration::ZERO }
+    }
+
+    /// Follows a reload that added or removed queues: a queue that stays keeps its last
+    /// reading (so its rate continues), a new one starts from zero.
+    pub fn relabel(&mut self, labels: &[QueueLabel]) {
+        if labels == self.labels.as_slice() {
+            return;
+        }
+        let same = |a: &QueueLabel, b: &QueueLabel| (&a.port, &a.interface, a.queue) == (&b.port, &b.interface, b.queue);
+        self.last = labels
+            .iter()
+            .map(|l| self.labels.iter().position(|o| same(o, l)).map_or_else(QueueSnapshot::default, |i| self.last[i]))
+            .collect();
+        self.labels = labels.to_vec();
     }
 
     pub fn started(&self, config: &Config, steering: &BTreeMap<String, Steering>, plans: &[WorkerPlan]) {
@@ -81,8 +95,9 @@ impl Reporter {
         let dt = (elapsed - self.last_at).as_secs_f64().max(1e-9);
         let sum_now = sum(now);
         let sum_last = sum(&self.last);
-        let rx_pps = (sum_now.rx - sum_last.rx) as f64 / dt;
-        let tx_pps = (sum_now.tx - sum_last.tx) as f64 / dt;
+        // A reload that removed queues lowers the sums.
+        let rx_pps = sum_now.rx.saturating_sub(sum_last.rx) as f64 / dt;
+        let tx_pps = sum_now.tx.saturating_sub(sum_last.tx) as f64 / dt;
         if self.json {
             let mut line = totals_json(&sum_now);
             line["event"] = json!("tick");
@@ -108,8 +123,8 @@ impl Reporter {
                         l.port,
                         l.interface,
                         l.queue,
-                        rate((n.rx - p.rx) as f64 / dt),
-                        rate((n.tx - p.tx) as f64 / dt),
+                        rate(n.rx.saturating_sub(p.rx) as f64 / dt),
+                        rate(n.tx.saturating_sub(p.tx) as f64 / dt),
                         n.drop,
                         n.ring_full,
                         n.wakeups
@@ -128,6 +143,7 @@ impl Reporter {
         steer: &[(String, SteerCounters)],
         config: &Config,
         accounts: &[FrameAccount],
+        firewall: &[FwRuleTotals],
     ) {
         let total = sum(now);
         let port_of = |ifname: &str| config.ports.iter().find(|p| p.interface == ifname).map_or("", |p| p.name.as_str());
@@ -155,6 +171,9 @@ impl Reporter {
             line["queues"] = self.queues_json(now);
             line["steer"] = Value::Array(steer_json);
             line["frames"] = Value::Array(frames_json);
+            if !firewall.is_empty() {
+                line["firewall"] = Value::Array(firewall.iter().map(rule_json).collect());
+            }
             emit(line);
             return;
         }
@@ -182,6 +201,13 @@ impl Reporter {
         let leaked: i64 = accounts.iter().map(|a| a.leaked()).sum();
         let frames: u64 = accounts.iter().map(|a| a.total).sum();
         println!("  frames: {frames} in {} UMEM(s), {leaked} leaked", accounts.len());
+        for r in firewall {
+            let t = r.stats.total();
+            println!(
+                "  fw {}: packets {} bytes {} (kernel {} user {})",
+                r.stats.name, t.packets, t.bytes, r.stats.kernel.packets, r.stats.user.packets
+            );
+        }
     }
 
     fn queues_json(&self, now: &[QueueSnapshot]) -> Value {
@@ -204,6 +230,14 @@ impl Reporter {
 
 fn sum(s: &[QueueSnapshot]) -> QueueSnapshot {
     s.iter().fold(QueueSnapshot::default(), |acc, q| acc.add(q))
+}
+
+/// One firewall rule's exit totals: kernel and userspace counts, merged.
+fn rule_json(r: &FwRuleTotals) -> Value {
+    let t = r.stats.total();
+    json!({"rule": r.stats.name, "index": r.index, "line": r.line, "packets": t.packets, "bytes": t.bytes,
+           "kernel_packets": r.stats.kernel.packets, "kernel_bytes": r.stats.kernel.bytes,
+           "user_packets": r.stats.user.packets, "user_bytes": r.stats.user.bytes})
 }
 
 fn totals_json(t: &QueueSnapshot) -> Value {

@@ -12,6 +12,12 @@
 //!
 //! Which of `passthrough`/`local_addrs` can match is also written into the program's read-only
 //! globals before verification, so an interface without rules pays for no hash lookup.
+//!
+//! A daemon that runs its own firewall marks its instances with [`FIREWALL_OWNER_KEY`] in
+//! `passthrough`, so `sluice fw load/unload` can tell that the kernel stage is not theirs to
+//! rewrite ([`firewall_owned`]). The mark lives and dies with the program instance (no pid or
+//! socket file to go stale after a crash), and its nonzero pad byte can never equal a key the
+//! program builds from a packet, so it matches no frame.
 
 pub mod firewall;
 pub mod rules;
@@ -23,7 +29,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, RawFd};
 
 use aya::maps::{HashMap, MapData, PerCpuArray, XskMap};
-use aya::programs::Xdp;
+use aya::programs::{Xdp, loaded_programs};
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 
 pub use rules::{MAX_QUEUES, PassRule, PassRuleError, SteerCounters};
@@ -32,6 +38,10 @@ pub use sys::XdpAttachment;
 /// The compiled steering program (`build.rs` puts it in OUT_DIR).
 static STEER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 const PROGRAM: &str = "sluice_steer";
+
+/// The `passthrough` key marking an instance whose firewall stage a daemon manages: pad byte
+/// `0xf1`, which no packet's key has (the program zeroes it).
+pub const FIREWALL_OWNER_KEY: [u8; 4] = [0, 0xf1, 0, 0];
 
 /// Where the caller wants the program to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -245,6 +255,26 @@ impl Steering {
         self.xsks.unset(queue).map_err(|e| self.map_err("delete from", "xsks", &e))
     }
 
+    /// Marks (or unmarks) this instance's firewall stage as managed by this process's own
+    /// firewall; see [`firewall_owned`].
+    pub fn set_firewall_owned(&mut self, owned: bool) -> Result<(), SteerError> {
+        let ifname = self.ifname.clone();
+        let map_err = |op, e: &dyn StdError| SteerError::Map { ifname: ifname.clone(), op, map: "passthrough", reason: chain(e) };
+        let mut map: HashMap<&mut MapData, [u8; 4], u8> = self
+            .ebpf
+            .map_mut("passthrough")
+            .ok_or_else(|| map_err("find", &MissingMap))?
+            .try_into()
+            .map_err(|e| map_err("open", &e))?;
+        if owned {
+            map.insert(FIREWALL_OWNER_KEY, 1, 0).map_err(|e| map_err("update", &e))
+        } else if map.get(&FIREWALL_OWNER_KEY, 0).is_ok() {
+            map.remove(&FIREWALL_OWNER_KEY).map_err(|e| map_err("delete from", &e))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The program's counters summed over CPUs.
     pub fn counters(&self) -> Result<SteerCounters, SteerError> {
         let per_cpu = self.counters.get(&0, 0).map_err(|e| self.map_err("read", "counters", &e))?;
@@ -291,8 +321,8 @@ fn load(ifname: &str, pass: &[PassRule], local: &[IpAddr]) -> Result<Ebpf, Steer
     let port_rules = u8::from(pass.iter().any(|r| r.port != 0));
     let proto_rules = u8::from(pass.iter().any(|r| r.port == 0));
     let local_addrs = u8::from(!local.is_empty());
-    // Sized to the rules so there is no fixed cap; a hash map needs at least one entry.
-    let pass_entries = u32::try_from(pass.len()).unwrap_or(u32::MAX).max(1);
+    // Sized to the rules so there is no fixed cap, plus room for the firewall owner mark.
+    let pass_entries = u32::try_from(pass.len()).unwrap_or(u32::MAX).saturating_add(1);
     let local_entries = u32::try_from(local.len()).unwrap_or(u32::MAX).max(1);
     EbpfLoader::new()
         .override_global("steer_have_port_rules", &port_rules, true)
@@ -366,6 +396,30 @@ pub fn xdp_attachment(ifname: &str) -> Result<XdpAttachment, SteerError> {
     let query_err = |source| SteerError::Query { ifname: ifname.to_owned(), source };
     let ifindex = sys::if_index(ifname).map_err(query_err)?;
     sys::xdp_attachment(ifindex).map_err(query_err)
+}
+
+/// Whether the steering program attached to `ifname` belongs to a process running its own
+/// firewall (a `sluice run` with `[dataplane] firewall`), whose kernel stage only that process
+/// may rewrite. False when no program, or another program, is attached.
+pub fn firewall_owned(ifname: &str) -> Result<bool, SteerError> {
+    let Some(prog_id) = attached_xdp_prog(ifname)? else { return Ok(false) };
+    let map_err = |op, reason: String| SteerError::Map { ifname: ifname.to_owned(), op, map: "passthrough", reason };
+    let Some(info) = loaded_programs().filter_map(Result::ok).find(|p| p.id() == prog_id) else { return Ok(false) };
+    let ids = info.map_ids().map_err(|e| map_err("list", chain(&e)))?.unwrap_or_default();
+    for id in ids {
+        let data = MapData::from_id(id).map_err(|e| map_err("open", chain(&e)))?;
+        if data.info().ok().and_then(|i| i.name_as_str().map(str::to_owned)).as_deref() != Some("passthrough") {
+            continue;
+        }
+        let map: HashMap<MapData, [u8; 4], u8> =
+            HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|e| map_err("open", chain(&e)))?;
+        return match map.get(&FIREWALL_OWNER_KEY, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err("read", chain(&e))),
+        };
+    }
+    Ok(false)
 }
 
 /// The id of the XDP program attached to `ifname` in any mode, if one is.

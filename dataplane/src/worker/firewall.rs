@@ -204,6 +204,17 @@ impl Gate {
         }
     }
 
+    /// Moves to another cell (the dataplane's workers were renumbered), as worker `worker`
+    /// there: the engine (flows, counters) stays and adopts that cell's version at the next
+    /// [`refresh`](Self::refresh). Its counts go to the old version's block first, so they are
+    /// never written at the new index into a version that numbers workers the old way.
+    pub fn rebind(&mut self, cell: Arc<FirewallCell>, worker: usize) {
+        self.publish();
+        self.seen = cell.generation().wrapping_sub(1);
+        self.cell = cell;
+        self.worker = worker;
+    }
+
     /// Whether a firewall is in force.
     #[inline(always)]
     pub fn active(&self) -> bool {
@@ -294,5 +305,27 @@ mod tests {
         gate.refresh();
         assert!(!gate.active());
         assert!(gate.classify(0, &mut udp(53), 0).is_none());
+    }
+
+    #[test]
+    fn a_rebound_gate_carries_its_counts_to_its_new_index_only() {
+        let rules = ruleset("[firewall]\ndefault = \"accept\"\n[[rule]]\nname = \"dns\"\nmatch = \"udp port 53\"\naction = \"count\"\n");
+        let old = Arc::new(FirewallCell::new(1, Some(Arc::clone(&rules))));
+        let mut gate = Gate::new(Arc::clone(&old), 0, vec!["eth0".into()]);
+        gate.refresh();
+        for _ in 0..2 {
+            gate.classify(0, &mut udp(53), 0);
+        }
+        // Renumbered: the worker is now number 1 of 2 in a new cell with the same rules.
+        let new = Arc::new(FirewallCell::new(2, Some(rules)));
+        gate.rebind(Arc::clone(&new), 1);
+        assert_eq!(old.current().unwrap().worker_counters()[0][0].packets, 2, "the old block got the last counts");
+        gate.refresh();
+        let v = new.current().unwrap();
+        assert_eq!(v.adopted(), 1);
+        gate.classify(0, &mut udp(53), 0);
+        gate.publish();
+        let c = v.worker_counters();
+        assert_eq!((c[0][0].packets, c[1][0].packets), (0, 3), "counts continue at the new index, none at the old");
     }
 }

@@ -11,6 +11,10 @@
 //! per ring (kicking only when the kernel asks), and publish the counters. No allocation, lock or syscall per packet; syscalls only for kicks
 //! and idle sleeps.
 //!
+//! A config reload that changes the set of ports renumbers them; a worker whose own sockets
+//! did not change keeps running and is re-pointed through its [`Mailbox`] ([`Rebind`]: the new
+//! pipeline table, its ports' new indices, the new firewall cell), at a batch boundary.
+//!
 //! The firewall ([`firewall::Gate`]) is a gate in front of every port's pipeline: a frame its
 //! rules drop or reject is dropped (counted in the queue's `drop`), a frame they accept goes on
 //! to the port's pipeline, whose stages and default action decide where it goes. A firewall
@@ -20,8 +24,8 @@
 pub mod capture;
 pub mod firewall;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::firewall::Verdict as FwVerdict;
@@ -96,6 +100,59 @@ pub struct WorkerSetup {
     pub firewall: Option<firewall::Gate>,
     /// Where a filtered capture's filter is published.
     pub capture_filter: Option<capture::CaptureView>,
+    /// Where the controller re-points the worker when ports are renumbered.
+    pub mailbox: Option<Arc<Mailbox>>,
+}
+
+/// What a running worker switches to when the dataplane's ports are renumbered.
+#[derive(Debug)]
+pub struct Rebind {
+    pub published: Arc<Published>,
+    /// The new index in `published` of each group port, in group order (same slots).
+    pub ports: Vec<usize>,
+    /// The firewall cell the worker's gate reads from now, and its index there.
+    pub firewall: Option<(Arc<firewall::FirewallCell>, usize)>,
+}
+
+/// Where the controller posts a [`Rebind`] for one worker. The worker looks at one counter per
+/// batch boundary and locks only when something was posted.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    pending: Mutex<Option<Rebind>>,
+    posted: AtomicU64,
+    applied: AtomicU64,
+}
+
+impl Mailbox {
+    /// Posts `rebind`, replacing one not yet applied; returns the ticket to wait for.
+    pub fn post(&self, rebind: Rebind) -> u64 {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        *pending = Some(rebind);
+        self.posted.fetch_add(1, Ordering::Release) + 1
+    }
+
+    /// Waits up to `timeout` until the worker applied `ticket`; false on timeout.
+    pub fn wait(&self, ticket: u64, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while self.applied.load(Ordering::Acquire) < ticket {
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn due(&self) -> bool {
+        self.posted.load(Ordering::Acquire) != self.applied.load(Relaxed)
+    }
+
+    #[cold]
+    fn take(&self) -> (Option<Rebind>, u64) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        (pending.take(), self.posted.load(Ordering::Acquire))
+    }
 }
 
 /// The capture `stage` index of frames a firewall `sample` rule picked.
@@ -123,6 +180,7 @@ pub struct Worker {
     capture: Option<CaptureTap>,
     firewall: Option<firewall::Gate>,
     capture_filter: Option<capture::CaptureView>,
+    mailbox: Option<Arc<Mailbox>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -179,6 +237,7 @@ impl Worker {
             capture: None,
             firewall: None,
             capture_filter: None,
+            mailbox: None,
         };
         Worker::with_pipelines(group, setup)
     }
@@ -218,6 +277,7 @@ impl Worker {
             capture: setup.capture,
             firewall: setup.firewall,
             capture_filter: setup.capture_filter,
+            mailbox: setup.mailbox,
         };
         worker.prime();
         Ok(worker)
@@ -260,6 +320,9 @@ impl Worker {
         let mut idle = 0u32;
         while !stop.load(Relaxed) {
             // The batch boundary: nothing of the previous batches is in flight in a pipeline.
+            if self.mailbox.as_ref().is_some_and(|m| m.due()) {
+                self.rebind();
+            }
             self.view.refresh();
             if let Some(g) = &mut self.firewall {
                 g.refresh();
@@ -310,6 +373,25 @@ impl Worker {
             g.publish();
         }
         Ok(account)
+    }
+
+    /// Applies a posted [`Rebind`]: the old table's pipelines are let go here, so a swap
+    /// waiting on them completes.
+    #[cold]
+    fn rebind(&mut self) {
+        let Some(mailbox) = self.mailbox.clone() else { return };
+        let (rebind, ticket) = mailbox.take();
+        if let Some(r) = rebind {
+            for (setup, &port) in self.ports.iter_mut().zip(&r.ports) {
+                setup.port = port;
+            }
+            let slots = self.ports.iter().map(|s| s.slot).collect();
+            self.view = WorkerView::new(r.published, r.ports, slots);
+            if let (Some(g), Some((cell, index))) = (&mut self.firewall, r.firewall) {
+                g.rebind(cell, index);
+            }
+        }
+        mailbox.applied.store(ticket, Ordering::Release);
     }
 
     /// One visit to port `p`: housekeeping, then at most one batch. Returns packets received.
@@ -506,6 +588,22 @@ mod tests {
         let mut got = Vec::new();
         sink.drain(|s| got.push((s.stage, s.data.clone())));
         assert_eq!(got, vec![(0, frame()[2..62].to_vec())], "the sample holds the windowed packet");
+    }
+
+    #[test]
+    fn a_mailbox_hands_over_the_latest_rebind_once() {
+        let mailbox = Mailbox::default();
+        assert!(!mailbox.due());
+        let rebind = |port| Rebind { published: Arc::new(Published::new(Vec::new())), ports: vec![port], firewall: None };
+        mailbox.post(rebind(1));
+        let ticket = mailbox.post(rebind(2));
+        assert!(mailbox.due());
+        assert!(!mailbox.wait(ticket, Duration::ZERO), "not applied yet");
+        let (got, seen) = mailbox.take();
+        assert_eq!((got.map(|r| r.ports), seen), (Some(vec![2]), ticket), "the later post replaced the earlier");
+        mailbox.applied.store(seen, Ordering::Release);
+        assert!(!mailbox.due());
+        assert!(mailbox.wait(ticket, Duration::ZERO));
     }
 
     #[test]

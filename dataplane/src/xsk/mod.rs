@@ -95,6 +95,12 @@ pub enum XskError {
 }
 
 impl XskError {
+    /// Whether the bind failed because the queue is still held (a socket on it closed a
+    /// moment ago and the kernel has not released it yet).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, XskError::Socket { source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
+
     /// Whether a zero-copy bind failed because the driver cannot do zero-copy (rather than
     /// for a reason copy mode would hit too).
     fn zero_copy_refused(&self) -> bool {

@@ -1,0 +1,336 @@
+//! A config reload that adds and removes ports, under traffic: client —veth— dut (`sluice run`,
+//! ports a ↔ b) —veth— server, plus a spare veth pair inside the dut (`dut-c0`/`dut-c1`).
+//!
+//! While a sender streams numbered datagrams client → server through a ↔ b, a reload adds
+//! port c (on dut-c0, dropping): its steering program appears and it drops what is sent into
+//! dut-c1; a reload then removes it: its XDP program is gone, and adding it once more binds
+//! the same queue again, which only works if its socket was closed. A reload
+//! naming an interface that does not exist is refused with the interface's name and changes
+//! nothing, as is one changing settings that apply only at start. Two single ports turned into a forwarding pair get one worker for the pair in
+//! place of theirs. Through all of it the a ↔ b pair loses no datagram and its counters only
+//! grow.
+//!
+//! Privileged: skips with a message when not root, must run under `CI=true`. Namespaces,
+//! files and the daemon are removed on every exit path (Drop guards).
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+const PORT: u16 = 7100;
+/// Where the frames sent into port c go.
+const C_PORT: u16 = 7101;
+
+/// Userspace rules (tcpdump matches) counting each stream, so the counts of the a ↔ b worker
+/// (kept, but renumbered when c comes first) and of c's workers (stopped) can be checked.
+const RULES: &str = r#"
+[firewall]
+default = "accept"
+[[rule]]
+name = "seq"
+match = "udp dst port 7100"
+action = "accept"
+[[rule]]
+name = "to-c"
+match = "udp dst port 7101"
+action = "accept"
+"#;
+
+/// A directory of files, removed on Drop.
+struct Files(PathBuf);
+
+impl Files {
+    fn new() -> Files {
+        let dir = std::env::temp_dir().join(format!("sluice-reload-ports-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Files(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `sluice run` in the dut namespace; killed on Drop (before the namespaces go).
+struct Sluice(Child);
+
+impl Sluice {
+    fn start(topo: &Topology, config: &Path) -> Sluice {
+        let mut child = topo
+            .dut
+            .exec([SLUICE, "run", "--json", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sluice");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("\"event\":\"started\""));
+        let mut sluice = Sluice(child);
+        if !started {
+            let status = sluice.0.wait().expect("wait");
+            panic!("sluice run did not start: {status}");
+        }
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        sluice
+    }
+
+    fn stop(mut self) {
+        let status = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let status = self.0.wait().expect("wait for sluice");
+        assert!(status.success(), "sluice exit: {status}");
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ctl(topo: &Topology, socket: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = topo.dut.exec([SLUICE, "ctl", "--socket"]).arg(socket).args(args).output().expect("run sluice ctl");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// (port, interface, queue) → (rx, drop) from `sluice ctl --json stats`.
+fn queues(topo: &Topology, socket: &Path) -> Vec<(String, String, u64, u64)> {
+    let (ok, out, err) = ctl(topo, socket, &["--json", "stats"]);
+    assert!(ok, "ctl stats: {err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("stats json");
+    v["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .map(|q| {
+            let n = |k: &str| q["counters"][k].as_u64().expect("counter");
+            (q["port"].as_str().expect("port").to_owned(), q["interface"].as_str().expect("if").to_owned(), n("rx"), n("drop"))
+        })
+        .collect()
+}
+
+fn rx_of(q: &[(String, String, u64, u64)], port: &str) -> u64 {
+    q.iter().find(|x| x.0 == port).unwrap_or_else(|| panic!("no port {port} in {q:?}")).2
+}
+
+fn xdp_prog(topo: &Topology, ifname: &str) -> Option<u32> {
+    topo.dut.run_in(|| sluice::steer::attached_xdp_prog(ifname)).expect("enter dut").expect("query xdp")
+}
+
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, seq: u32) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .udp(9000, dport)
+        .write(&mut f, &seq.to_be_bytes())
+        .expect("build frame");
+    f
+}
+
+/// Ports `extra` first (so adding them renumbers a and b and their worker), then a ↔ b.
+fn config(socket: &Path, extra: &str) -> String {
+    format!(
+        "[control]\nsocket = \"{}\"\n[dataplane]\ncores = [0]\nfirewall = \"fw.toml\"\n{extra}\
+         [[port]]\nname = \"a\"\ninterface = \"dut-a0\"\naction = \"forward\"\nforward_to = \"b\"\n\
+         [[port]]\nname = \"b\"\ninterface = \"dut-b0\"\naction = \"forward\"\nforward_to = \"a\"\n",
+        socket.display()
+    )
+}
+
+/// Per rule, kernel plus userspace packets from `sluice ctl --json fw stats`.
+fn fw_packets(topo: &Topology, socket: &Path, rule: &str) -> u64 {
+    let (ok, out, err) = ctl(topo, socket, &["--json", "fw", "stats"]);
+    assert!(ok, "ctl fw stats: {err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("fw stats json");
+    let r = v["rules"].as_array().and_then(|a| a.iter().find(|r| r["rule"] == rule)).unwrap_or_else(|| panic!("rule {rule} in {v}"));
+    r["kernel_packets"].as_u64().expect("kernel") + r["user_packets"].as_u64().expect("user")
+}
+
+#[test]
+fn reload_adds_and_removes_ports_while_the_others_run_on() {
+    if !privileged("reload_adds_and_removes_ports_while_the_others_run_on") {
+        return;
+    }
+    let topo = Topology::new(TopologyOpts { tag: "rlp".into(), ..TopologyOpts::default() }).expect("topology");
+    // The spare pair lives and dies with the dut namespace.
+    topo.dut
+        .ip(&["link", "add", "dut-c0", "numrxqueues", "1", "numtxqueues", "1", "type", "veth", "peer", "name", "dut-c1", "numrxqueues", "1", "numtxqueues", "1"])
+        .expect("add spare veth");
+    for ifname in ["dut-c0", "dut-c1"] {
+        topo.dut.ip(&["link", "set", ifname, "up"]).expect("spare veth up");
+    }
+    let files = Files::new();
+    files.write("fw.toml", RULES);
+    let socket = files.0.join("ctl.sock");
+    let path = files.write("sluice.toml", &config(&socket, ""));
+    let (client, server) = (topo.client_if.addr.expect("client addr"), topo.server_if.addr.expect("server addr"));
+
+    let sock = topo.server.run_in(move || UdpSocket::bind(SocketAddrV4::new(server, PORT))).expect("enter server").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let (received, listening) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(true)));
+    let listener = {
+        let (received, listening) = (Arc::clone(&received), Arc::clone(&listening));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while listening.load(Ordering::Relaxed) {
+                if sock.recv(&mut buf).is_ok() {
+                    received.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    let sluice = Sluice::start(&topo, &path);
+    assert!(xdp_prog(&topo, "dut-c0").is_none());
+
+    let sent = AtomicU32::new(0);
+    let sending = AtomicBool::new(true);
+    /// Stops the sender when the scope ends, a failed assertion included.
+    struct StopSending<'a>(&'a AtomicBool);
+    impl Drop for StopSending<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|scope| {
+        let _stop = StopSending(&sending);
+        let sender = scope.spawn(|| {
+            topo.client
+                .run_in(|| {
+                    let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str())
+                        .and_then(|c| c.timeout(50).open())
+                        .expect("open AF_PACKET on the client");
+                    let mut n = 0u32;
+                    while sending.load(Ordering::Relaxed) || n < 300 {
+                        cap.sendpacket(frame(client, server, PORT, n)).expect("send");
+                        n += 1;
+                        sent.store(n, Ordering::Relaxed);
+                        // Stay at most 32 datagrams ahead of the server so no buffer overflows.
+                        let stall = Instant::now() + Duration::from_secs(2);
+                        while n - received.load(Ordering::Relaxed) > 32 && Instant::now() < stall {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+                .expect("enter client")
+        });
+        while sent.load(Ordering::Relaxed) < 100 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before = queues(&topo, &socket);
+
+        // Add port c on the spare veth, remove it, and do it again: the second bind of
+        // dut-c0's queue succeeds only if the first socket was closed.
+        for round in 0..2 {
+            files.write("sluice.toml", &config(&socket, "[[port]]\nname = \"c\"\ninterface = \"dut-c0\"\naction = \"drop\"\n"));
+            let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+            assert!(ok, "round {round}: adding a port was refused: {err}");
+            assert!(out.contains("port c: added") && out.contains("dut-c0"), "{out}");
+            assert!(xdp_prog(&topo, "dut-c0").is_some(), "no steering program on the new port");
+            topo.dut
+                .run_in(|| {
+                    let mut cap = pcap::Capture::from_device("dut-c1").and_then(|c| c.timeout(50).open()).expect("open dut-c1");
+                    for i in 0..50 {
+                        cap.sendpacket(frame(client, Ipv4Addr::new(192, 0, 2, 1), C_PORT, i)).expect("send into c");
+                    }
+                })
+                .expect("enter dut");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let q = queues(&topo, &socket);
+                let c = q.iter().find(|x| x.0 == "c").cloned().expect("port c counters");
+                if c.2 >= 50 && c.3 >= 50 {
+                    assert!(rx_of(&q, "a") >= rx_of(&before, "a"), "port a's counters restarted: {before:?} -> {q:?}");
+                    break;
+                }
+                assert!(Instant::now() < deadline, "round {round}: port c did not drop what it received: {q:?}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+
+            files.write("sluice.toml", &config(&socket, ""));
+            let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+            assert!(ok, "round {round}: removing a port was refused: {err}");
+            assert!(out.contains("port c: removed") && out.contains("interface dut-c0: steering detached"), "{out}");
+            assert!(xdp_prog(&topo, "dut-c0").is_none(), "the removed port's steering program stayed");
+            assert!(!queues(&topo, &socket).iter().any(|x| x.0 == "c"));
+        }
+
+        // A port on an interface that does not exist: refused, nothing changes.
+        files.write("sluice.toml", &config(&socket, "[[port]]\nname = \"d\"\ninterface = \"dut-nope0\"\naction = \"drop\"\n"));
+        let (ok, _, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(!ok && err.contains("dut-nope0"), "a missing interface was accepted or not named: {err}");
+        let (ok, status, _) = ctl(&topo, &socket, &["--json", "status"]);
+        assert!(ok);
+        let v: Value = serde_json::from_str(status.trim()).expect("status json");
+        let names: Vec<&str> = v["ports"].as_array().expect("ports").iter().filter_map(|p| p["name"].as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(xdp_prog(&topo, "dut-a0").is_some() && xdp_prog(&topo, "dut-b0").is_some());
+
+        // UMEM geometry and zero-copy mode apply only at start: refused, naming the keys.
+        files.write("sluice.toml", &config(&socket, "").replace("cores = [0]\n", "cores = [0]\nframe_count = 8192\nzero_copy = \"off\"\n"));
+        let (ok, _, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(!ok && err.contains("dataplane.frame_count, dataplane.zero_copy changed"), "{err}");
+
+        // Two single ports, then the same two as a forwarding pair: their workers are
+        // replaced by one for the pair (each old one holds a queue the new one binds).
+        let single = "[[port]]\nname = \"c\"\ninterface = \"dut-c0\"\naction = \"drop\"\n\
+                      [[port]]\nname = \"d\"\ninterface = \"dut-c1\"\naction = \"drop\"\n";
+        files.write("sluice.toml", &config(&socket, single));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok && out.contains("port c: added") && out.contains("port d: added"), "{out}{err}");
+        let pair = "[[port]]\nname = \"c\"\ninterface = \"dut-c0\"\naction = \"forward\"\nforward_to = \"d\"\n\
+                    [[port]]\nname = \"d\"\ninterface = \"dut-c1\"\naction = \"forward\"\nforward_to = \"c\"\n";
+        files.write("sluice.toml", &config(&socket, pair));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok, "pairing two ports was refused: {err}");
+        assert!(out.contains("worker stopped for c q0") && out.contains("worker stopped for d q0"), "{out}");
+        assert!(out.contains("worker started for c (dut-c0 q0) + d (dut-c1 q0)"), "{out}");
+        assert!(!out.contains("worker started for a") && !out.contains("worker stopped for a"), "the a ↔ b worker was touched: {out}");
+        let (ok, status, _) = ctl(&topo, &socket, &["--json", "status"]);
+        let v: Value = serde_json::from_str(status.trim()).expect("status json");
+        assert!(ok && v["workers"] == 2, "{status}");
+        files.write("sluice.toml", &config(&socket, ""));
+        let (ok, out, err) = ctl(&topo, &socket, &["reload"]);
+        assert!(ok && out.contains("port c: removed") && out.contains("port d: removed"), "{out}{err}");
+
+        let now = sent.load(Ordering::Relaxed);
+        while sent.load(Ordering::Relaxed) < now + 100 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        sending.store(false, Ordering::Relaxed);
+        sender.join().expect("sender");
+    });
+    let sent = sent.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(received.load(Ordering::Relaxed), sent, "datagrams lost through a ↔ b across the reloads");
+    // The kept worker's firewall counts continued through renumbering; the stopped workers'
+    // counts were kept.
+    assert_eq!(fw_packets(&topo, &socket, "seq"), u64::from(sent));
+    assert_eq!(fw_packets(&topo, &socket, "to-c"), 100);
+    sluice.stop();
+    listening.store(false, Ordering::Relaxed);
+    listener.join().expect("listener");
+}

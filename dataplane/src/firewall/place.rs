@@ -205,7 +205,20 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let mut out = String::new();
     let iface = ingress.unwrap_or("any interface not named in an `in` list");
     let _ = writeln!(out, "interface: {iface}");
+    let groups = super::group::groups(cfg);
+    let mut next_group = groups.iter().enumerate().peekable();
     for (i, (rule, place)) in cfg.rules.iter().zip(&p.places).enumerate() {
+        if let Some((n, g)) = next_group.next_if(|(_, g)| g.first == i) {
+            let _ = writeln!(
+                out,
+                "  group {}: rules {}-{} differ only in `{}`: userspace finds the first match among them with one \
+                 lookup; the kernel stage runs them one by one",
+                n + 1,
+                g.first + 1,
+                g.first + g.len,
+                g.field
+            );
+        }
         let _ = writeln!(out, "  {:>3}  {:<20} line {:<5} {place}", i + 1, rule.name, rule.line);
         let _ = writeln!(out, "       {}", describe(cfg, rule));
     }
@@ -220,6 +233,10 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let kernel = p.kernel_rules().count();
     let user = p.places.iter().filter(|p| matches!(p, Place::Userspace(_))).count();
     let _ = writeln!(out, "  {kernel} rules in the kernel, {user} in userspace");
+    if !groups.is_empty() {
+        let grouped: usize = groups.iter().map(|g| g.len).sum();
+        let _ = writeln!(out, "  {grouped} rules in {} groups (one lookup each in userspace)", groups.len());
+    }
     out
 }
 

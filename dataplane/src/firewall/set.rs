@@ -122,7 +122,7 @@ struct Ranges<K> {
     index: Vec<u32>,
 }
 
-trait RangeKey:
+pub(super) trait RangeKey:
     Copy + Ord + Default + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::Not<Output = Self>
 {
     const SHIFT: u32;
@@ -250,53 +250,60 @@ impl<K: RangeKey> Ranges<K> {
     }
 }
 
-/// The prefixes of one length, hashed: membership of an address is one masked probe.
+/// The prefixes of one length, hashed, each with a value: looking an address up is one masked
+/// probe. Sets use `V = ()`; rule groups map a prefix to a rule.
 #[derive(Debug, Clone)]
-struct Exact<K> {
+pub(super) struct Exact<K, V> {
     mask: K,
     /// Power-of-two table at most half full; the zero key marks an empty slot, so the
-    /// all-zero prefix is kept aside in `has_zero`.
-    slots: Box<[K]>,
+    /// all-zero prefix's value is kept aside in `zero`.
+    slots: Box<[(K, V)]>,
     /// `64 - log2(slots.len())`: the hash's top bits index the table.
     shift: u32,
-    has_zero: bool,
+    zero: Option<V>,
 }
 
-impl<K: RangeKey> Exact<K> {
-    fn build(len: u8, prefixes: &[K]) -> Exact<K> {
+impl<K: RangeKey, V: Copy + Default> Exact<K, V> {
+    /// `prefixes`: first addresses of `len`-bit prefixes; of duplicates, the first one's value
+    /// is kept.
+    pub(super) fn build(len: u8, prefixes: &[(K, V)]) -> Exact<K, V> {
         let size = (prefixes.len() * 2).next_power_of_two().max(16);
-        let mut slots = vec![K::default(); size].into_boxed_slice();
+        let mut slots = vec![(K::default(), V::default()); size].into_boxed_slice();
         let shift = 64 - size.trailing_zeros();
-        let mut has_zero = false;
-        for &p in prefixes {
+        let mut zero = None;
+        for &(p, v) in prefixes {
+            let p = p & K::mask(len);
             if p == K::default() {
-                has_zero = true;
+                zero.get_or_insert(v);
                 continue;
             }
             let mut i = (p.hash() >> shift) as usize;
-            while slots[i] != K::default() && slots[i] != p {
+            while slots[i].0 != K::default() && slots[i].0 != p {
                 i = (i + 1) & (size - 1);
             }
-            slots[i] = p;
+            if slots[i].0 != p {
+                slots[i] = (p, v);
+            }
         }
-        Exact { mask: K::mask(len), slots, shift, has_zero }
+        Exact { mask: K::mask(len), slots, shift, zero }
     }
 
+    /// The value of the prefix holding `x`.
     #[inline]
-    fn contains(&self, x: K) -> bool {
+    pub(super) fn get(&self, x: K) -> Option<V> {
         let key = x & self.mask;
         if key == K::default() {
-            return self.has_zero;
+            return self.zero;
         }
         let last = self.slots.len() - 1;
         let mut i = (key.hash() >> self.shift) as usize;
         loop {
-            let s = self.slots[i];
-            if s == key {
-                return true;
+            let (k, v) = self.slots[i];
+            if k == key {
+                return Some(v);
             }
-            if s == K::default() {
-                return false;
+            if k == K::default() {
+                return None;
             }
             i = (i + 1) & last;
         }
@@ -307,16 +314,16 @@ impl<K: RangeKey> Exact<K> {
 #[derive(Debug, Clone, Default)]
 struct Prefixes<K> {
     /// Most populous length first, so a hit usually stops at the first probe.
-    exact: Vec<Exact<K>>,
+    exact: Vec<Exact<K, ()>>,
     rest: Ranges<K>,
 }
 
 impl<K: RangeKey> Prefixes<K> {
     /// `prefixes`: (first address, prefix length).
     fn build(prefixes: &[(K, u8)]) -> Prefixes<K> {
-        let mut by_len: Vec<Vec<K>> = vec![Vec::new(); usize::from(K::BITS) + 1];
+        let mut by_len: Vec<Vec<(K, ())>> = vec![Vec::new(); usize::from(K::BITS) + 1];
         for &(first, len) in prefixes {
-            by_len[usize::from(len)].push(first & K::mask(len));
+            by_len[usize::from(len)].push((first & K::mask(len), ()));
         }
         let mut hashed: Vec<(usize, u8)> = Vec::new();
         let mut rest = Vec::new();
@@ -325,7 +332,7 @@ impl<K: RangeKey> Prefixes<K> {
             if firsts.len() >= HASH_MIN {
                 hashed.push((firsts.len(), len));
             } else {
-                rest.extend(firsts.iter().map(|&f| (f, f | !K::mask(len))));
+                rest.extend(firsts.iter().map(|&(f, ())| (f, f | !K::mask(len))));
             }
         }
         hashed.sort_unstable_by(|a, b| b.cmp(a));
@@ -335,7 +342,7 @@ impl<K: RangeKey> Prefixes<K> {
 
     #[inline]
     fn contains(&self, x: K) -> bool {
-        self.exact.iter().any(|e| e.contains(x)) || (self.rest.len() != 0 && self.rest.contains(x))
+        self.exact.iter().any(|e| e.get(x).is_some()) || (self.rest.len() != 0 && self.rest.contains(x))
     }
 }
 

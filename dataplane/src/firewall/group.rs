@@ -137,31 +137,42 @@ struct Lpm<K> {
     tables: Vec<Exact<K, u32>>,
 }
 
+/// `entries` (first address, prefix length, rule offset in the group), deduplicated and
+/// resolved: each prefix's offset becomes the lowest among it and the prefixes around it, so
+/// the longest prefix holding an address names the first rule holding it. By length, shortest
+/// first.
+fn resolve<K: RangeKey>(mut entries: Vec<(K, u8, u32)>) -> Vec<(u8, Vec<(K, u32)>)> {
+    for e in &mut entries {
+        e.0 = e.0 & K::mask(e.1);
+    }
+    // Shortest lengths first, and of equal prefixes the lowest rule first (kept).
+    entries.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+    entries.dedup_by(|b, a| (a.0, a.1) == (b.0, b.1));
+    let mut out: Vec<(u8, Vec<(K, u32)>)> = Vec::new();
+    let mut built: Vec<Exact<K, u32>> = Vec::new();
+    let mut at = 0;
+    while at < entries.len() {
+        let len = entries[at].1;
+        let end = at + entries[at..].partition_point(|e| e.1 == len);
+        // A prefix inside a shorter one of an earlier rule belongs to that rule: the
+        // shorter prefixes' values already are the lowest over their own ancestors.
+        let resolved: Vec<(K, u32)> = entries[at..end]
+            .iter()
+            .map(|&(p, _, rule)| (p, built.iter().filter_map(|t| t.get(p)).fold(rule, u32::min)))
+            .collect();
+        built.push(Exact::build(len, &resolved));
+        out.push((len, resolved));
+        at = end;
+    }
+    out
+}
+
 impl<K: RangeKey> Lpm<K> {
-    /// `entries`: (first address, prefix length, rule offset in the group).
-    fn build(mut entries: Vec<(K, u8, u32)>) -> Lpm<K> {
-        for e in &mut entries {
-            e.0 = e.0 & K::mask(e.1);
-        }
-        // Shortest lengths first, and of equal prefixes the lowest rule first (kept).
-        entries.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
-        entries.dedup_by(|b, a| (a.0, a.1) == (b.0, b.1));
-        let mut built: Vec<Exact<K, u32>> = Vec::new();
-        let mut at = 0;
-        while at < entries.len() {
-            let len = entries[at].1;
-            let end = at + entries[at..].partition_point(|e| e.1 == len);
-            // A prefix inside a shorter one of an earlier rule belongs to that rule: the
-            // shorter prefixes' values already are the lowest over their own ancestors.
-            let resolved: Vec<(K, u32)> = entries[at..end]
-                .iter()
-                .map(|&(p, _, rule)| (p, built.iter().filter_map(|t| t.get(p)).fold(rule, u32::min)))
-                .collect();
-            built.push(Exact::build(len, &resolved));
-            at = end;
-        }
-        built.reverse();
-        Lpm { tables: built }
+    fn build(entries: Vec<(K, u8, u32)>) -> Lpm<K> {
+        let mut tables: Vec<Exact<K, u32>> =
+            resolve(entries).iter().map(|(len, prefixes)| Exact::build(*len, prefixes)).collect();
+        tables.reverse();
+        Lpm { tables }
     }
 
     #[inline]
@@ -177,18 +188,35 @@ pub struct PrefixMap {
     v6: Lpm<u128>,
 }
 
+/// `sets[k]`: the addresses of a group's k-th rule → per family, entries as [`resolve`] wants.
+fn entries(sets: &[&AddrSet]) -> (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (k, set) in sets.iter().enumerate() {
+        for &c in set.entries() {
+            match c {
+                Cidr::V4(a, l) => v4.push((a, l, k as u32)),
+                Cidr::V6(a, l) => v6.push((a, l, k as u32)),
+            }
+        }
+    }
+    (v4, v6)
+}
+
+/// The prefixes of a group, each with the offset of the first rule holding every address in
+/// it (once the longest prefix holding an address is found, as an LPM trie does): what the
+/// kernel stage's trie of a group holds. `sets[k]`: the addresses of the group's k-th rule.
+pub fn resolved_prefixes(sets: &[&AddrSet]) -> (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>) {
+    fn flat<K: RangeKey>(by_len: Vec<(u8, Vec<(K, u32)>)>) -> Vec<(K, u8, u32)> {
+        by_len.into_iter().flat_map(|(len, ps)| ps.into_iter().map(move |(p, k)| (p, len, k))).collect()
+    }
+    let (v4, v6) = entries(sets);
+    (flat(resolve(v4)), flat(resolve(v6)))
+}
+
 impl PrefixMap {
     /// `sets[k]`: the addresses of the group's k-th rule.
     pub fn new(sets: &[&AddrSet]) -> PrefixMap {
-        let (mut v4, mut v6) = (Vec::new(), Vec::new());
-        for (k, set) in sets.iter().enumerate() {
-            for &c in set.entries() {
-                match c {
-                    Cidr::V4(a, l) => v4.push((a, l, k as u32)),
-                    Cidr::V6(a, l) => v6.push((a, l, k as u32)),
-                }
-            }
-        }
+        let (v4, v6) = entries(sets);
         PrefixMap { v4: Lpm::build(v4), v6: Lpm::build(v6) }
     }
 

@@ -720,7 +720,7 @@ impl Builder<'_> {
                 let burst = r.burst.as_ref().map(|b| int_in(b, "burst", 1, 1_000_000_000, at)).transpose()?.unwrap_or(rate.min(1_000_000));
                 let key = match r.per.as_ref().map(|p| (p, p.get_ref().as_str())) {
                     None | Some((_, "rule")) => {
-                        for f in [&r.prefix, &r.prefix6].into_iter().flatten() {
+                        if let Some(f) = [&r.prefix, &r.prefix6].into_iter().flatten().next() {
                             return Err(at(f.span(), "`prefix`/`prefix6` need per = \"source\"".into()));
                         }
                         LimitKey::Rule

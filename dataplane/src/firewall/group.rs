@@ -146,7 +146,7 @@ fn resolve<K: RangeKey>(mut entries: Vec<(K, u8, u32)>) -> Vec<(u8, Vec<(K, u32)
         e.0 = e.0 & K::mask(e.1);
     }
     // Shortest lengths first, and of equal prefixes the lowest rule first (kept).
-    entries.sort_unstable_by(|a, b| (a.1, a.0, a.2).cmp(&(b.1, b.0, b.2)));
+    entries.sort_unstable_by_key(|&(p, len, rule)| (len, p, rule));
     entries.dedup_by(|b, a| (a.0, a.1) == (b.0, b.1));
     let mut out: Vec<(u8, Vec<(K, u32)>)> = Vec::new();
     let mut built: Vec<Exact<K, u32>> = Vec::new();
@@ -166,6 +166,9 @@ fn resolve<K: RangeKey>(mut entries: Vec<(K, u8, u32)>) -> Vec<(u8, Vec<(K, u32)
     }
     out
 }
+
+/// Per family: (first address, prefix length, rule offset in the group).
+type FamilyEntries = (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>);
 
 impl<K: RangeKey> Lpm<K> {
     fn build(entries: Vec<(K, u8, u32)>) -> Lpm<K> {
@@ -189,7 +192,7 @@ pub struct PrefixMap {
 }
 
 /// `sets[k]`: the addresses of a group's k-th rule → per family, entries as [`resolve`] wants.
-fn entries(sets: &[&AddrSet]) -> (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>) {
+fn entries(sets: &[&AddrSet]) -> FamilyEntries {
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (k, set) in sets.iter().enumerate() {
         for &c in set.entries() {
@@ -205,7 +208,7 @@ fn entries(sets: &[&AddrSet]) -> (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>) {
 /// The prefixes of a group, each with the offset of the first rule holding every address in
 /// it (once the longest prefix holding an address is found, as an LPM trie does): what the
 /// kernel stage's trie of a group holds. `sets[k]`: the addresses of the group's k-th rule.
-pub fn resolved_prefixes(sets: &[&AddrSet]) -> (Vec<(u32, u8, u32)>, Vec<(u128, u8, u32)>) {
+pub fn resolved_prefixes(sets: &[&AddrSet]) -> FamilyEntries {
     fn flat<K: RangeKey>(by_len: Vec<(u8, Vec<(K, u32)>)>) -> Vec<(K, u8, u32)> {
         by_len.into_iter().flat_map(|(len, ps)| ps.into_iter().map(move |(p, k)| (p, len, k))).collect()
     }

@@ -62,6 +62,8 @@ impl Cidr {
         }
     }
 
+    /// The prefix length (a bit count: nothing to be empty).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> u8 {
         match self {
             Cidr::V4(_, l) | Cidr::V6(_, l) => l,

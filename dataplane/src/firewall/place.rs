@@ -295,7 +295,7 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let _ = writeln!(out, "  {kernel} rules in the kernel, {user} in userspace");
     if !groups.is_empty() {
         let grouped: usize = groups.iter().map(|g| g.len).sum();
-        let _ = writeln!(out, "  {grouped} rules in {} groups (one lookup each in userspace)", groups.len());
+        let _ = writeln!(out, "  {grouped} rules in {} group(s), one lookup per group", groups.len());
     }
     out
 }

@@ -16,9 +16,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Below this many ranges a plain binary search is as fast as the index and far smaller.
 const INDEX_MIN: usize = 64;
 const INDEX_SLOTS: usize = 1 << 16;
-/// Prefix lengths with at least this many prefixes are hashed; a search over fewer is as
-/// cheap as a probe and saves a probe per length on every lookup.
-const HASH_MIN: usize = 32;
+/// Prefix lengths with at least this many prefixes are hashed. A binary search over n ranges
+/// takes about log2(n) branches the predictor cannot learn (random addresses), a probe one
+/// load: past a handful the probe wins. Rarer lengths share the range search, which saves a
+/// probe per length on every lookup.
+const HASH_MIN: usize = 8;
 
 /// An address prefix: `addr/len`, host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -142,8 +142,16 @@ pub(super) trait RangeKey:
     fn pred(self) -> Self;
 }
 
-/// Fibonacci hashing's multiplier: the product's top bits depend on every key bit.
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+/// A 64-bit finalizer (multiply, fold, multiply, fold): every output bit depends on every
+/// input bit. A single multiplication is not enough: addresses that are themselves a
+/// multiplicative sequence (as generated lists often are) then cluster in the table, and
+/// misses walk long runs.
+#[inline]
+fn mix(x: u64) -> u64 {
+    let x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    x ^ (x >> 32)
+}
 
 impl RangeKey for u32 {
     const SHIFT: u32 = 16;
@@ -153,7 +161,7 @@ impl RangeKey for u32 {
     }
     #[inline]
     fn hash(self) -> u64 {
-        u64::from(self).wrapping_mul(GOLDEN)
+        mix(u64::from(self))
     }
     fn slot(self) -> usize {
         (self >> Self::SHIFT) as usize
@@ -177,8 +185,8 @@ impl RangeKey for u128 {
     }
     #[inline]
     fn hash(self) -> u64 {
-        // Fold first: a /64 has all its bits in the high half.
-        ((self >> 64) as u64).wrapping_mul(GOLDEN).rotate_left(29) ^ (self as u64).wrapping_mul(GOLDEN)
+        // Both halves count: a /64 has all its bits in the high one.
+        mix(mix((self >> 64) as u64) ^ self as u64)
     }
     fn slot(self) -> usize {
         (self >> Self::SHIFT) as usize
@@ -556,5 +564,27 @@ mod tests {
         let p = PortSet::new(vec![(22, 22), (8000, 8100), (65535, 65535)]);
         assert!(p.contains(22) && p.contains(8050) && p.contains(65535));
         assert!(!p.contains(23) && !p.contains(0) && !p.contains(8101));
+    }
+
+    #[test]
+    fn misses_walk_short_runs_even_for_multiplicative_address_lists() {
+        // Hosts spread by a golden-ratio multiplier, the pattern that clusters under plain
+        // Fibonacci hashing.
+        let hosts: Vec<(u32, ())> =
+            (0..100_000u32).map(|i| (0x6440_0000 | (i.wrapping_mul(2_654_435_761) & 0x003f_ffff), ())).collect();
+        let t = Exact::build(32, &hosts);
+        let last = t.slots.len() - 1;
+        let mut probes = 0;
+        for i in 0..2048u32 {
+            let a = 0x6440_0000 | ((200_000 + i * 997).wrapping_mul(2_654_435_761) & 0x003f_ffff);
+            assert_eq!(t.get(a), None);
+            let mut at = (a.hash() >> t.shift) as usize;
+            probes += 1;
+            while t.slots[at].0 != 0 {
+                at = (at + 1) & last;
+                probes += 1;
+            }
+        }
+        assert!(probes < 2048 * 3, "{} probes per miss", f64::from(probes) / 2048.0);
     }
 }

@@ -316,6 +316,95 @@ const USERSPACE_CASES: &[(&str, &str, Verdict)] = &[
     ("tcp 10.0.0.5:1 > 10.0.0.1:81 flags S", "default", Verdict::Drop),
 ];
 
+/// Runs of rules the engine groups into one lookup ([`sluice::firewall::group`]), between
+/// rules of other shapes that overlap their addresses; the kernel still runs them one by one,
+/// so its per-rule counters check the engine's grouped counts.
+const GROUPED: &str = r#"
+[firewall]
+default = "accept"
+[[rule]]
+name = "pre"
+src = "10.5.5.5"
+proto = "tcp"
+action = "accept"
+[[rule]]
+name = "g0"
+src = "10.5.0.0/16"
+action = "drop"
+[[rule]]
+name = "g1"
+src = "10.5.5.0/24"
+action = "accept"
+[[rule]]
+name = "g2"
+src = ["10.6.1.0/24", "fd06::/64"]
+action = "reject"
+[[rule]]
+name = "g3"
+src = "10.6.1.7"
+action = "accept"
+[[rule]]
+name = "g4"
+src = "10.6.2.7"
+action = "accept"
+[[rule]]
+name = "g5"
+src = "192.168.0.0/16"
+action = "drop"
+[[rule]]
+name = "post"
+src = "10.6.3.0/24"
+proto = "udp"
+action = "reject"
+[[rule]]
+name = "d0"
+proto = "tcp"
+dport = 22
+dst = "10.9.0.1"
+action = "accept"
+[[rule]]
+name = "d1"
+proto = "tcp"
+dport = 22
+dst = "10.9.0.2"
+action = "accept"
+[[rule]]
+name = "d2"
+proto = "tcp"
+dport = 22
+dst = "10.9.0.0/24"
+action = "drop"
+[[rule]]
+name = "d3"
+proto = "tcp"
+dport = 22
+dst = "fd09::/64"
+action = "drop"
+"#;
+
+const GROUPED_CASES: &[(&str, &str, Verdict)] = &[
+    ("tcp 10.5.5.5:1 > 10.0.0.1:80 flags S", "pre", Verdict::Accept),
+    ("udp 10.5.5.5:1 > 10.0.0.1:53", "g0", Verdict::Drop),
+    ("udp 10.5.9.9:1 > 10.0.0.1:53", "g0", Verdict::Drop),
+    ("icmp 10.5.1.1 > 10.0.0.1 type 8", "g0", Verdict::Drop),
+    ("udp 10.6.1.7:1 > 10.0.0.1:53", "g2", Verdict::Reject),
+    ("udp 10.6.1.8:1 > 10.0.0.1:53", "g2", Verdict::Reject),
+    ("udp [fd06::1]:1 > [fd09::5]:53", "g2", Verdict::Reject),
+    ("udp 10.6.2.7:1 > 10.0.0.1:53", "g4", Verdict::Accept),
+    ("tcp 10.6.2.7:1 > 10.9.0.1:22 flags S", "g4", Verdict::Accept),
+    ("udp 10.6.2.8:1 > 10.0.0.1:53", "default", Verdict::Accept),
+    ("udp 192.168.1.1:1 > 10.0.0.1:53", "g5", Verdict::Drop),
+    ("udp 10.6.3.1:1 > 10.0.0.1:53", "post", Verdict::Reject),
+    ("udp 10.6.3.1:1 > 10.9.0.1:22", "post", Verdict::Reject),
+    ("tcp 10.6.3.1:1 > 10.0.0.1:80 flags S", "default", Verdict::Accept),
+    ("tcp 10.6.3.1:1 > 10.9.0.2:22 flags S", "d1", Verdict::Accept),
+    ("tcp 10.6.3.1:1 > 10.9.0.7:22 flags S", "d2", Verdict::Drop),
+    ("tcp 10.6.3.1:1 > 10.9.0.1:23 flags S", "default", Verdict::Accept),
+    ("tcp [fd07::1]:1 > [fd09::1]:22 flags S", "d3", Verdict::Drop),
+    ("tcp 11.0.0.1:1 > 10.9.0.1:22 flags S", "d0", Verdict::Accept),
+    ("tcp 10.5.5.5:1 > 10.9.0.1:22 flags S", "pre", Verdict::Accept),
+];
+
 struct Suite {
     name: &'static str,
     config: &'static str,
@@ -331,6 +420,7 @@ fn suites() -> Vec<Suite> {
         Suite { name: "mixed", config: MIXED, cases: mixed },
         Suite { name: "ingress", config: INGRESS, cases: INGRESS_CASES.to_vec() },
         Suite { name: "userspace", config: USERSPACE, cases: USERSPACE_CASES.to_vec() },
+        Suite { name: "grouped", config: GROUPED, cases: GROUPED_CASES.to_vec() },
     ]
 }
 
@@ -363,6 +453,23 @@ fn userspace_engine_gives_the_expected_rule_and_verdict() {
             assert_eq!((got_rule, d.verdict), (want_rule, want), "{}: {text}", s.name);
         }
     }
+}
+
+#[test]
+fn grouped_rules_keep_priority_and_their_own_counters() {
+    let rs = ruleset(GROUPED);
+    let explained = place::explain(rs.config(), None);
+    assert!(explained.contains("group 1: rules 2-7 differ only in `src`"), "{explained}");
+    assert!(explained.contains("group 2: rules 9-12 differ only in `dst`"), "{explained}");
+    let mut engine = Engine::new(Arc::clone(&rs), false);
+    let ingress = rs.ingress(IFNAME);
+    let mut want = vec![0u64; rs.len() + 1];
+    for (n, &(text, want_rule, _)) in GROUPED_CASES.iter().enumerate() {
+        want[rule_index(&rs, want_rule).unwrap_or(rs.len())] += 1;
+        engine.classify(&mut describe::frame(text).unwrap(), ingress, n as u64);
+    }
+    let got: Vec<u64> = engine.counters().iter().map(|c| c.packets).collect();
+    assert_eq!(got, want, "per-rule packets, default last");
 }
 
 /// An unbound AF_XDP socket: the XSKMAP accepts it, and redirects to it report XDP_REDIRECT
@@ -399,7 +506,11 @@ fn kernel_stage_agrees_with_the_engine() {
             let placement = rs.placement(ingress).clone();
             let kernel_rules: Vec<usize> = placement.kernel_rules().collect();
             let mut maps = steering.firewall().unwrap();
-            maps.load(&place::kernel_tables(rs.config(), &placement)).unwrap();
+            let tables = place::kernel_tables(rs.config(), &placement);
+            if s.name == "grouped" {
+                assert_eq!((tables.rules.len(), kernel_rules.len()), (4, 12), "groups take one kernel slot each");
+            }
+            maps.load(&tables).unwrap();
             let mut engine = Engine::new(Arc::clone(&rs), false);
             for (n, &(text, want_rule, want)) in s.cases.iter().enumerate() {
                 let mut frame = describe::frame(text).unwrap();

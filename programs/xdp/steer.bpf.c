@@ -99,7 +99,7 @@ struct {
 	__uint(max_entries, FW_MAX_ADDRS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fw_v4_key);
-	__type(value, __u8);
+	__type(value, __u32);
 } fw_v4 SEC(".maps");
 
 struct {
@@ -107,7 +107,7 @@ struct {
 	__uint(max_entries, FW_MAX_ADDRS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fw_v6_key);
-	__type(value, __u8);
+	__type(value, __u32);
 } fw_v6 SEC(".maps");
 
 struct {
@@ -119,7 +119,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FW_MAX_RULES + 1);
+	__uint(max_entries, FW_MAX_COUNTERS + 1);
 	__type(key, __u32);
 	__type(value, struct fw_counter);
 } fw_counters SEC(".maps");
@@ -315,19 +315,25 @@ static __always_inline void fw_parse(struct fw_pkt *p, void *data, void *end)
 	}
 }
 
-static __always_inline int fw_addr_in(__u32 set, const struct fw_pkt *p, const __u8 *addr)
+/* The value of the longest prefix of `set` holding `addr`, or NULL. */
+static __always_inline __u32 *fw_addr_lookup(__u32 set, const struct fw_pkt *p, const __u8 *addr)
 {
 	if (p->family == 4) {
 		struct fw_v4_key key = { .prefixlen = 64, .set = set };
 		__builtin_memcpy(key.addr, addr, 4);
-		return bpf_map_lookup_elem(&fw_v4, &key) != NULL;
+		return bpf_map_lookup_elem(&fw_v4, &key);
 	}
 	if (p->family == 6) {
 		struct fw_v6_key key = { .prefixlen = 160, .set = set };
 		__builtin_memcpy(key.addr, addr, 16);
-		return bpf_map_lookup_elem(&fw_v6, &key) != NULL;
+		return bpf_map_lookup_elem(&fw_v6, &key);
 	}
-	return 0;
+	return NULL;
+}
+
+static __always_inline int fw_addr_in(__u32 set, const struct fw_pkt *p, const __u8 *addr)
+{
+	return fw_addr_lookup(set, p, addr) != NULL;
 }
 
 static __always_inline int fw_port_in(__u32 slot, __u16 port)
@@ -360,9 +366,10 @@ static __always_inline int fw_match(const struct fw_rule *r, const struct fw_pkt
 		return 0;
 	if (r->dport_set != FW_ANY && (!(p->have & FW_HAVE_PORTS) || !fw_port_in(r->dport_set, p->dport)))
 		return 0;
-	if (r->src_set != FW_ANY && !fw_addr_in(r->src_set, p, p->saddr))
+	/* A group's own field is looked up by fw_rule, for the value. */
+	if (r->src_set != FW_ANY && !(r->flags & FW_F_GROUP_SRC) && !fw_addr_in(r->src_set, p, p->saddr))
 		return 0;
-	if (r->dst_set != FW_ANY && !fw_addr_in(r->dst_set, p, p->daddr))
+	if (r->dst_set != FW_ANY && !(r->flags & FW_F_GROUP_DST) && !fw_addr_in(r->dst_set, p, p->daddr))
 		return 0;
 	return 1;
 }
@@ -387,10 +394,20 @@ static long fw_rule(__u32 index, void *ctx)
 		return 1;
 	if (!fw_match(r, p))
 		return 0;
-	fw_count(index, p->len);
-	if (r->action == FW_ACT_COUNT)
+	__u32 counter = r->counter;
+	__u32 action = r->action;
+	if (r->flags & (FW_F_GROUP_SRC | FW_F_GROUP_DST)) {
+		__u32 *v = (r->flags & FW_F_GROUP_SRC) ? fw_addr_lookup(r->src_set, p, p->saddr)
+						       : fw_addr_lookup(r->dst_set, p, p->daddr);
+		if (!v)
+			return 0;
+		counter = *v & FW_GROUP_COUNTER_MASK;
+		action = *v >> FW_GROUP_ACTION_SHIFT;
+	}
+	fw_count(counter, p->len);
+	if (action == FW_ACT_COUNT)
 		return 0;
-	p->action = r->action;
+	p->action = action;
 	return 1;
 }
 
@@ -409,7 +426,7 @@ static __always_inline __u32 firewall(void *data, void *end)
 	if (p.action != FW_ANY)
 		return p.action;
 	if (st->fallback == FW_ACT_DROP) {
-		fw_count(FW_MAX_RULES, p.len);
+		fw_count(FW_MAX_COUNTERS, p.len);
 		return FW_ACT_DROP;
 	}
 	return FW_ACT_ACCEPT;

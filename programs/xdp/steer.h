@@ -54,6 +54,8 @@ struct steer_counters {
  * of the firewall's rules, in order, first terminal match wins.
  */
 #define FW_MAX_RULES 256
+/* Per-rule counters: a group slot counts each of its rules in its own counter. */
+#define FW_MAX_COUNTERS (1 << 17)
 /* Port sets live in `fw_ports` as 65536-bit bitmaps of FW_PORT_WORDS u64 words each. */
 #define FW_MAX_PORT_SETS 64
 #define FW_PORT_WORDS 1024
@@ -69,6 +71,12 @@ struct steer_counters {
 #define FW_F_VLAN 0x08
 #define FW_F_V4 0x10 /* IPv4 packets only */
 #define FW_F_V6 0x20 /* IPv6 packets only */
+/* A group slot: src_set (or dst_set) names a set whose LPM value is the matching rule's
+ * counter and action (FW_GROUP_*), the first rule of the group holding the address. */
+#define FW_F_GROUP_SRC 0x40
+#define FW_F_GROUP_DST 0x80
+#define FW_GROUP_COUNTER_MASK 0x00ffffffu
+#define FW_GROUP_ACTION_SHIFT 24
 
 /* fw_rule.action and fw_state.fallback. */
 #define FW_ACT_ACCEPT 0 /* to the AF_XDP socket, rule evaluation ends */
@@ -100,9 +108,11 @@ struct fw_rule {
 	__u8 icmp_code;
 	__u8 action;
 	__u8 pad[3];
+	__u32 counter;   /* slot in fw_counters (unused by group slots: the LPM value has it) */
 };
 
-/* `fw_v4` / `fw_v6` LPM keys: prefixlen counts the 32 set bits too. */
+/* `fw_v4` / `fw_v6` LPM keys: prefixlen counts the 32 set bits too. The __u32 value is
+ * unused by plain sets and holds counter | action << FW_GROUP_ACTION_SHIFT for group sets. */
 struct fw_v4_key {
 	__u32 prefixlen;
 	__u32 set;
@@ -115,7 +125,7 @@ struct fw_v6_key {
 	__u8 addr[16];
 };
 
-/* `fw_counters`: PERCPU_ARRAY of FW_MAX_RULES + 1; the last slot counts the fallback drop. */
+/* `fw_counters`: PERCPU_ARRAY of FW_MAX_COUNTERS + 1; the last slot counts the fallback drop. */
 struct fw_counter {
 	__u64 packets;
 	__u64 bytes;

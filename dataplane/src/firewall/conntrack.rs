@@ -175,7 +175,7 @@ impl FlowTable {
         let base = self.hash(key);
         (0..WINDOW).map(|i| (base + i) & self.mask).find(|&s| {
             let f = &self.flows[s];
-            f.live && f.expires > now && f.key == key.clone()
+            f.live && f.expires > now && f.key == *key
         })
     }
 

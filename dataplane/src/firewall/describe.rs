@@ -151,7 +151,7 @@ fn hex(text: &str) -> Result<Vec<u8>, String> {
         .split_whitespace()
         .map(|w| w.trim_start_matches("0x").replace([':', ','], ""))
         .collect();
-    if digits.is_empty() || digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("neither a packet description (tcp|udp|icmp|icmp6|proto N …) nor an even number of hex digits".into());
     }
     (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|e| e.to_string())).collect()

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::config::{Action, Family, FirewallConfig, Rule, Verdict, state};
 use super::conntrack::{ConntrackStats, FlowTable};
+use super::group::{self, GroupField, PrefixMap};
 use super::packet::{FAMILY_V4, FAMILY_V6, HAVE_ICMP, HAVE_PORTS, HAVE_TCP, HAVE_VLAN, Packet};
 use super::place::{self, Placement};
 use super::ratelimit::Limiter;
@@ -144,10 +145,27 @@ fn addr_in(set: &AddrSet, p: &Packet, addr: u128) -> bool {
     }
 }
 
+/// One step of evaluation: a rule, or a group of rules found by one lookup.
+enum Step {
+    Rule(usize),
+    Group(Box<GroupStep>),
+}
+
+/// Rules `first..` that differ only in `field`: `shared` holds their common conditions.
+struct GroupStep {
+    first: usize,
+    field: GroupField,
+    shared: Compiled,
+    map: PrefixMap,
+}
+
 /// A compiled firewall: rules, sets, tcpdump filters (JIT) and the kernel/userspace split.
 pub struct Ruleset {
     config: FirewallConfig,
+    /// Indexed by config rule (counters, limiters and decisions use these indices).
     rules: Vec<Compiled>,
+    /// What `classify` walks: rules one by one, runs of them grouped ([`group`]).
+    steps: Vec<Step>,
     ingress_names: Vec<String>,
     /// Per ingress class (names, then "other"): the placement the kernel stage was built from.
     placements: Vec<Placement>,
@@ -180,11 +198,34 @@ impl Ruleset {
         for r in &config.rules {
             rules.push(compile(r, &ingress_names, &addr, &port)?);
         }
+        let mut steps = Vec::with_capacity(rules.len());
+        let mut next = 0;
+        for g in group::groups(&config) {
+            steps.extend((next..g.first).map(Step::Rule));
+            let members = &config.rules[g.rules()];
+            let sets: Vec<&AddrSet> = members
+                .iter()
+                .filter_map(|r| match g.field {
+                    GroupField::Src => r.src,
+                    GroupField::Dst => r.dst,
+                })
+                .map(|id| &config.addr_sets[id].set)
+                .collect();
+            let mut shared = members[0].clone();
+            match g.field {
+                GroupField::Src => shared.src = None,
+                GroupField::Dst => shared.dst = None,
+            }
+            let shared = compile(&shared, &ingress_names, &addr, &port)?;
+            steps.push(Step::Group(Box::new(GroupStep { first: g.first, field: g.field, shared, map: PrefixMap::new(&sets) })));
+            next = g.first + g.len;
+        }
+        steps.extend((next..rules.len()).map(Step::Rule));
         let mut placements: Vec<Placement> =
             ingress_names.iter().map(|n| place::place(&config, Some(n))).collect();
         placements.push(place::place(&config, None));
         let uses_state = config.rules.iter().any(|r| r.state.is_some());
-        Ok(Ruleset { config, rules, ingress_names, placements, uses_state })
+        Ok(Ruleset { config, rules, steps, ingress_names, placements, uses_state })
     }
 
     pub fn config(&self) -> &FirewallConfig {
@@ -336,22 +377,42 @@ impl Engine {
         let mut ct = None;
         let mut sampled = false;
         let mut decision = None;
-        for (i, r) in rs.rules.iter().enumerate() {
-            if r.ingress & bit == 0 || !r.matches(&p) {
-                continue;
-            }
-            if let Some(want) = r.state {
-                let flows = self.flows.as_ref().expect("a ruleset with state rules has a flow table");
-                let (st, _) = *ct.get_or_insert_with(|| flows.classify(frame, &p, now));
-                if st & want == 0 {
-                    continue;
+        for step in &rs.steps {
+            let i = match step {
+                Step::Rule(i) => {
+                    let r = &rs.rules[*i];
+                    if r.ingress & bit == 0 || !r.matches(&p) {
+                        continue;
+                    }
+                    if let Some(want) = r.state {
+                        let flows = self.flows.as_ref().expect("a ruleset with state rules has a flow table");
+                        let (st, _) = *ct.get_or_insert_with(|| flows.classify(frame, &p, now));
+                        if st & want == 0 {
+                            continue;
+                        }
+                    }
+                    if let Some(f) = &r.filter
+                        && !matches!(f.run_xdp(frame, 0, 0), Ok(v) if v != 0)
+                    {
+                        continue;
+                    }
+                    *i
                 }
-            }
-            if let Some(f) = &r.filter
-                && !matches!(f.run_xdp(frame, 0, 0), Ok(v) if v != 0)
-            {
-                continue;
-            }
+                Step::Group(g) => {
+                    if g.shared.ingress & bit == 0 || !g.shared.matches(&p) {
+                        continue;
+                    }
+                    let addr = match g.field {
+                        GroupField::Src => p.src,
+                        GroupField::Dst => p.dst,
+                    };
+                    match g.map.first_rule(p.family, addr) {
+                        Some(k) => g.first + k as usize,
+                        None => continue,
+                    }
+                }
+            };
+            let r = &rs.rules[i];
             if i >= kernel_prefix {
                 self.counters[i].add(p.len);
             }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod conntrack;
 pub mod describe;
 pub mod engine;
+pub mod group;
 pub mod packet;
 pub mod place;
 pub mod ratelimit;

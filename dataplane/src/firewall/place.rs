@@ -8,14 +8,20 @@
 //! of evaluation, and so every verdict, is the same as if all ran in one place. The userspace
 //! engine evaluates every rule (kernel ones included, for frames the kernel let through) and
 //! counts only those the kernel did not.
+//!
+//! A group of rules ([`super::group`]) goes to the kernel whole or not at all, as one rule
+//! slot whose address set is an LPM trie mapping each prefix to the counter and action of the
+//! group's first rule holding it; every rule keeps its own counter.
 
 use std::fmt;
 
 use super::config::{Action, Family, FirewallConfig, Rule, Verdict};
-use super::set::Cidr;
+use super::group::{self, Group, GroupField};
+use super::set::{AddrSet, Cidr};
 use crate::steer::firewall::{
-    FW_ACT_ACCEPT, FW_ACT_COUNT, FW_ACT_DROP, FW_ANY, FW_F_ICMP_CODE, FW_F_ICMP_TYPE, FW_F_PROTO, FW_F_V4, FW_F_V6,
-    FW_F_VLAN, FW_MAX_PORT_SETS, FW_MAX_RULES, FwRule, KernelFirewall,
+    FW_ACT_ACCEPT, FW_ACT_COUNT, FW_ACT_DROP, FW_ANY, FW_F_GROUP_DST, FW_F_GROUP_SRC, FW_F_ICMP_CODE, FW_F_ICMP_TYPE,
+    FW_F_PROTO, FW_F_V4, FW_F_V6, FW_F_VLAN, FW_MAX_COUNTERS, FW_MAX_PORT_SETS, FW_MAX_RULES, FwRule, KernelFirewall,
+    group_value,
 };
 
 /// Where one rule runs on one interface.
@@ -85,7 +91,12 @@ pub fn place(cfg: &FirewallConfig, ingress: Option<&str>) -> Placement {
     let mut broken: Option<String> = None;
     let mut prefix = cfg.rules.len();
     let mut kernel = 0usize;
+    let mut counted = 0usize;
     let mut port_sets: Vec<usize> = Vec::new();
+    let groups = group::groups(cfg);
+    let mut groups_ahead = groups.iter().peekable();
+    // Rules before this index belong to a group whose first rule went to the kernel.
+    let mut group_end = 0;
     for (i, rule) in cfg.rules.iter().enumerate() {
         if !applies(rule, ingress) {
             places.push(Place::NotHere);
@@ -95,12 +106,20 @@ pub fn place(cfg: &FirewallConfig, ingress: Option<&str>) -> Placement {
             places.push(Place::Userspace(format!("follows userspace rule {first}")));
             continue;
         }
+        if i < group_end {
+            places.push(Place::Kernel);
+            continue;
+        }
+        while groups_ahead.next_if(|g| g.first < i).is_some() {}
+        let rules_here = groups_ahead.next_if(|g| g.first == i).map_or(1, |g| g.len);
         let mut needs: Vec<usize> = [rule.sport, rule.dport].into_iter().flatten().filter(|s| !port_sets.contains(s)).collect();
         needs.dedup();
         let why = if let Some(why) = userspace_only(rule) {
             Some(why.to_owned())
         } else if kernel == FW_MAX_RULES {
             Some(format!("the kernel rule table is full ({FW_MAX_RULES} rules)"))
+        } else if counted + rules_here > FW_MAX_COUNTERS {
+            Some(format!("the kernel counter table is full ({FW_MAX_COUNTERS} rules)"))
         } else if port_sets.len() + needs.len() > FW_MAX_PORT_SETS {
             Some(format!("the kernel port-set table is full ({FW_MAX_PORT_SETS} sets)"))
         } else {
@@ -114,6 +133,8 @@ pub fn place(cfg: &FirewallConfig, ingress: Option<&str>) -> Placement {
             }
             None => {
                 kernel += 1;
+                counted += rules_here;
+                group_end = i + rules_here;
                 port_sets.extend(needs);
                 places.push(Place::Kernel);
             }
@@ -136,8 +157,15 @@ pub fn kernel_tables(cfg: &FirewallConfig, placement: &Placement) -> KernelFirew
         });
         at as u32
     };
-    for i in placement.kernel_rules() {
+    let groups = group::groups(cfg);
+    let kernel: Vec<usize> = placement.kernel_rules().collect();
+    let mut at = 0;
+    while at < kernel.len() {
+        let (i, counter) = (kernel[at], at as u32);
         let r = &cfg.rules[i];
+        // A group the placement took whole becomes one slot.
+        let group = groups.iter().find(|g| g.first == i).filter(|g| kernel.get(at + g.len - 1) == Some(&(i + g.len - 1)));
+        at += group.map_or(1, |g| g.len);
         let mut flags = 0;
         if r.proto.is_some() {
             flags |= FW_F_PROTO;
@@ -158,21 +186,26 @@ pub fn kernel_tables(cfg: &FirewallConfig, placement: &Placement) -> KernelFirew
         }
         let (tcp_value, tcp_mask) = r.tcp_flags.unwrap_or((0, 0));
         let (len_min, len_max) = r.length.unwrap_or((0, u16::MAX));
-        let action = match r.action {
-            Action::Terminal(Verdict::Accept) => FW_ACT_ACCEPT,
-            Action::Terminal(_) => FW_ACT_DROP,
-            _ => FW_ACT_COUNT,
-        };
-        for set in [r.src, r.dst].into_iter().flatten() {
-            if !addr_sets.contains(&set) {
-                addr_sets.push(set);
+        let (mut src_set, mut dst_set) = (r.src.map(|s| s as u32), r.dst.map(|s| s as u32));
+        if let Some(g) = group {
+            // Group sets are numbered after the config's.
+            let id = (cfg.addr_sets.len() + fw.rules.len()) as u32;
+            match g.field {
+                GroupField::Src => (src_set, flags) = (Some(id), flags | FW_F_GROUP_SRC),
+                GroupField::Dst => (dst_set, flags) = (Some(id), flags | FW_F_GROUP_DST),
+            }
+            group_tables(cfg, g, id, counter, &mut fw);
+        }
+        for set in [src_set, dst_set].into_iter().flatten().filter(|&s| (s as usize) < cfg.addr_sets.len()) {
+            if !addr_sets.contains(&(set as usize)) {
+                addr_sets.push(set as usize);
             }
         }
         let sport_set = r.sport.map_or(FW_ANY, |s| slot_of(s, &mut fw));
         let dport_set = r.dport.map_or(FW_ANY, |s| slot_of(s, &mut fw));
         fw.rules.push(FwRule {
-            src_set: r.src.map_or(FW_ANY, |s| s as u32),
-            dst_set: r.dst.map_or(FW_ANY, |s| s as u32),
+            src_set: src_set.unwrap_or(FW_ANY),
+            dst_set: dst_set.unwrap_or(FW_ANY),
             sport_set,
             dport_set,
             len_min,
@@ -184,7 +217,8 @@ pub fn kernel_tables(cfg: &FirewallConfig, placement: &Placement) -> KernelFirew
             tcp_value,
             icmp_type: r.icmp_type.unwrap_or(0),
             icmp_code: r.icmp_code.unwrap_or(0),
-            action,
+            action: kernel_action(r.action),
+            counter,
         });
     }
     for set in addr_sets {
@@ -198,6 +232,32 @@ pub fn kernel_tables(cfg: &FirewallConfig, placement: &Placement) -> KernelFirew
     fw
 }
 
+fn kernel_action(action: Action) -> u8 {
+    match action {
+        Action::Terminal(Verdict::Accept) => FW_ACT_ACCEPT,
+        Action::Terminal(_) => FW_ACT_DROP,
+        _ => FW_ACT_COUNT,
+    }
+}
+
+/// The LPM entries of group `g`'s set `id`: each prefix → counter and action of the first rule
+/// holding it; the group's rules count in `first_counter..`.
+fn group_tables(cfg: &FirewallConfig, g: &Group, id: u32, first_counter: u32, fw: &mut KernelFirewall) {
+    let members = &cfg.rules[g.rules()];
+    let sets: Vec<&AddrSet> = members
+        .iter()
+        .filter_map(|r| match g.field {
+            GroupField::Src => r.src,
+            GroupField::Dst => r.dst,
+        })
+        .map(|s| &cfg.addr_sets[s].set)
+        .collect();
+    let value = |k: u32| group_value(first_counter + k, kernel_action(members[k as usize].action));
+    let (v4, v6) = group::resolved_prefixes(&sets);
+    fw.group_v4.extend(v4.into_iter().map(|(a, l, k)| (id, a.to_be_bytes(), l, value(k))));
+    fw.group_v6.extend(v6.into_iter().map(|(a, l, k)| (id, a.to_be_bytes(), l, value(k))));
+}
+
 /// `sluice fw explain`: each rule, where it runs on `ingress`, and why.
 pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     use std::fmt::Write;
@@ -205,7 +265,20 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let mut out = String::new();
     let iface = ingress.unwrap_or("any interface not named in an `in` list");
     let _ = writeln!(out, "interface: {iface}");
+    let groups = super::group::groups(cfg);
+    let mut next_group = groups.iter().enumerate().peekable();
     for (i, (rule, place)) in cfg.rules.iter().zip(&p.places).enumerate() {
+        if let Some((n, g)) = next_group.next_if(|(_, g)| g.first == i) {
+            let _ = writeln!(
+                out,
+                "  group {}: rules {}-{} differ only in `{}`: one lookup finds the first of them that matches \
+                 (in the kernel: one rule slot, an LPM trie; every rule keeps its counter)",
+                n + 1,
+                g.first + 1,
+                g.first + g.len,
+                g.field
+            );
+        }
         let _ = writeln!(out, "  {:>3}  {:<20} line {:<5} {place}", i + 1, rule.name, rule.line);
         let _ = writeln!(out, "       {}", describe(cfg, rule));
     }
@@ -220,6 +293,10 @@ pub fn explain(cfg: &FirewallConfig, ingress: Option<&str>) -> String {
     let kernel = p.kernel_rules().count();
     let user = p.places.iter().filter(|p| matches!(p, Place::Userspace(_))).count();
     let _ = writeln!(out, "  {kernel} rules in the kernel, {user} in userspace");
+    if !groups.is_empty() {
+        let grouped: usize = groups.iter().map(|g| g.len).sum();
+        let _ = writeln!(out, "  {grouped} rules in {} group(s), one lookup per group", groups.len());
+    }
     out
 }
 
@@ -332,5 +409,28 @@ action = "accept"
         let p = place(&cfg(&text), None);
         assert_eq!(p.prefix, FW_MAX_PORT_SETS);
         assert!(matches!(&p.places[FW_MAX_PORT_SETS], Place::Userspace(w) if w.contains("port-set table is full")));
+    }
+
+    #[test]
+    fn a_group_takes_one_kernel_slot_and_keeps_a_counter_per_rule() {
+        let mut text = String::from("[firewall]\ndefault = \"accept\"\n[[rule]]\nproto = \"tcp\"\naction = \"count\"\n");
+        // More rules than the kernel has slots, all in one group.
+        for i in 0..FW_MAX_RULES + 10 {
+            let action = if i == 1 { "accept" } else { "drop" };
+            text.push_str(&format!("[[rule]]\nsrc = \"10.0.{}.{}\"\naction = \"{action}\"\n", i / 256, i % 256));
+        }
+        text.push_str("[[rule]]\nsrc = \"10.0.0.0/8\"\nproto = \"udp\"\naction = \"drop\"\n");
+        let c = cfg(&text);
+        let p = place(&c, None);
+        assert!(p.places.iter().all(|p| *p == Place::Kernel), "{:?}", p.places.iter().find(|p| **p != Place::Kernel));
+        let k = kernel_tables(&c, &p);
+        assert_eq!(k.rules.len(), 3, "count rule, group slot, last rule");
+        let g = k.rules[1];
+        assert_eq!((g.flags & FW_F_GROUP_SRC, g.src_set, g.counter), (FW_F_GROUP_SRC, c.addr_sets.len() as u32 + 1, 1));
+        assert_eq!(k.rules[2].counter, FW_MAX_RULES as u32 + 11);
+        assert_eq!(k.group_v4.len(), FW_MAX_RULES + 10);
+        assert!(k.group_v4.contains(&(g.src_set, [10, 0, 0, 1], 32, group_value(2, FW_ACT_ACCEPT))));
+        assert!(k.group_v4.contains(&(g.src_set, [10, 0, 1, 9], 32, group_value(1 + 256 + 9, FW_ACT_DROP))));
+        assert!(explain(&c, None).contains(&format!("group 1: rules 2-{} differ only in `src`", FW_MAX_RULES + 11)));
     }
 }

@@ -26,7 +26,7 @@ impl Bucket {
         let elapsed = now.saturating_sub(self.last);
         // Past the time a refill from empty takes, the bucket is full: avoids the overflow of
         // elapsed * rate for long idle periods.
-        let refill = if elapsed >= cap / rate + 1 { cap } else { elapsed * rate };
+        let refill = if elapsed > cap / rate { cap } else { elapsed * rate };
         self.tokens = self.tokens.saturating_add(refill).min(cap);
         self.last = now;
         if self.tokens >= UNIT {

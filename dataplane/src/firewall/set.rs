@@ -1,10 +1,14 @@
 //! Named sets the rules refer to: address sets (IPv4/IPv6 addresses and CIDR prefixes) and port
 //! sets (ports and ranges), with lookups whose cost barely grows with the set's size.
 //!
-//! An address set is kept as sorted, disjoint, merged ranges per family. Sets of more than
-//! [`INDEX_MIN`] ranges get a 65,536-slot index on the top 16 address bits, so a lookup is one
-//! index read plus a binary search over the few ranges starting in that slot: nearly flat from
-//! 10 to 100,000 entries. A port set is a 65,536-bit bitmap: one load per lookup.
+//! An address set is split per family and per prefix length. Every length holding at least
+//! [`HASH_MIN`] prefixes gets an open-addressing hash table of its prefixes (half full, linear
+//! probing): a lookup masks the address and reads, almost always, one cache line, whatever the
+//! table's size. The few prefixes of rarer lengths are kept as sorted, disjoint, merged ranges
+//! (with a 65,536-slot index on the top 16 address bits once there are more than
+//! [`INDEX_MIN`] of them) and binary-searched. So a lookup costs one probe per populous length
+//! (a blocklist of host addresses: one) plus a search over a small range list: nearly flat
+//! from 10 to 100,000 entries. A port set is a 65,536-bit bitmap: one load per lookup.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,6 +16,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Below this many ranges a plain binary search is as fast as the index and far smaller.
 const INDEX_MIN: usize = 64;
 const INDEX_SLOTS: usize = 1 << 16;
+/// Prefix lengths with at least this many prefixes are hashed. A binary search over n ranges
+/// takes about log2(n) branches the predictor cannot learn (random addresses), a probe one
+/// load: past a handful the probe wins. Rarer lengths share the range search, which saves a
+/// probe per length on every lookup.
+const HASH_MIN: usize = 8;
 
 /// An address prefix: `addr/len`, host bits zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,6 +64,8 @@ impl Cidr {
         }
     }
 
+    /// The prefix length (a bit count: nothing to be empty).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> u8 {
         match self {
             Cidr::V4(_, l) | Cidr::V6(_, l) => l,
@@ -69,6 +80,7 @@ impl Cidr {
         }
     }
 
+    #[cfg(test)]
     fn last(self) -> u128 {
         match self {
             Cidr::V4(a, l) => u128::from(a | !mask32(l)),
@@ -114,16 +126,43 @@ struct Ranges<K> {
     index: Vec<u32>,
 }
 
-trait RangeKey: Copy + Ord {
+pub(super) trait RangeKey:
+    Copy + Ord + Default + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::Not<Output = Self>
+{
     const SHIFT: u32;
+    /// Bits in an address.
+    const BITS: u8;
+    /// The prefix mask of `len` bits.
+    fn mask(len: u8) -> Self;
+    /// A well-mixed 64-bit hash (the top bits pick a table slot).
+    fn hash(self) -> u64;
     fn slot(self) -> usize;
     fn slot_start(slot: usize) -> Self;
     fn succ(self) -> Option<Self>;
     fn pred(self) -> Self;
 }
 
+/// A 64-bit finalizer (multiply, fold, multiply, fold): every output bit depends on every
+/// input bit. A single multiplication is not enough: addresses that are themselves a
+/// multiplicative sequence (as generated lists often are) then cluster in the table, and
+/// misses walk long runs.
+#[inline]
+fn mix(x: u64) -> u64 {
+    let x = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    x ^ (x >> 32)
+}
+
 impl RangeKey for u32 {
     const SHIFT: u32 = 16;
+    const BITS: u8 = 32;
+    fn mask(len: u8) -> u32 {
+        mask32(len)
+    }
+    #[inline]
+    fn hash(self) -> u64 {
+        mix(u64::from(self))
+    }
     fn slot(self) -> usize {
         (self >> Self::SHIFT) as usize
     }
@@ -140,6 +179,15 @@ impl RangeKey for u32 {
 
 impl RangeKey for u128 {
     const SHIFT: u32 = 112;
+    const BITS: u8 = 128;
+    fn mask(len: u8) -> u128 {
+        mask128(len)
+    }
+    #[inline]
+    fn hash(self) -> u64 {
+        // Both halves count: a /64 has all its bits in the high one.
+        mix(mix((self >> 64) as u64) ^ self as u64)
+    }
     fn slot(self) -> usize {
         (self >> Self::SHIFT) as usize
     }
@@ -214,13 +262,109 @@ impl<K: RangeKey> Ranges<K> {
     }
 }
 
+/// The prefixes of one length, hashed, each with a value: looking an address up is one masked
+/// probe. Sets use `V = ()`; rule groups map a prefix to a rule.
+#[derive(Debug, Clone)]
+pub(super) struct Exact<K, V> {
+    mask: K,
+    /// Power-of-two table at most half full; the zero key marks an empty slot, so the
+    /// all-zero prefix's value is kept aside in `zero`.
+    slots: Box<[(K, V)]>,
+    /// `64 - log2(slots.len())`: the hash's top bits index the table.
+    shift: u32,
+    zero: Option<V>,
+}
+
+impl<K: RangeKey, V: Copy + Default> Exact<K, V> {
+    /// `prefixes`: first addresses of `len`-bit prefixes; of duplicates, the first one's value
+    /// is kept.
+    pub(super) fn build(len: u8, prefixes: &[(K, V)]) -> Exact<K, V> {
+        let size = (prefixes.len() * 2).next_power_of_two().max(16);
+        let mut slots = vec![(K::default(), V::default()); size].into_boxed_slice();
+        let shift = 64 - size.trailing_zeros();
+        let mut zero = None;
+        for &(p, v) in prefixes {
+            let p = p & K::mask(len);
+            if p == K::default() {
+                zero.get_or_insert(v);
+                continue;
+            }
+            let mut i = (p.hash() >> shift) as usize;
+            while slots[i].0 != K::default() && slots[i].0 != p {
+                i = (i + 1) & (size - 1);
+            }
+            if slots[i].0 != p {
+                slots[i] = (p, v);
+            }
+        }
+        Exact { mask: K::mask(len), slots, shift, zero }
+    }
+
+    /// The value of the prefix holding `x`.
+    #[inline]
+    pub(super) fn get(&self, x: K) -> Option<V> {
+        let key = x & self.mask;
+        if key == K::default() {
+            return self.zero;
+        }
+        let last = self.slots.len() - 1;
+        let mut i = (key.hash() >> self.shift) as usize;
+        loop {
+            let (k, v) = self.slots[i];
+            if k == key {
+                return Some(v);
+            }
+            if k == K::default() {
+                return None;
+            }
+            i = (i + 1) & last;
+        }
+    }
+}
+
+/// One family's prefixes: hashed per populous length, the rest as ranges.
+#[derive(Debug, Clone, Default)]
+struct Prefixes<K> {
+    /// Most populous length first, so a hit usually stops at the first probe.
+    exact: Vec<Exact<K, ()>>,
+    rest: Ranges<K>,
+}
+
+impl<K: RangeKey> Prefixes<K> {
+    /// `prefixes`: (first address, prefix length).
+    fn build(prefixes: &[(K, u8)]) -> Prefixes<K> {
+        let mut by_len: Vec<Vec<(K, ())>> = vec![Vec::new(); usize::from(K::BITS) + 1];
+        for &(first, len) in prefixes {
+            by_len[usize::from(len)].push((first & K::mask(len), ()));
+        }
+        let mut hashed: Vec<(usize, u8)> = Vec::new();
+        let mut rest = Vec::new();
+        for (len, firsts) in by_len.iter().enumerate() {
+            let len = len as u8;
+            if firsts.len() >= HASH_MIN {
+                hashed.push((firsts.len(), len));
+            } else {
+                rest.extend(firsts.iter().map(|&(f, ())| (f, f | !K::mask(len))));
+            }
+        }
+        hashed.sort_unstable_by(|a, b| b.cmp(a));
+        let exact = hashed.iter().map(|&(_, len)| Exact::build(len, &by_len[usize::from(len)])).collect();
+        Prefixes { exact, rest: Ranges::build(rest) }
+    }
+
+    #[inline]
+    fn contains(&self, x: K) -> bool {
+        self.exact.iter().any(|e| e.get(x).is_some()) || (self.rest.len() != 0 && self.rest.contains(x))
+    }
+}
+
 /// An address set: any mix of IPv4 and IPv6 addresses and prefixes.
 #[derive(Debug, Clone, Default)]
 pub struct AddrSet {
     /// The entries as written (deduplicated), for the kernel's LPM tries and for display.
     entries: Vec<Cidr>,
-    v4: Ranges<u32>,
-    v6: Ranges<u128>,
+    v4: Prefixes<u32>,
+    v6: Prefixes<u128>,
 }
 
 impl AddrSet {
@@ -231,11 +375,11 @@ impl AddrSet {
         let mut v6 = Vec::new();
         for &c in &entries {
             match c {
-                Cidr::V4(..) => v4.push((c.first() as u32, c.last() as u32)),
-                Cidr::V6(..) => v6.push((c.first(), c.last())),
+                Cidr::V4(_, len) => v4.push((c.first() as u32, len)),
+                Cidr::V6(_, len) => v6.push((c.first(), len)),
             }
         }
-        AddrSet { entries, v4: Ranges::build(v4), v6: Ranges::build(v6) }
+        AddrSet { entries, v4: Prefixes::build(&v4), v6: Prefixes::build(&v6) }
     }
 
     pub fn entries(&self) -> &[Cidr] {
@@ -244,12 +388,12 @@ impl AddrSet {
 
     #[inline]
     pub fn contains_v4(&self, addr: u32) -> bool {
-        self.v4.len() != 0 && self.v4.contains(addr)
+        self.v4.contains(addr)
     }
 
     #[inline]
     pub fn contains_v6(&self, addr: u128) -> bool {
-        self.v6.len() != 0 && self.v6.contains(addr)
+        self.v6.contains(addr)
     }
 }
 
@@ -335,38 +479,80 @@ mod tests {
     #[test]
     fn overlapping_and_adjacent_prefixes_merge() {
         let s = set(&["10.0.0.0/24", "10.0.1.0/24", "10.0.0.128/25", "0.0.0.0/32", "255.255.255.255"]);
-        assert_eq!(s.v4.len(), 3);
+        assert_eq!(s.v4.rest.len(), 3);
         assert!(s.contains_v4(v4("10.0.1.255")));
         assert!(!s.contains_v4(v4("10.0.2.0")));
         assert!(s.contains_v4(0) && s.contains_v4(u32::MAX));
         assert!(!s.contains_v6(0));
     }
 
+    /// Deterministic xorshift.
+    fn rng(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn scan(cidrs: &[Cidr], a: u32) -> bool {
+        cidrs.iter().any(|c| matches!(c, Cidr::V4(..)) && (c.first()..=c.last()).contains(&u128::from(a)))
+    }
+
     #[test]
-    fn indexed_lookup_agrees_with_a_scan() {
-        // Deterministic pseudo-random prefixes, enough to build the index.
+    fn hashed_and_indexed_lookups_agree_with_a_scan() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut cidrs = Vec::new();
-        for _ in 0..5000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 8 + (x % 25) as u8;
-            cidrs.push(Cidr::V4((x >> 32) as u32 & mask32(len), len));
+        // Populous lengths (hashed): host addresses and /24s, the hosts clustered in one /10
+        // as a blocklist's often are.
+        for _ in 0..3000 {
+            cidrs.push(Cidr::V4(0x6440_0000 | (rng(&mut x) as u32 & 0x003f_ffff), 32));
         }
+        for _ in 0..200 {
+            cidrs.push(Cidr::V4(rng(&mut x) as u32 & mask32(24), 24));
+        }
+        // Rare lengths (ranges, enough for the slot index), some spanning many slots.
+        for len in 8..=31u8 {
+            for _ in 0..(HASH_MIN - 1 - usize::from(len) % 7) {
+                cidrs.push(Cidr::V4((rng(&mut x) >> 32) as u32 & mask32(len), len));
+            }
+        }
+        cidrs.push(Cidr::V4(0, 32));
+        cidrs.push(Cidr::V4(0xfffe_0000, 15)); // the last two slots
         cidrs.push(Cidr::V6(0x2001_0db8 << 96, 32));
-        cidrs.push(Cidr::V4(0x0a00_0000, 8)); // spans 256 slots
-        cidrs.push(Cidr::V4(0xfffe_0000, 15)); // the last two
         let s = AddrSet::new(cidrs.clone());
-        assert!(s.contains_v4(0x0a12_3456) && s.contains_v4(u32::MAX) && s.contains_v4(0xfffe_0000));
-        assert!(!s.v4.index.is_empty());
+        assert_eq!(s.v4.exact.len(), 2, "the /32s and the /24s are hashed");
+        assert!(!s.v4.rest.index.is_empty(), "the rare lengths are indexed ranges");
+        assert!(s.contains_v4(0) && s.contains_v4(u32::MAX) && s.contains_v4(0xfffe_0000) && !s.contains_v4(1));
+        let mut probes: Vec<u32> = Vec::new();
+        for c in &cidrs {
+            if let Cidr::V4(..) = c {
+                let (f, l) = (c.first() as u32, c.last() as u32);
+                probes.extend([f, l, f.wrapping_sub(1), l.wrapping_add(1)]);
+            }
+        }
         for i in 0..20_000u64 {
-            let a = (i.wrapping_mul(0x9e37_79b9) ^ (i << 20)) as u32;
-            let scan = cidrs.iter().any(|c| matches!(c, Cidr::V4(..)) && (c.first()..=c.last()).contains(&u128::from(a)));
-            assert_eq!(s.contains_v4(a), scan, "{}", Ipv4Addr::from(a));
+            probes.push((i.wrapping_mul(0x9e37_79b9) ^ (i << 20)) as u32);
+            probes.push(0x6440_0000 | (rng(&mut x) as u32 & 0x003f_ffff));
+        }
+        for a in probes {
+            assert_eq!(s.contains_v4(a), scan(&cidrs, a), "{}", Ipv4Addr::from(a));
         }
         assert!(s.contains_v6((0x2001_0db8 << 96) | 5));
         assert!(!s.contains_v6(1));
+    }
+
+    #[test]
+    fn hashed_ipv6_prefixes() {
+        let mut x = 7u64;
+        let nets: Vec<u128> = (0..100).map(|_| u128::from(rng(&mut x)) << 64).collect();
+        let mut cidrs: Vec<Cidr> = nets.iter().map(|&n| Cidr::V6(n, 64)).collect();
+        cidrs.push(Cidr::V6(0, 64));
+        let s = AddrSet::new(cidrs);
+        assert_eq!(s.v6.exact.len(), 1);
+        for &n in &nets {
+            assert!(s.contains_v6(n | 0xdead) && !s.contains_v6(n ^ (1 << 64)));
+        }
+        assert!(s.contains_v6(42) && !s.contains_v4(42));
     }
 
     #[test]
@@ -378,5 +564,27 @@ mod tests {
         let p = PortSet::new(vec![(22, 22), (8000, 8100), (65535, 65535)]);
         assert!(p.contains(22) && p.contains(8050) && p.contains(65535));
         assert!(!p.contains(23) && !p.contains(0) && !p.contains(8101));
+    }
+
+    #[test]
+    fn misses_walk_short_runs_even_for_multiplicative_address_lists() {
+        // Hosts spread by a golden-ratio multiplier, the pattern that clusters under plain
+        // Fibonacci hashing.
+        let hosts: Vec<(u32, ())> =
+            (0..100_000u32).map(|i| (0x6440_0000 | (i.wrapping_mul(2_654_435_761) & 0x003f_ffff), ())).collect();
+        let t = Exact::build(32, &hosts);
+        let last = t.slots.len() - 1;
+        let mut probes = 0;
+        for i in 0..2048u32 {
+            let a = 0x6440_0000 | ((200_000 + i * 997).wrapping_mul(2_654_435_761) & 0x003f_ffff);
+            assert_eq!(t.get(a), None);
+            let mut at = (a.hash() >> t.shift) as usize;
+            probes += 1;
+            while t.slots[at].0 != 0 {
+                at = (at + 1) & last;
+                probes += 1;
+            }
+        }
+        assert!(probes < 2048 * 3, "{} probes per miss", f64::from(probes) / 2048.0);
     }
 }

@@ -17,8 +17,10 @@ use aya::util::nr_cpus;
 
 use super::{MissingMap, SteerError, Steering, chain};
 
-/// `FW_MAX_RULES`: kernel rules per interface.
+/// `FW_MAX_RULES`: kernel rule slots per interface (a group of rules takes one).
 pub const FW_MAX_RULES: usize = 256;
+/// `FW_MAX_COUNTERS`: kernel rules per interface, counting every rule of a group.
+pub const FW_MAX_COUNTERS: usize = 1 << 17;
 /// `FW_MAX_PORT_SETS`: port sets the kernel rules of one interface may use.
 pub const FW_MAX_PORT_SETS: usize = 64;
 const FW_PORT_WORDS: u32 = 1024;
@@ -31,12 +33,22 @@ pub const FW_F_ICMP_CODE: u8 = 0x04;
 pub const FW_F_VLAN: u8 = 0x08;
 pub const FW_F_V4: u8 = 0x10;
 pub const FW_F_V6: u8 = 0x20;
+/// A group slot: the set in `src_set` (`dst_set`) maps each address to the counter and action
+/// of the group's first rule holding it ([`group_value`]).
+pub const FW_F_GROUP_SRC: u8 = 0x40;
+pub const FW_F_GROUP_DST: u8 = 0x80;
+const FW_GROUP_ACTION_SHIFT: u32 = 24;
+
+/// The LPM value of a group set's prefix: the rule's counter slot and action.
+pub fn group_value(counter: u32, action: u8) -> u32 {
+    counter | u32::from(action) << FW_GROUP_ACTION_SHIFT
+}
 
 pub const FW_ACT_ACCEPT: u8 = 0;
 pub const FW_ACT_DROP: u8 = 1;
 pub const FW_ACT_COUNT: u8 = 2;
 
-/// `struct fw_rule` (32 bytes).
+/// `struct fw_rule` (36 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FwRule {
     pub src_set: u32,
@@ -54,11 +66,14 @@ pub struct FwRule {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub action: u8,
+    /// Slot in `fw_counters`: the rule's position among the interface's kernel rules
+    /// ([`crate::firewall::Placement::kernel_rules`]).
+    pub counter: u32,
 }
 
 impl FwRule {
-    pub fn to_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
+    pub fn to_bytes(&self) -> [u8; 36] {
+        let mut b = [0u8; 36];
         b[0..4].copy_from_slice(&self.src_set.to_ne_bytes());
         b[4..8].copy_from_slice(&self.dst_set.to_ne_bytes());
         b[8..12].copy_from_slice(&self.sport_set.to_ne_bytes());
@@ -73,6 +88,7 @@ impl FwRule {
         b[26] = self.icmp_type;
         b[27] = self.icmp_code;
         b[28] = self.action;
+        b[32..36].copy_from_slice(&self.counter.to_ne_bytes());
         b
     }
 }
@@ -80,11 +96,14 @@ impl FwRule {
 /// Everything one interface's firewall stage holds.
 #[derive(Debug, Clone, Default)]
 pub struct KernelFirewall {
-    /// In evaluation order; slot `i` counts in `fw_counters[i]`.
+    /// In evaluation order; each counts in `fw_counters[counter]`.
     pub rules: Vec<FwRule>,
     /// `(set id, address, prefix length)`.
     pub v4: Vec<(u32, [u8; 4], u8)>,
     pub v6: Vec<(u32, [u8; 16], u8)>,
+    /// Group sets: `(set id, address, prefix length, group_value)`.
+    pub group_v4: Vec<(u32, [u8; 4], u8, u32)>,
+    pub group_v6: Vec<(u32, [u8; 16], u8, u32)>,
     /// Port set bitmaps by slot.
     pub port_sets: Vec<Box<[u64; 1024]>>,
     /// Frames no kernel rule ended are dropped (every rule is in the kernel and the default
@@ -92,7 +111,17 @@ pub struct KernelFirewall {
     pub fallback_drop: bool,
 }
 
-/// Packets and bytes of one kernel rule slot, summed over CPUs.
+impl KernelFirewall {
+    /// Counter slots the rules use (the fallback's aside).
+    fn counters_used(&self) -> usize {
+        let plain = self.rules.iter().map(|r| r.counter as usize + 1);
+        let mask = (1u32 << FW_GROUP_ACTION_SHIFT) - 1;
+        let grouped = self.group_v4.iter().map(|g| g.3).chain(self.group_v6.iter().map(|g| g.3));
+        plain.chain(grouped.map(|v| (v & mask) as usize + 1)).max().unwrap_or(0)
+    }
+}
+
+/// Packets and bytes of one kernel rule, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FwCounter {
     pub packets: u64,
@@ -103,9 +132,9 @@ pub struct FwCounter {
 pub struct FirewallMaps {
     ifname: String,
     state: Array<MapData, [u8; 8]>,
-    rules: Array<MapData, [u8; 32]>,
-    v4: LpmTrie<MapData, [u8; 8], u8>,
-    v6: LpmTrie<MapData, [u8; 20], u8>,
+    rules: Array<MapData, [u8; 36]>,
+    v4: LpmTrie<MapData, [u8; 8], u32>,
+    v6: LpmTrie<MapData, [u8; 20], u32>,
     ports: Array<MapData, u64>,
     counters: PerCpuArray<MapData, [u64; 2]>,
 }
@@ -210,19 +239,25 @@ impl FirewallMaps {
         if fw.port_sets.len() > FW_MAX_PORT_SETS {
             return Err(too_many("port sets", fw.port_sets.len(), FW_MAX_PORT_SETS));
         }
+        let counters = fw.counters_used();
+        if counters > FW_MAX_COUNTERS {
+            return Err(too_many("rule counters", counters, FW_MAX_COUNTERS));
+        }
         self.set_state(0, false)?;
         self.clear_tries()?;
-        for &(set, addr, len) in &fw.v4 {
+        let plain4 = fw.v4.iter().map(|&(set, addr, len)| (set, addr, len, 0));
+        for (set, addr, len, value) in plain4.chain(fw.group_v4.iter().copied()) {
             let mut k = [0u8; 8];
             k[..4].copy_from_slice(&set.to_ne_bytes());
             k[4..].copy_from_slice(&addr);
-            self.v4.insert(&Key::new(32 + u32::from(len), k), 1, 0).map_err(|e| self.err("update", "fw_v4", &e))?;
+            self.v4.insert(&Key::new(32 + u32::from(len), k), value, 0).map_err(|e| self.err("update", "fw_v4", &e))?;
         }
-        for &(set, addr, len) in &fw.v6 {
+        let plain6 = fw.v6.iter().map(|&(set, addr, len)| (set, addr, len, 0));
+        for (set, addr, len, value) in plain6.chain(fw.group_v6.iter().copied()) {
             let mut k = [0u8; 20];
             k[..4].copy_from_slice(&set.to_ne_bytes());
             k[4..].copy_from_slice(&addr);
-            self.v6.insert(&Key::new(32 + u32::from(len), k), 1, 0).map_err(|e| self.err("update", "fw_v6", &e))?;
+            self.v6.insert(&Key::new(32 + u32::from(len), k), value, 0).map_err(|e| self.err("update", "fw_v6", &e))?;
         }
         for (slot, words) in fw.port_sets.iter().enumerate() {
             for (w, &bits) in words.iter().enumerate() {
@@ -234,7 +269,8 @@ impl FirewallMaps {
             self.rules.set(i as u32, r.to_bytes(), 0).map_err(|e| self.err("update", "fw_rules", &e))?;
         }
         let cpus = nr_cpus().map_err(|(_, e)| self.err("count cpus for", "fw_counters", &e))?;
-        for i in 0..=FW_MAX_RULES as u32 {
+        // Only the slots this firewall reads: every load zeroes its own, so none is stale.
+        for i in (0..counters as u32).chain([FW_MAX_COUNTERS as u32]) {
             let zero = PerCpuValues::try_from(vec![[0u64; 2]; cpus]).map_err(|e| self.err("zero", "fw_counters", &e))?;
             self.counters.set(i, zero, 0).map_err(|e| self.err("zero", "fw_counters", &e))?;
         }
@@ -253,10 +289,11 @@ impl FirewallMaps {
         Ok(())
     }
 
-    /// Counters of rule slots `0..n` and, last, of the fallback drop; summed over CPUs.
+    /// Counters of kernel rules `0..n` (in `Placement::kernel_rules` order) and, last, of the
+    /// fallback drop; summed over CPUs.
     pub fn counters(&self, n: usize) -> Result<Vec<FwCounter>, SteerError> {
         let mut out = Vec::with_capacity(n + 1);
-        for slot in (0..n.min(FW_MAX_RULES)).chain([FW_MAX_RULES]) {
+        for slot in (0..n.min(FW_MAX_COUNTERS)).chain([FW_MAX_COUNTERS]) {
             let per_cpu = self.counters.get(&(slot as u32), 0).map_err(|e| self.err("read", "fw_counters", &e))?;
             out.push(per_cpu.iter().fold(FwCounter::default(), |acc, [p, b]| FwCounter {
                 packets: acc.packets.wrapping_add(*p),
@@ -295,6 +332,7 @@ mod tests {
             icmp_type: 8,
             icmp_code: 9,
             action: FW_ACT_DROP,
+            counter: 0x0102_0304,
         };
         let b = r.to_bytes();
         assert_eq!(b[0..4], 1u32.to_ne_bytes());
@@ -302,6 +340,8 @@ mod tests {
         assert_eq!(b[16..18], 60u16.to_ne_bytes());
         assert_eq!(b[20..22], 7u16.to_ne_bytes());
         assert_eq!(b[22..29], [6, FW_F_PROTO | FW_F_VLAN, 0x12, 0x02, 8, 9, FW_ACT_DROP]);
-        assert_eq!(b[29..], [0; 3]);
+        assert_eq!(b[29..32], [0; 3]);
+        assert_eq!(b[32..], 0x0102_0304u32.to_ne_bytes());
+        assert_eq!(group_value(5, FW_ACT_DROP), 0x0100_0005);
     }
 }

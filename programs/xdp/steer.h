@@ -54,8 +54,11 @@ struct steer_counters {
  * of the firewall's rules, in order, first terminal match wins.
  */
 #define FW_MAX_RULES 256
-/* Per-rule counters: a group slot counts each of its rules in its own counter. */
-#define FW_MAX_COUNTERS (1 << 17)
+/* Per-rule counters: a group slot counts each of its rules in its own counter. The map is
+ * per-CPU and exists in every steering program, so its size is paid per CPU per interface
+ * even without a firewall: 8192 slots are 128 KiB a CPU. Larger rule groups run in userspace,
+ * where a group is the same one lookup. */
+#define FW_MAX_COUNTERS (1 << 13)
 /* Port sets live in `fw_ports` as 65536-bit bitmaps of FW_PORT_WORDS u64 words each. */
 #define FW_MAX_PORT_SETS 64
 #define FW_PORT_WORDS 1024

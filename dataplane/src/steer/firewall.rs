@@ -19,8 +19,9 @@ use super::{MissingMap, SteerError, Steering, chain};
 
 /// `FW_MAX_RULES`: kernel rule slots per interface (a group of rules takes one).
 pub const FW_MAX_RULES: usize = 256;
-/// `FW_MAX_COUNTERS`: kernel rules per interface, counting every rule of a group.
-pub const FW_MAX_COUNTERS: usize = 1 << 17;
+/// `FW_MAX_COUNTERS`: kernel rules per interface, counting every rule of a group. Kept small
+/// because the per-CPU counter map costs its size on every CPU of every steered interface.
+pub const FW_MAX_COUNTERS: usize = 1 << 13;
 /// `FW_MAX_PORT_SETS`: port sets the kernel rules of one interface may use.
 pub const FW_MAX_PORT_SETS: usize = 64;
 const FW_PORT_WORDS: u32 = 1024;

@@ -32,7 +32,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
-use super::analyze::{self, Layout, Note, STACK_AREA};
+use super::analyze::{self, Layout, STACK_AREA};
 use super::batch::PacketRef;
 use super::lower::{self, Env, Exits, Lower, Region};
 use super::{host_isa, JitError, JitProgram};
@@ -552,43 +552,16 @@ impl Builder<'_> {
     /// Emits one packet's trip through the stages at the current block; every way out jumps
     /// to `finish(code, mark)`, which the caller fills and seals.
     ///
-    /// Packets of at least [`fast_length`] bytes take a second copy of the stages in which no
-    /// constant-offset packet load up to that length is checked (the one test up front proves
-    /// them all), so every header load dominates the same load in later stages and Cranelift
-    /// reuses it instead of loading again; shorter packets take the stages as they are.
+    /// Header loads repeated across stages are not merged by a second, check-free copy of the
+    /// stages for long packets: measured, it doubled compile time (100 stages: 10 → 20 ms) and
+    /// gained nothing on mixed traffic, where branch prediction, not loads, sets the cost.
     fn packet(
-        &self,
-        b: &mut FunctionBuilder<'_>,
-        envs: &[Env<'_>],
-        frame: &Frame,
-        inputs: [Value; 4],
-        finish: Block,
-    ) -> Result<(), FuseError> {
-        let fast = fast_length(self.layouts);
-        if fast == 0 {
-            return self.stages(b, envs, frame, inputs, finish, 0);
-        }
-        let len = inputs[1];
-        let (long, short) = (b.create_block(), b.create_block());
-        let enough = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, len, fast as i64);
-        b.ins().brif(enough, long, &[], short, &[]);
-        b.switch_to_block(long);
-        b.seal_block(long);
-        self.stages(b, envs, frame, inputs, finish, fast)?;
-        b.switch_to_block(short);
-        b.seal_block(short);
-        self.stages(b, envs, frame, inputs, finish, 0)
-    }
-
-    /// The stages in order for a packet known to hold at least `known` bytes (see `packet`).
-    fn stages(
         &self,
         b: &mut FunctionBuilder<'_>,
         envs: &[Env<'_>],
         frame: &Frame,
         [data, len, ifq, counters]: [Value; 4],
         finish: Block,
-        known: u64,
     ) -> Result<(), FuseError> {
         let plan = self.plan;
         let c = plan.counters;
@@ -690,7 +663,7 @@ impl Builder<'_> {
                     }
                     b.ins().jump(exit, &[BlockArg::Value(verdict), BlockArg::Value(faulted)]);
                 }
-                None => Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts, known)
+                None => Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts)
                     .run()
                     .map_err(|source| FuseError::Stage { stage: i, source })?,
             }
@@ -750,30 +723,6 @@ impl Builder<'_> {
         Ok(())
     }
 }
-
-/// Longest packet length the fast path of `Builder::packet` assumes: the largest length any
-/// stage's entry function checks before a constant-offset load, up to `FAST_MAX` (a stage
-/// checking for more keeps that check); 0 for no fast path, when fewer than two stages make
-/// such checks (one stage alone has no loads to share, and its checks are already merged).
-fn fast_length(layouts: &[Layout]) -> u64 {
-    let checks = |l: &Layout| {
-        (l.funcs[0].notes.values())
-            .filter_map(|n| match *n {
-                Note::PacketCheck(need) if need <= FAST_MAX => Some(need),
-                _ => None,
-            })
-            .max()
-    };
-    let lengths: Vec<u64> = layouts.iter().filter_map(checks).collect();
-    if lengths.len() < 2 {
-        return 0;
-    }
-    lengths.into_iter().max().unwrap_or(0)
-}
-
-/// Bound on [`fast_length`]: the headers of a minimum-size frame; a filter that reads deeper
-/// would send every small packet down the slow path.
-const FAST_MAX: u64 = 64;
 
 /// Areas of the enclosing function's frame, and a zero everyone may use.
 struct Frame {

@@ -140,8 +140,6 @@ pub(super) struct Lower<'a, 'b, 'f> {
     helper_sig: Option<SigRef>,
     /// Flags of every access the program makes (`Region::Program`).
     mem: MemFlagsData,
-    /// The packet holds at least this many bytes (see `inline_with`).
-    known: u64,
     /// Results of 16- and 32-bit packet loads → the loaded bytes before the byte swap, so a
     /// test against a constant can compare the raw bytes with a swapped constant instead
     /// (the swap then usually becomes dead).
@@ -174,9 +172,6 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
     /// area each — each still zeroes the part it can reach on entry, as a run of its own would
     /// — and a classic filter's `ret #0` / `ret #k` branch straight to where the enclosing code
     /// handles "no match" / "match".
-    ///
-    /// `known` is a length the packet is known to have (the enclosing code tested it): packet
-    /// checks for no more than that many bytes are left out.
     pub fn inline_with(
         b: &'b mut FunctionBuilder<'f>,
         env: &'a Env<'a>,
@@ -184,11 +179,9 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
         exit: Block,
         stack: Option<Value>,
         shortcuts: Exits,
-        known: u64,
     ) -> Self {
         let mut lower = Self::start(b, env, 0, &inputs, Some(exit), stack);
         lower.shortcuts = shortcuts;
-        lower.known = known;
         lower
     }
 
@@ -277,7 +270,6 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
             trap_block: None,
             helper_sig: None,
             mem,
-            known: 0,
             unswapped: HashMap::new(),
         }
     }
@@ -860,8 +852,6 @@ impl<'a, 'b, 'f> Lower<'a, 'b, 'f> {
                         self.start_dead_block();
                         return Ok(());
                     }
-                    // The enclosing code proved the length this check asks for.
-                    Note::PacketCheck(need) if need <= self.known => {}
                     Note::PacketCheck(need) => {
                         let ok = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, self.len, need as i64);
                         self.branch_or_stop(ok);

@@ -488,54 +488,16 @@ impl XskGroup {
     where
         F: FnMut(&mut [u8]) -> Verdict,
     {
-        let n = max.min(self.rx_buf.len());
-        let XskGroup {
-            ports,
-            umem,
-            free,
-            free_len,
-            rx_buf,
-            held,
-            ..
-        } = self;
-        let port = &mut ports[p];
-        // SAFETY: the descriptors the RX ring returns are frames of this UMEM: the ring belongs
-        // to a socket created from `umem`, and only frames of `umem` are ever put on its fill
-        // ring. `rx_buf` holds no frame we still need (its previous batch was fully disposed).
-        let got = unsafe { port.rx.consume(&mut rx_buf[..n]) };
-        if got == 0 {
-            return Ok(0);
-        }
-        port.moves.rx_consumed += got as u64;
-        port.counters.rx += got as u64;
-        *held += got as u64;
-
-        let mut dropped = 0u64;
-        for desc in &mut rx_buf[..got] {
-            let verdict = {
-                // SAFETY: `desc` was just consumed from the RX ring, so the kernel is done with
-                // the frame and nothing else references it until it is put on a ring again,
-                // which happens only after this borrow ends.
-                let mut data = unsafe { umem.data_mut(desc) };
-                decide(data.contents_mut())
-            };
-            dropped += dispose(ports, umem, free, free_len, desc, verdict);
-        }
-        ports[p].counters.dropped += dropped;
-        *held -= got as u64;
-
-        for dst in ports.iter_mut() {
-            if dst.stage_len > 0 {
-                flush_tx(dst, free, free_len, self.need_wakeup)?;
+        self.process_rx_batch(p, max, |frames, verdicts| {
+            for (frame, verdict) in frames.iter_mut().zip(verdicts.iter_mut()) {
+                *verdict = decide(frame);
             }
-        }
-        Ok(got)
+        })
     }
 
     /// [`process_rx`](Self::process_rx) for callers that decide a batch at once: the packets
     /// taken off the ring are handed to `decide` together, [`RX_CHUNK`] at a time (so once
     /// for batches up to that size), with a verdict slot per packet (`Drop` until set).
-    /// Disposal, counting and transmission are those of `process_rx`.
     #[inline]
     pub fn process_rx_batch<F>(&mut self, p: usize, max: usize, mut decide: F) -> Result<usize, XskError>
     where
@@ -552,7 +514,9 @@ impl XskGroup {
             ..
         } = self;
         let port = &mut ports[p];
-        // SAFETY: as in `process_rx`.
+        // SAFETY: the descriptors the RX ring returns are frames of this UMEM: the ring belongs
+        // to a socket created from `umem`, and only frames of `umem` are ever put on its fill
+        // ring. `rx_buf` holds no frame we still need (its previous batch was fully disposed).
         let got = unsafe { port.rx.consume(&mut rx_buf[..n]) };
         if got == 0 {
             return Ok(0);

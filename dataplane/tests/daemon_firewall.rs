@@ -457,20 +457,22 @@ fn udp_frame(macs: ([u8; 6], [u8; 6]), src: SocketAddrV4, dst: SocketAddrV4, seq
     f
 }
 
-/// Sends `n` frames from `from` through AF_PACKET on `ifname`, `pps` a second (spin-paced);
-/// returns the time from the first send to the last.
-fn flood(ns: &Netns, ifname: &str, n: u32, pps: u32, frame: impl Fn(u32) -> Vec<u8> + Sync) -> Duration {
+/// Sends `n` frames through AF_PACKET on `ifname` in namespace `ns`, `pps` a second
+/// (spin-paced); returns when each was sent, from the first.
+fn flood(ns: &Netns, ifname: &str, n: u32, pps: u32, frame: impl Fn(u32) -> Vec<u8> + Sync) -> Vec<Duration> {
     ns.run_in(|| {
         let mut cap = pcap::Capture::from_device(ifname).and_then(|c| c.timeout(50).open()).expect("open AF_PACKET");
         let gap = Duration::from_secs(1) / pps;
         let t0 = Instant::now();
+        let mut sent = Vec::with_capacity(n as usize);
         for i in 0..n {
             while t0.elapsed() < gap * i {
                 std::hint::spin_loop();
             }
+            sent.push(t0.elapsed());
             cap.sendpacket(frame(i)).expect("send");
         }
-        t0.elapsed()
+        sent
     })
     .expect("enter namespace")
 }
@@ -510,12 +512,24 @@ fn the_daemon_firewall_rate_limits_and_tracks_connections() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(unsolicited.get(), 0, "unsolicited frames from the server reached the client");
 
-    // 3x the limit for 2 s: burst + rate x elapsed get through.
-    let elapsed = flood(&topo.client, &topo.client_if.name, 12_000, 6_000, |i| udp_frame(up, SocketAddrV4::new(client, 9100), s7003, i));
+    // 3x the limit for 2 s. What should pass is what a token bucket (2000/s, burst 100,
+    // starting full) lets through at the send times, so a sender descheduled on a busy host
+    // does not count against the limiter; frames' delay through the veths and the worker is
+    // the only error left, well inside 5 %.
+    let sent = flood(&topo.client, &topo.client_if.name, 12_000, 6_000, |i| udp_frame(up, SocketAddrV4::new(client, 9100), s7003, i));
+    let (mut tokens, mut last, mut want) = (100.0f64, Duration::ZERO, 0u32);
+    for &t in &sent {
+        tokens = (tokens + 2000.0 * (t - last).as_secs_f64()).min(100.0);
+        last = t;
+        if tokens >= 1.0 {
+            tokens -= 1.0;
+            want += 1;
+        }
+    }
     std::thread::sleep(Duration::from_millis(300));
-    let want = 100.0 + 2000.0 * elapsed.as_secs_f64();
-    let got = f64::from(limited.get());
-    assert!((got - want).abs() <= want * 0.05, "rate limit let {got} through in {elapsed:?}, want {want:.0} ± 5 %");
+    let (got, want) = (f64::from(limited.get()), f64::from(want));
+    let span = sent.last().copied().unwrap_or_default();
+    assert!((got - want).abs() <= want * 0.05, "rate limit let {got} through in {span:?}, a 2000/s bucket passes {want} ± 5 %");
 
     let s = fw_stats(&topo, &socket);
     assert_eq!(packets(&s, "replies"), 100, "{s:?}");

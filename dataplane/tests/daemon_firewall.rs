@@ -11,18 +11,19 @@
 //! Privileged: skips with a message when not root, must run under `CI=true`. Namespaces,
 //! files and the daemon are removed on every exit path (Drop guards).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice::testbed::netns::{CLIENT_MAC, Netns, SERVER_MAC, Topology, TopologyOpts, privileged};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+mod daemon;
+
+use daemon::{Files, Listener, SLUICE, Sluice, ctl};
+
 const OPEN: u16 = 7000;
 const CLOSED: u16 = 7001;
 /// Matched by no rule: the default policy (drop) takes it.
@@ -52,91 +53,6 @@ match = "udp dst port 7000"
 action = "accept"
 "#;
 
-/// A directory of files, removed on Drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new() -> Files {
-        Files::new_named("live")
-    }
-
-    fn new_named(tag: &str) -> Files {
-        let dir = std::env::temp_dir().join(format!("sluice-dfw-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Files(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write file");
-        path
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `sluice run` in the dut namespace; killed on Drop (before the namespaces go).
-struct Sluice(Child, Option<std::thread::JoinHandle<Vec<String>>>);
-
-impl Sluice {
-    fn start(topo: &Topology, config: &Path) -> Sluice {
-        let mut child = topo
-            .dut
-            .exec([SLUICE, "run", "--json", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("\"event\":\"started\""));
-        let mut sluice = Sluice(child, None);
-        if !started {
-            let status = sluice.0.wait().expect("wait");
-            panic!("sluice run did not start: {status}");
-        }
-        // Keep draining stdout so sluice never blocks on a full pipe; the lines are kept for
-        // the exit totals.
-        sluice.1 = Some(std::thread::spawn(move || lines.map_while(Result::ok).collect()));
-        sluice
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = std::process::Command::new("kill").args([sig, &self.0.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-    }
-
-    /// Stops it with SIGINT; returns its exit totals line.
-    fn stop(mut self) -> Value {
-        self.signal("-INT");
-        let status = self.0.wait().expect("wait for sluice");
-        assert!(status.success(), "sluice exit: {status}");
-        let lines = self.1.take().expect("stdout reader").join().expect("stdout reader");
-        let totals = lines.iter().rev().find(|l| l.contains("\"event\":\"totals\"")).expect("a totals line");
-        serde_json::from_str(totals).expect("totals json")
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `sluice ctl --socket S ARGS` in the dut namespace: (success, stdout, stderr).
-fn ctl(topo: &Topology, socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = topo.dut.exec([SLUICE, "ctl", "--socket"]).arg(socket).args(args).output().expect("run sluice ctl");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// `ctl --json fw stats`: rule name → (packets, kernel packets, user packets, kernel_on).
 fn fw_stats(topo: &Topology, socket: &Path) -> Vec<(String, u64, u64, u64, Vec<String>)> {
     let (ok, out, err) = ctl(topo, socket, &["--json", "fw", "stats"]);
     assert!(ok, "ctl fw stats: {err}");
@@ -155,48 +71,6 @@ fn fw_stats(topo: &Topology, socket: &Path) -> Vec<(String, u64, u64, u64, Vec<S
 
 fn packets(stats: &[(String, u64, u64, u64, Vec<String>)], rule: &str) -> u64 {
     stats.iter().find(|r| r.0 == rule).unwrap_or_else(|| panic!("no rule {rule} in {stats:?}")).1
-}
-
-/// Datagrams arriving at a server port, counted in a background thread.
-struct Listener {
-    count: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Listener {
-    fn start(ns: &Netns, addr: SocketAddrV4) -> Listener {
-        let sock = ns.run_in(move || UdpSocket::bind(addr)).expect("enter server").expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let (count, stop) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
-        let (c, s) = (Arc::clone(&count), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
-                if sock.recv(&mut buf).is_ok() {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        Listener { count, stop }
-    }
-
-    fn get(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn wait_for(&self, want: u32, timeout: Duration) -> u32 {
-        let deadline = Instant::now() + timeout;
-        while self.get() < want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.get()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
 
 /// The three servers' listeners.
@@ -268,7 +142,7 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
         return;
     }
     let topo = Topology::new(TopologyOpts { tag: "dfw".into(), ..TopologyOpts::default() }).expect("topology");
-    let files = Files::new();
+    let files = Files::new("dfw-live");
     let socket = files.0.join("ctl.sock");
     let fw = files.write("fw.toml", RULES_V1);
     let config = format!(
@@ -391,7 +265,8 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     assert_eq!(by(&s, "blocked").4, ["dut-a0", "dut-b0"], "the refused commands changed the kernel stage: {s:?}");
 
     // The exit totals carry every rule's merged counters.
-    let totals = sluice.stop();
+    let lines = sluice.stop();
+    let totals: Value = serde_json::from_str(lines.iter().rev().find(|l| l.contains("\"event\":\"totals\"")).expect("a totals line")).expect("totals json");
     let rule = |name: &str| {
         totals["firewall"].as_array().and_then(|a| a.iter().find(|r| r["rule"] == name)).cloned().unwrap_or_else(|| panic!("rule {name} in {totals}"))
     };
@@ -405,7 +280,7 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
 /// and the firewall file's line and column. No privileges needed.
 #[test]
 fn check_reports_a_broken_firewall_with_its_position() {
-    let files = Files::new_named("check");
+    let files = Files::new("dfw-check");
     files.write("sluice.toml", "[dataplane]\nfirewall = \"fw.toml\"\n[[port]]\nname = \"a\"\ninterface = \"x0\"\naction = \"drop\"\n");
     let cases = [
         (RULES_V1.replace("action = \"accept\"", "action = \"acept\""), ":18:10: action `acept`"),
@@ -483,7 +358,7 @@ fn the_daemon_firewall_rate_limits_and_tracks_connections() {
         return;
     }
     let topo = Topology::new(TopologyOpts { tag: "dfws".into(), ..TopologyOpts::default() }).expect("topology");
-    let files = Files::new_named("stateful");
+    let files = Files::new("dfw-stateful");
     let socket = files.0.join("ctl.sock");
     files.write("fw.toml", STATEFUL_RULES);
     let config = format!(

@@ -418,7 +418,7 @@ fn random_program(rng: &mut Rng) -> Vec<ClassicInsn> {
             0 | 1 => ClassicInsn::new([0x20, 0x28, 0x30][rng.below(3) as usize], 0, 0, offset(rng)),
             2 => ClassicInsn::new([0x40, 0x48, 0x50][rng.below(3) as usize], 0, 0, offset(rng)),
             3 => ClassicInsn::new(0xb1, 0, 0, offset(rng)),
-            4 => ClassicInsn::new(rng.below(2) as u16, 0, 0, rng.next() as u32),
+            4 => ClassicInsn::new(rng.below(2) as u16, 0, 0, rng.next_u64() as u32),
             5 => ClassicInsn::new(0x60 | rng.below(2) as u16, 0, 0, written[rng.below(written.len() as u64) as usize]),
             6 => ClassicInsn::new(0x80 | rng.below(2) as u16, 0, 0, 0),
             7 => ClassicInsn::new([0x07, 0x87, 0x84][rng.below(3) as usize], 0, 0, 0),
@@ -427,14 +427,14 @@ fn random_program(rng: &mut Rng) -> Vec<ClassicInsn> {
                 let k = match op {
                     0x60 | 0x70 => rng.below(32) as u32,
                     0x30 | 0x90 => 1 + rng.below(1000) as u32,
-                    _ => rng.next() as u32,
+                    _ => rng.next_u64() as u32,
                 };
                 ClassicInsn::new(0x04 | op, 0, 0, k)
             }
             10 => ClassicInsn::new(0x0c | alu_ops[rng.below(10) as usize], 0, 0, 0),
             11..=13 => {
                 let op = [0x10, 0x20, 0x30, 0x40][rng.below(4) as usize] | if rng.below(3) == 0 { 0x08 } else { 0 };
-                let k = if rng.below(2) == 0 { rng.below(2048) as u32 } else { rng.next() as u32 };
+                let k = if rng.below(2) == 0 { rng.below(2048) as u32 } else { rng.next_u64() as u32 };
                 ClassicInsn::new(0x05 | op, near(rng), near(rng), k)
             }
             14 => ClassicInsn::new(0x05, 0, 0, near(rng) as u32),

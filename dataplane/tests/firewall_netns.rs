@@ -5,80 +5,18 @@
 //!
 //! Privileged: skips with a message when not root, must run under `CI=true`.
 
-use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use sluice::testbed::netns::{CLIENT_MAC, Netns, SERVER_MAC, Topology, TopologyOpts, privileged};
+use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+mod daemon;
+
+use daemon::{Files, Listener, SLUICE, Sluice};
+
 const OPEN_PORT: u16 = 7000;
 const CLOSED_PORT: u16 = 7001;
 const BLOCKLIST: usize = 100_000;
-
-/// A directory of config files, removed on Drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new() -> Files {
-        let dir = std::env::temp_dir().join(format!("sluice-fwtest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Files(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write file");
-        path
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `sluice run` in the dut namespace; killed on Drop.
-struct Sluice(Child);
-
-impl Sluice {
-    fn start(topo: &Topology, config: &Path) -> Sluice {
-        let mut child = topo
-            .dut
-            .exec([SLUICE, "run", "--json", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("\"event\":\"started\""));
-        assert!(started, "sluice run did not start");
-        // Keep draining stdout so sluice never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Sluice(child)
-    }
-
-    fn stop(mut self) {
-        let _ = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
-        let status = self.0.wait().expect("wait for sluice");
-        assert!(status.success(), "sluice exit: {status}");
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `sluice fw …` in the dut namespace; returns stdout, panics with stderr on failure.
 fn fw(topo: &Topology, args: &[&str]) -> String {
@@ -87,51 +25,9 @@ fn fw(topo: &Topology, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Datagrams arriving at a server port, counted in a background thread.
-struct Counter {
-    count: Arc<AtomicU32>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Counter {
-    fn start(ns: &Netns, addr: SocketAddrV4) -> Counter {
-        let sock = ns.run_in(move || UdpSocket::bind(addr)).expect("enter server").expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-        let (count, stop) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(false)));
-        let (c, s) = (Arc::clone(&count), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !s.load(Ordering::Relaxed) {
-                if sock.recv(&mut buf).is_ok() {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-        Counter { count, stop }
-    }
-
-    fn get(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    fn wait_for(&self, want: u32, timeout: Duration) -> u32 {
-        let deadline = Instant::now() + timeout;
-        while self.get() < want && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.get()
-    }
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Raw UDP frames (complete checksums) from the client to the server through AF_PACKET, in
 /// bursts of 32 to each port, waiting after each burst until the open port saw it.
-fn send(topo: &Topology, per_port: u32, open: &Counter, expect_open: bool) {
+fn send(topo: &Topology, per_port: u32, open: &Listener, expect_open: bool) {
     let src = topo.client_if.addr.expect("client addr");
     let dst = topo.server_if.addr.expect("server addr");
     let frame = |dport: u16, seq: u32| {
@@ -227,10 +123,10 @@ fn kernel_rules_block_and_allow_live_traffic_with_a_100k_blocklist() {
         return;
     }
     let topo = Topology::new(TopologyOpts { tag: "fwn".into(), ..TopologyOpts::default() }).expect("topology");
-    let files = Files::new();
+    let files = Files::new("fwtest");
     let server = topo.server_if.addr.expect("server addr");
-    let open = Counter::start(&topo.server, SocketAddrV4::new(server, OPEN_PORT));
-    let closed = Counter::start(&topo.server, SocketAddrV4::new(server, CLOSED_PORT));
+    let open = Listener::start(&topo.server, SocketAddrV4::new(server, OPEN_PORT));
+    let closed = Listener::start(&topo.server, SocketAddrV4::new(server, CLOSED_PORT));
     let sluice = Sluice::start(&topo, &files.write("sluice.toml", DATAPLANE));
 
     // Phase 1: the blocklist does not hold the client; the closed port is blocked.

@@ -13,10 +13,8 @@
 //! Privileged: skips with a message when not root, must run under `CI=true`. Namespaces,
 //! files and the daemon are removed on every exit path (Drop guards).
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +22,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+mod daemon;
+
+use daemon::{Files, Sluice, ctl};
+
 const PORT: u16 = 7100;
 /// Where the frames sent into port c go.
 const C_PORT: u16 = 7101;
@@ -43,75 +44,6 @@ name = "to-c"
 match = "udp dst port 7101"
 action = "accept"
 "#;
-
-/// A directory of files, removed on Drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new() -> Files {
-        let dir = std::env::temp_dir().join(format!("sluice-reload-ports-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        Files(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write file");
-        path
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `sluice run` in the dut namespace; killed on Drop (before the namespaces go).
-struct Sluice(Child);
-
-impl Sluice {
-    fn start(topo: &Topology, config: &Path) -> Sluice {
-        let mut child = topo
-            .dut
-            .exec([SLUICE, "run", "--json", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn sluice");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("\"event\":\"started\""));
-        let mut sluice = Sluice(child);
-        if !started {
-            let status = sluice.0.wait().expect("wait");
-            panic!("sluice run did not start: {status}");
-        }
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        sluice
-    }
-
-    fn stop(mut self) {
-        let status = std::process::Command::new("kill").args(["-INT", &self.0.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-        let status = self.0.wait().expect("wait for sluice");
-        assert!(status.success(), "sluice exit: {status}");
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ctl(topo: &Topology, socket: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = topo.dut.exec([SLUICE, "ctl", "--socket"]).arg(socket).args(args).output().expect("run sluice ctl");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 /// (port, interface, queue) → (rx, drop) from `sluice ctl --json stats`.
 fn queues(topo: &Topology, socket: &Path) -> Vec<(String, String, u64, u64)> {
@@ -179,7 +111,7 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
     for ifname in ["dut-c0", "dut-c1"] {
         topo.dut.ip(&["link", "set", ifname, "up"]).expect("spare veth up");
     }
-    let files = Files::new();
+    let files = Files::new("reload-ports");
     files.write("fw.toml", RULES);
     let socket = files.0.join("ctl.sock");
     let path = files.write("sluice.toml", &config(&socket, ""));

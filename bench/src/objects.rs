@@ -36,9 +36,11 @@ pub struct Opts {
     mix: usize,
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
+/// The example filters of `programs/filters/`.
+pub(crate) const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
 
-fn compile(name: &str) -> Result<Vec<u8>> {
+/// `programs/filters/NAME.c` built with clang-19, as a user would (shared by the `verify` bench).
+pub(crate) fn build_example(name: &str) -> Result<Vec<u8>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../programs/filters").join(format!("{name}.c"));
     let dir = std::env::temp_dir().join(format!("sluice-bench-objects-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -86,7 +88,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     ]);
     let env = RunEnv::new(0);
     for name in EXAMPLES {
-        let bytes = compile(name)?;
+        let bytes = build_example(name)?;
         let (a, b, c) = (load(name, &bytes)?, load(name, &bytes)?, load(name, &bytes)?);
         for ((pa, pb), pc) in a.programs().iter().zip(b.programs()).zip(c.programs()) {
             let what = format!("{name}/{}", pa.name);

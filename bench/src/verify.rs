@@ -12,7 +12,6 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -111,31 +110,10 @@ fn ns_per_packet(jit: &JitProgram, pkts: &mut [Vec<u8>], budget: Duration) -> f6
     per_call.as_nanos() as f64 / pkts.len() as f64
 }
 
-const EXAMPLES: &[&str] = &["port_blocklist", "src_counter", "syn_flood", "vlan_ipv6", "sampler", "ipv6_exthdr"];
-
-/// `programs/filters/NAME.c` built with clang-19, as a user would.
-fn build_example(name: &str) -> Result<Vec<u8>> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../programs/filters").join(format!("{name}.c"));
-    let out = std::env::temp_dir().join(format!("sluice-bench-verify-{}-{name}.o", std::process::id()));
-    let status = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .context("run clang-19")?;
-    let bytes = std::fs::read(&out);
-    let _ = std::fs::remove_file(&out);
-    if !status.success() {
-        bail!("clang-19 failed on {}", src.display());
-    }
-    Ok(bytes?)
-}
-
 fn examples(budget: Duration) -> Result<()> {
     let mut table = Table::new(&["example", "program", "insns", "verify ms", "explored", "states", "proven"]);
-    for name in EXAMPLES {
-        let obj = Object::load(&build_example(name)?, 1).with_context(|| format!("load {name}"))?;
+    for name in crate::objects::EXAMPLES {
+        let obj = Object::load(&crate::objects::build_example(name)?, 1).with_context(|| format!("load {name}"))?;
         let env = VerifyEnv::for_table(obj.maps());
         for p in obj.programs() {
             let v = verifier::verify(&p.program, &env).with_context(|| format!("verify {name}/{}", p.name))?;

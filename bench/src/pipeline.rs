@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use std::sync::atomic::AtomicU64 as Word;
 
 use sluice::bpf::Exec;
-use sluice::bpf::jit::fuse::{Entries, FusedPipeline};
+use sluice::bpf::jit::fuse::{self, Entries, FusedPipeline};
 use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::source::Format;
 use sluice::pipeline::compile::{CodeCache, PipelineCode};
@@ -134,14 +134,22 @@ fn ns_per_packet(engines: &mut [Engine], packets: &mut [Vec<u8>], budget: Durati
 
 fn engines(p: &Pipeline) -> Result<Vec<Engine>> {
     let stages = p.fuse_stages();
-    let fuse = |entries| FusedPipeline::compile(&PipelineCode::plan(&stages, p.default_decision(), entries));
-    let single = fuse(Entries::Single).context("fuse with a single-packet entry")?;
-    let batch = fuse(Entries::Batch).context("fuse with a batch entry")?;
+    let fuse = |entries, dispatch| {
+        FusedPipeline::compile(&fuse::Plan { dispatch, ..PipelineCode::plan(&stages, p.default_decision(), entries) })
+    };
+    let single = fuse(Entries::Single, fuse::DISPATCH_BUDGET).context("fuse with a single-packet entry")?;
+    let batch = fuse(Entries::Batch, fuse::DISPATCH_BUDGET).context("fuse with a batch entry")?;
+    let plain = fuse(Entries::Batch, 0).context("fuse without dispatch")?;
     let words = |f: &FusedPipeline| (0..f.counter_words()).map(|_| Word::new(0)).collect();
-    let (single_counters, counters) = (words(&single), words(&batch));
+    let (single_counters, counters, plain_counters) = (words(&single), words(&batch), words(&plain));
     let jits = p.stages().iter().map(|s| JitProgram::compile(&s.source.program)).collect::<Result<Vec<_>, _>>().context("jit a stage")?;
     let counts = vec![0; jits.len()];
-    Ok(vec![Engine::Fused(Box::new(single), single_counters), Engine::Batch(Box::new(batch), counters), Engine::Unfused(jits, counts)])
+    Ok(vec![
+        Engine::Fused(Box::new(single), single_counters),
+        Engine::Batch(Box::new(batch), counters),
+        Engine::Batch(Box::new(plain), plain_counters),
+        Engine::Unfused(jits, counts),
+    ])
 }
 
 /// Swaps measured with the compile inside the window.
@@ -158,7 +166,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     let mut anchor = vec![corpus::udp_64(53); 64];
     let mut mix: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(3).take(256).collect();
     let mut table = Table::new(&["packets", "engine", "1 stage ns", "10 stages ns", "10/1"]);
-    let names = ["fused", "fused batch", "unfused"];
+    let names = ["fused", "fused batch", "batch, no dispatch", "unfused"];
     for (name, set) in [("udp/53 64B", &mut anchor), ("corpus mix", &mut mix)] {
         let mut all = engines(&one)?;
         all.extend(engines(&ten)?);
@@ -169,6 +177,26 @@ pub fn run(opts: &Opts) -> Result<()> {
         }
     }
     println!("pipeline cost per packet (fused code: 1 stage {} B, 10 stages {} B)", one.code_size(), ten.code_size());
+    print!("{}", table.render());
+
+    // What the dispatch costs at compile time: fusion alone (front ends done), best of 3.
+    let mut table = Table::new(&["stages", "dispatch budget", "fuse ms", "code B"]);
+    for n in [10, 100] {
+        let p = Pipeline::compile(&spec(n), &env).with_context(|| format!("compile {n} stages"))?;
+        let stages = p.fuse_stages();
+        for dispatch in [0, 2, 4, 8] {
+            let plan = fuse::Plan { dispatch, ..PipelineCode::plan(&stages, p.default_decision(), Entries::Batch) };
+            let mut best = Duration::MAX;
+            let mut size = 0;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let f = FusedPipeline::compile(&plan).context("fuse")?;
+                best = best.min(t.elapsed());
+                size = f.code_size();
+            }
+            table.row(vec![n.to_string(), dispatch.to_string(), format!("{:.2}", best.as_secs_f64() * 1e3), size.to_string()]);
+        }
+    }
     print!("{}", table.render());
 
     // (b) swap latency, 100 stages, under load.

@@ -19,6 +19,7 @@ pub mod jit;
 pub mod maps;
 pub mod object;
 pub mod source;
+pub mod specialize;
 pub mod tcpdump;
 pub mod verifier;
 

@@ -183,7 +183,7 @@ impl StageAct {
 impl PipelineCode {
     /// The fuser's plan for `stages` (faults and aborts drop the packet).
     pub fn plan<'a>(stages: &'a [fuse::Stage<'a>], default: Decision, entries: Entries) -> fuse::Plan<'a> {
-        fuse::Plan { stages, default: default as u32, abort: Decision::Drop as u32, counters: COUNTER_LAYOUT, entries }
+        fuse::Plan { stages, default: default as u32, abort: Decision::Drop as u32, counters: COUNTER_LAYOUT, entries, dispatch: fuse::DISPATCH_BUDGET }
     }
 
     /// Fuses the stages into one native function. Only the batch entry is built: workers run

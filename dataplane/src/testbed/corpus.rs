@@ -39,6 +39,33 @@ pub fn frames(seed: u64) -> Vec<Frame> {
     out
 }
 
+/// Every `step`th corpus frame, then copies of the long ones with the fields filters dispatch
+/// on (ethertype; IPv4 protocol at 23, IPv6 next header at 20) set to values filters test
+/// and values they do not, then the first few cut at lengths around those fields: packets
+/// that take every arm of a pipeline's dispatch (`bpf::specialize`).
+pub fn field_variants(step: usize) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(DEFAULT_SEED);
+    let base: Vec<Vec<u8>> = corpus().into_iter().step_by(step.max(1)).collect();
+    let mut all = base.clone();
+    let types: [u16; 9] = [0x0800, 0x86dd, 0x0806, 0x8035, 0x8100, 0x88a8, 0x9100, 0x88cc, 0x1234];
+    let protos = [1u8, 6, 17, 58, 132, 0x2c, 0, 99];
+    for p in base.iter().filter(|p| p.len() >= 60) {
+        for &t in &types {
+            let mut q = p.clone();
+            q[12..14].copy_from_slice(&t.to_be_bytes());
+            q[23] = rng.pick(&protos);
+            q[20] = rng.pick(&protos);
+            all.push(q);
+        }
+    }
+    for p in base.iter().filter(|p| p.len() >= 60).take(8) {
+        for len in [0, 1, 12, 13, 14, 15, 20, 21, 23, 24, 30, 34, 38, 54, 55, 57, 58] {
+            all.push(p[..len].to_vec());
+        }
+    }
+    all
+}
+
 /// The benchmark frame: 64 bytes (no FCS), IPv4 UDP 10.0.0.1:1024 → 10.0.0.2:`dst_port`
 /// between 02:00:00:00:00:01 and :02 with a 22-byte payload, so no padding is needed.
 pub fn udp_64(dst_port: u16) -> Vec<u8> {

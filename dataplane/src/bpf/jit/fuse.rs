@@ -8,6 +8,11 @@
 //! loads and stores — the caller guarantees one writer per block. bpf-to-bpf callees of each
 //! stage are separate functions of the same module, exactly as in a [`JitProgram`].
 //!
+//! Before the stages, the code dispatches on the header fields the leading pure stages test
+//! (`bpf::specialize`): the ethertype, then the IP protocol, ... are loaded once and each arm
+//! runs those stages specialized to the values it knows, so ten tcpdump filters cost about two
+//! of them instead of ten, and a filter that cannot match in an arm costs nothing there.
+//!
 //! Nothing here knows what the codes or slots mean (that is the pipeline's business): a stage
 //! is a [`Program`] and a [`Rule`] in plain numbers, the counter layout is byte offsets.
 //!
@@ -28,7 +33,7 @@ use cranelift_codegen::ir::{
     UserFuncName, Value,
 };
 use cranelift_codegen::isa::{CallConv, TargetFrontendConfig};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Switch, Variable};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleError};
 
@@ -37,6 +42,7 @@ use super::batch::PacketRef;
 use super::lower::{self, Env, Exits, Lower, Region};
 use super::{host_isa, JitError, JitProgram};
 use crate::bpf::check::StackReach;
+use crate::bpf::specialize::{self, Residual, Tree};
 use crate::bpf::verifier::Verified;
 use crate::bpf::{ProgKind, Program};
 
@@ -106,8 +112,9 @@ impl Entries {
 }
 
 /// Everything to fuse: stages in order, the code when no stage ends the packet (counted in
-/// the last slot), the code for a faulted or aborted run, the counter layout, and which
-/// entries to build.
+/// the last slot), the code for a faulted or aborted run, the counter layout, which entries
+/// to build, and whether the leading pure stages run under a dispatch on the header fields
+/// they test (`specialize::tree`), each arm with the stages specialized to what it knows.
 #[derive(Debug, Clone, Copy)]
 pub struct Plan<'a> {
     pub stages: &'a [Stage<'a>],
@@ -115,7 +122,12 @@ pub struct Plan<'a> {
     pub abort: u32,
     pub counters: CounterLayout,
     pub entries: Entries,
+    pub dispatch: usize,
 }
+
+/// The [`Plan::dispatch`] budget pipelines use. Measured on ten tcpdump filters
+/// (`sluice-bench pipeline`): ethertype, then the IP protocol, then a port cost 1.7x.
+pub const DISPATCH_BUDGET: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FuseError {
@@ -199,6 +211,26 @@ impl FusedPipeline {
             };
             layouts.push(layout.map_err(|source| FuseError::Stage { stage: i, source })?);
         }
+        let dispatch = if plan.dispatch > 1 {
+            let programs: Vec<&Program> = plan.stages.iter().map(|s| s.program).collect();
+            specialize::tree(&programs, plan.dispatch)
+        } else {
+            Tree::Leaf(Vec::new())
+        };
+        let dispatch = dispatch.try_map(&mut |leaf: Vec<Residual>| {
+            leaf.into_iter()
+                .enumerate()
+                .map(|(i, r)| match r {
+                    Residual::Original => Ok(Code::Original),
+                    Residual::Const(v) => Ok(Code::Const(v)),
+                    Residual::Program(p) => match analyze::analyze(&p) {
+                        Ok(layout) => Ok(Code::Own(p, layout)),
+                        Err(source) => Err(FuseError::Stage { stage: i, source }),
+                    },
+                })
+                .collect::<Result<Vec<_>, FuseError>>()
+        })?;
+        let prefix = dispatch.leaves().first().map_or(0, |l| l.len());
         // Stages with kernel helpers run as programs of their own (see `run_callout`).
         let mut programs = Vec::new();
         let mut own = Vec::with_capacity(plan.stages.len());
@@ -225,7 +257,7 @@ impl FusedPipeline {
         let call_conv = isa.default_call_conv();
         let frontend = isa.frontend_config();
         let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
-        let built = Builder { plan, layouts: &layouts, callouts: &callouts, moves, call_conv, frontend }.define(&mut module);
+        let built = Builder { plan, layouts: &layouts, dispatch: &dispatch, prefix, callouts: &callouts, moves, call_conv, frontend }.define(&mut module);
         match built {
             Ok((run, batch, code_size)) => {
                 // SAFETY: `run` was built with `run_signature` under the host's default calling
@@ -375,6 +407,9 @@ const _: () = assert!(CTX_SIZE == 40);
 struct Builder<'p> {
     plan: &'p Plan<'p>,
     layouts: &'p [Layout],
+    /// The dispatch over stages `0..prefix` (a single leaf of no stages when not specialized).
+    dispatch: &'p Dispatch,
+    prefix: usize,
     /// Per stage: the address of its own `JitProgram` when it is called out, not inlined.
     callouts: &'p [Option<usize>],
     /// Some stage may move the window: the batch entry writes it back to the descriptors.
@@ -533,11 +568,16 @@ impl Builder<'_> {
     /// Frame areas shared by all stages: one stack area if any stage reaches its stack, one
     /// `XdpContext` if any observes r1.
     fn frame(&self, b: &mut FunctionBuilder<'_>) -> Frame {
-        let stack = self.layouts.iter().any(|l| l.stack != StackReach::None).then(|| {
+        let residuals = self.dispatch.leaves().into_iter().flatten().filter_map(|c| match c {
+            Code::Own(_, layout) => Some(layout),
+            _ => None,
+        });
+        let layouts: Vec<&Layout> = self.layouts.iter().chain(residuals).collect();
+        let stack = layouts.iter().any(|l| l.stack != StackReach::None).then(|| {
             let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, STACK_AREA as u32, 4));
             b.ins().stack_addr(I64, slot, 0)
         });
-        let ctx = self.layouts.iter().any(|l| l.uses_ctx).then(|| {
+        let ctx = layouts.iter().any(|l| l.uses_ctx).then(|| {
             let slot = b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, CTX_SIZE, 3));
             b.ins().stack_addr(I64, slot, 0)
         });
@@ -552,9 +592,9 @@ impl Builder<'_> {
     /// Emits one packet's trip through the stages at the current block; every way out jumps
     /// to `finish(code, mark)`, which the caller fills and seals.
     ///
-    /// Header loads repeated across stages are not merged by a second, check-free copy of the
-    /// stages for long packets: measured, it doubled compile time (100 stages: 10 → 20 ms) and
-    /// gained nothing on mixed traffic, where branch prediction, not loads, sets the cost.
+    /// The leading pure stages run under the dispatch ([`Dispatch`]): the fields they share
+    /// are loaded and tested once, and each arm runs those stages specialized to the field
+    /// values it knows. Every arm then joins the remaining stages, emitted once.
     fn packet(
         &self,
         b: &mut FunctionBuilder<'_>,
@@ -563,164 +603,316 @@ impl Builder<'_> {
         [data, len, ifq, counters]: [Value; 4],
         finish: Block,
     ) -> Result<(), FuseError> {
-        let plan = self.plan;
-        let c = plan.counters;
-        let zero = frame.zero;
         let mark = b.declare_var(I64);
-        b.def_var(mark, zero);
+        b.def_var(mark, frame.zero);
         // The packet window: a stage calling `xdp_adjust_head/tail` moves it for the stages
         // after it and for the caller.
         let (cur_data, cur_len) = (b.declare_var(I64), b.declare_var(I64));
         b.def_var(cur_data, data);
         b.def_var(cur_len, len);
-        let finish_with = |b: &mut FunctionBuilder<'_>, code: u32| {
-            let code = b.ins().iconst(I64, code as i64);
-            let m = b.use_var(mark);
-            let (d, l) = (b.use_var(cur_data), b.use_var(cur_len));
-            b.ins().jump(finish, &[code, m, d, l].map(BlockArg::Value));
-        };
-        let bump = |b: &mut FunctionBuilder<'_>, off: i32, by: Value| {
-            let flags = lower::region_flags(b, Region::Counters).with_aligned();
-            let old = b.ins().load(I64, flags, counters, off);
-            let new = b.ins().iadd(old, by);
-            b.ins().store(flags, new, counters, off);
-        };
-        let hit = |b: &mut FunctionBuilder<'_>, slot: i32| {
-            let one = b.ins().iconst(I64, 1);
-            bump(b, slot + c.packets, one);
-            let len = b.use_var(cur_len);
-            bump(b, slot + c.bytes, len);
-        };
-        for (i, (stage, env)) in plan.stages.iter().zip(envs).enumerate() {
-            // Fits: `check_layout` bounded (stages + 1) * slot by i32::MAX.
-            let slot = i as i32 * c.slot;
-            let (data, len) = (b.use_var(cur_data), b.use_var(cur_len));
-            let r1 = match frame.ctx {
-                Some(ctx) if env.layout.uses_ctx => {
-                    // A fresh context per stage, as a run of its own would get.
-                    let flags = lower::region_flags(b, Region::Context).with_aligned();
-                    let end = b.ins().iadd(data, len);
-                    b.ins().store(flags, data, ctx, 0);
-                    b.ins().store(flags, end, ctx, 8);
-                    b.ins().store(flags, data, ctx, 16);
-                    // ingress_ifindex and rx_queue_index are adjacent u32s: one store.
-                    b.ins().store(flags, ifq, ctx, 24);
-                    b.ins().store(flags, zero, ctx, 32);
-                    ctx
-                }
-                _ => zero,
-            };
-
-            // The blocks handling the stage's outcomes exist before its code, so that its
-            // exits with a constant r0 (a classic filter's `ret #0` / `ret #k`) branch to them
-            // directly instead of through the exit block's join and re-test.
-            let exit = b.create_block();
-            let (verdict, faulted) = (b.append_block_param(exit, I64), b.append_block_param(exit, I64));
-            let next = b.create_block();
-            let abort = b.create_block();
-            b.set_cold_block(abort);
-            let ends: Vec<(Block, u32)> = match stage.rule {
-                Rule::Match { end: _, mark: _ } => vec![(b.create_block(), 0)],
-                Rule::Verdict(steps) => steps
-                    .iter()
-                    .filter_map(|s| match *s {
-                        Step::End(code) => Some((b.create_block(), code)),
-                        _ => None,
-                    })
-                    .collect(),
-            };
-            // Where each outcome goes: for `Match`, [no match, match]; for `Verdict`, by r0.
-            let targets: Vec<Block> = match stage.rule {
-                Rule::Match { .. } => vec![next, ends[0].0],
-                Rule::Verdict(steps) => {
-                    let mut end_blocks = ends.iter().map(|e| e.0);
-                    steps
-                        .iter()
-                        .map(|s| match s {
-                            Step::Pass => next,
-                            Step::Abort => abort,
-                            Step::End(_) => end_blocks.next().unwrap_or(abort),
-                        })
-                        .collect()
-                }
-            };
-            let shortcuts = match stage.rule {
-                Rule::Match { .. } => Exits { zero: Some(targets[0]), nonzero: Some(targets[1]) },
-                Rule::Verdict(_) => Exits { zero: Some(targets[0]), nonzero: None },
-            };
-            match self.callouts[i] {
-                Some(jit) => {
-                    let args = [data, len, ifq];
-                    let [verdict, faulted] = callout(b, self.call_conv, jit, args, frame.window.filter(|_| env.layout.moves));
-                    if let (Some(window), true) = (frame.window, env.layout.moves) {
-                        let flags = lower::region_flags(b, Region::Context).with_aligned();
-                        let start = b.ins().load(I64, flags, window, 0);
-                        let end = b.ins().load(I64, flags, window, 8);
-                        let moved = b.ins().iadd(data, start);
-                        let new_len = b.ins().isub(end, start);
-                        b.def_var(cur_data, moved);
-                        b.def_var(cur_len, new_len);
-                    }
-                    b.ins().jump(exit, &[BlockArg::Value(verdict), BlockArg::Value(faulted)]);
-                }
-                None => Lower::inline_with(b, env, [r1, zero, data, len, ifq], exit, frame.stack, shortcuts)
-                    .run()
-                    .map_err(|source| FuseError::Stage { stage: i, source })?,
-            }
-
-            b.switch_to_block(exit);
-            b.seal_block(exit);
-            let ran = b.create_block();
-            b.ins().brif(faulted, abort, &[], ran, &[]);
-            b.switch_to_block(ran);
-            b.seal_block(ran);
-            match stage.rule {
-                Rule::Match { .. } => {
-                    b.ins().brif(verdict, targets[1], &[], targets[0], &[]);
-                }
-                Rule::Verdict(_) => {
-                    let mut switch = Switch::new();
-                    for (v, target) in targets.iter().enumerate() {
-                        switch.set_entry(v as u128, *target);
-                    }
-                    switch.emit(b, verdict, abort);
-                }
-            }
-            for (blk, code) in ends {
-                b.switch_to_block(blk);
-                b.seal_block(blk);
-                hit(b, slot);
-                match stage.rule {
-                    Rule::Match { end, mark: marks } => {
-                        if marks {
-                            let m = b.use_var(mark);
-                            let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
-                            let this = b.ins().iconst(I64, i as i64 + 1);
-                            let m = b.ins().select(unset, this, m);
-                            b.def_var(mark, m);
-                        }
-                        match end {
-                            Some(code) => finish_with(b, code),
-                            None => {
-                                b.ins().jump(next, &[]);
-                            }
-                        }
-                    }
-                    Rule::Verdict(_) => finish_with(b, code),
-                }
-            }
-            b.switch_to_block(abort);
-            b.seal_block(abort);
-            let one = b.ins().iconst(I64, 1);
-            bump(b, slot + c.aborted, one);
-            finish_with(b, plan.abort);
-
-            b.switch_to_block(next);
-            b.seal_block(next);
+        let run = Run { frame, ifq, counters, mark, cur_data, cur_len, finish };
+        let tail = b.create_block();
+        self.dispatch(b, self.dispatch, envs, &run, [data, len], tail)?;
+        b.switch_to_block(tail);
+        b.seal_block(tail);
+        for (i, env) in envs.iter().enumerate().skip(self.prefix) {
+            self.stage(b, i, env, &run)?;
         }
-        hit(b, plan.stages.len() as i32 * c.slot);
-        finish_with(b, plan.default);
+        run.hit(b, self.plan, self.plan.stages.len() as i32 * self.plan.counters.slot);
+        run.finish_with(b, self.plan.default);
         Ok(())
+    }
+
+    /// Emits `node` of the dispatch at the current block: a leaf runs the first `prefix`
+    /// stages (specialized where it has residuals) and jumps to `tail`.
+    fn dispatch(&self, b: &mut FunctionBuilder<'_>, node: &Dispatch, envs: &[Env<'_>], run: &Run<'_>, [data, len]: [Value; 2], tail: Block) -> Result<(), FuseError> {
+        match node {
+            Tree::Leaf(stages) => {
+                for (i, code) in stages.iter().enumerate() {
+                    match code {
+                        Code::Original => self.stage(b, i, &envs[i], run)?,
+                        Code::Const(r0) => self.constant_stage(b, i, *r0, run),
+                        Code::Own(prog, layout) => {
+                            let env = Env { prog, layout, local_refs: &[], call_conv: self.call_conv, frontend: self.frontend };
+                            self.stage(b, i, &env, run)?;
+                        }
+                    }
+                }
+                b.ins().jump(tail, &[]);
+            }
+            Tree::Split { off, size, arms, other, short } => {
+                let (load, short_blk, other_blk) = (b.create_block(), b.create_block(), b.create_block());
+                let holds = b.ins().icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, len, *off as i64 + *size as i64);
+                b.ins().brif(holds, load, &[], short_blk, &[]);
+                b.switch_to_block(load);
+                b.seal_block(load);
+                let value = field(b, data, *off, *size);
+                let mut switch = Switch::new();
+                let blocks: Vec<Block> = arms.iter().map(|(v, _)| {
+                    let blk = b.create_block();
+                    switch.set_entry(*v as u128, blk);
+                    blk
+                }).collect();
+                switch.emit(b, value, other_blk);
+                for (blk, (_, arm)) in blocks.into_iter().zip(arms) {
+                    b.switch_to_block(blk);
+                    b.seal_block(blk);
+                    self.dispatch(b, arm, envs, run, [data, len], tail)?;
+                }
+                for (blk, arm) in [(other_blk, other), (short_blk, short)] {
+                    b.switch_to_block(blk);
+                    b.seal_block(blk);
+                    self.dispatch(b, arm, envs, run, [data, len], tail)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits stage `i` known to end with `r0` without faulting: only what its rule does with
+    /// that result (often nothing: a filter that cannot match), in the current block.
+    fn constant_stage(&self, b: &mut FunctionBuilder<'_>, i: usize, r0: u64, run: &Run<'_>) {
+        let plan = self.plan;
+        let slot = i as i32 * plan.counters.slot;
+        let step = match plan.stages[i].rule {
+            Rule::Match { .. } if r0 == 0 => Step::Pass,
+            Rule::Match { end, mark } => {
+                run.hit(b, plan, slot);
+                if mark {
+                    let m = b.use_var(run.mark);
+                    let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
+                    let this = b.ins().iconst(I64, i as i64 + 1);
+                    let m = b.ins().select(unset, this, m);
+                    b.def_var(run.mark, m);
+                }
+                match end {
+                    Some(code) => return run.finish_with_then_dead(b, code),
+                    None => Step::Pass,
+                }
+            }
+            Rule::Verdict(steps) => usize::try_from(r0).ok().and_then(|v| steps.get(v)).copied().unwrap_or(Step::Abort),
+        };
+        match step {
+            Step::Pass => {}
+            Step::End(code) => {
+                run.hit(b, plan, slot);
+                run.finish_with_then_dead(b, code);
+            }
+            Step::Abort => {
+                let one = b.ins().iconst(I64, 1);
+                run.bump(b, slot + plan.counters.aborted, one);
+                run.finish_with_then_dead(b, plan.abort);
+            }
+        }
+    }
+
+    /// Emits stage `i` (its program as `env` has it) at the current block and leaves the
+    /// builder in the block where the packet goes on to the next stage.
+    fn stage(&self, b: &mut FunctionBuilder<'_>, i: usize, env: &Env<'_>, run: &Run<'_>) -> Result<(), FuseError> {
+        let plan = self.plan;
+        let stage = &plan.stages[i];
+        let (frame, zero) = (run.frame, run.frame.zero);
+        // Fits: `check_layout` bounded (stages + 1) * slot by i32::MAX.
+        let slot = i as i32 * plan.counters.slot;
+        let (data, len) = (b.use_var(run.cur_data), b.use_var(run.cur_len));
+        let r1 = match frame.ctx {
+            Some(ctx) if env.layout.uses_ctx => {
+                // A fresh context per stage, as a run of its own would get.
+                let flags = lower::region_flags(b, Region::Context).with_aligned();
+                let end = b.ins().iadd(data, len);
+                b.ins().store(flags, data, ctx, 0);
+                b.ins().store(flags, end, ctx, 8);
+                b.ins().store(flags, data, ctx, 16);
+                // ingress_ifindex and rx_queue_index are adjacent u32s: one store.
+                b.ins().store(flags, run.ifq, ctx, 24);
+                b.ins().store(flags, zero, ctx, 32);
+                ctx
+            }
+            _ => zero,
+        };
+
+        // The blocks handling the stage's outcomes exist before its code, so that its
+        // exits with a constant r0 (a classic filter's `ret #0` / `ret #k`) branch to them
+        // directly instead of through the exit block's join and re-test.
+        let exit = b.create_block();
+        let (verdict, faulted) = (b.append_block_param(exit, I64), b.append_block_param(exit, I64));
+        let next = b.create_block();
+        let abort = b.create_block();
+        b.set_cold_block(abort);
+        let ends: Vec<(Block, u32)> = match stage.rule {
+            Rule::Match { end: _, mark: _ } => vec![(b.create_block(), 0)],
+            Rule::Verdict(steps) => steps
+                .iter()
+                .filter_map(|s| match *s {
+                    Step::End(code) => Some((b.create_block(), code)),
+                    _ => None,
+                })
+                .collect(),
+        };
+        // Where each outcome goes: for `Match`, [no match, match]; for `Verdict`, by r0.
+        let targets: Vec<Block> = match stage.rule {
+            Rule::Match { .. } => vec![next, ends[0].0],
+            Rule::Verdict(steps) => {
+                let mut end_blocks = ends.iter().map(|e| e.0);
+                steps
+                    .iter()
+                    .map(|s| match s {
+                        Step::Pass => next,
+                        Step::Abort => abort,
+                        Step::End(_) => end_blocks.next().unwrap_or(abort),
+                    })
+                    .collect()
+            }
+        };
+        let shortcuts = match stage.rule {
+            Rule::Match { .. } => Exits { zero: Some(targets[0]), nonzero: Some(targets[1]) },
+            Rule::Verdict(_) => Exits { zero: Some(targets[0]), nonzero: None },
+        };
+        match self.callouts[i] {
+            Some(jit) => {
+                let args = [data, len, run.ifq];
+                let [verdict, faulted] = callout(b, self.call_conv, jit, args, frame.window.filter(|_| env.layout.moves));
+                if let (Some(window), true) = (frame.window, env.layout.moves) {
+                    let flags = lower::region_flags(b, Region::Context).with_aligned();
+                    let start = b.ins().load(I64, flags, window, 0);
+                    let end = b.ins().load(I64, flags, window, 8);
+                    let moved = b.ins().iadd(data, start);
+                    let new_len = b.ins().isub(end, start);
+                    b.def_var(run.cur_data, moved);
+                    b.def_var(run.cur_len, new_len);
+                }
+                b.ins().jump(exit, &[BlockArg::Value(verdict), BlockArg::Value(faulted)]);
+            }
+            None => Lower::inline_with(b, env, [r1, zero, data, len, run.ifq], exit, frame.stack, shortcuts)
+                .run()
+                .map_err(|source| FuseError::Stage { stage: i, source })?,
+        }
+
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        let ran = b.create_block();
+        b.ins().brif(faulted, abort, &[], ran, &[]);
+        b.switch_to_block(ran);
+        b.seal_block(ran);
+        match stage.rule {
+            Rule::Match { .. } => {
+                b.ins().brif(verdict, targets[1], &[], targets[0], &[]);
+            }
+            Rule::Verdict(_) => {
+                let mut switch = Switch::new();
+                for (v, target) in targets.iter().enumerate() {
+                    switch.set_entry(v as u128, *target);
+                }
+                switch.emit(b, verdict, abort);
+            }
+        }
+        for (blk, code) in ends {
+            b.switch_to_block(blk);
+            b.seal_block(blk);
+            run.hit(b, plan, slot);
+            match stage.rule {
+                Rule::Match { end, mark: marks } => {
+                    if marks {
+                        let m = b.use_var(run.mark);
+                        let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
+                        let this = b.ins().iconst(I64, i as i64 + 1);
+                        let m = b.ins().select(unset, this, m);
+                        b.def_var(run.mark, m);
+                    }
+                    match end {
+                        Some(code) => run.finish_with(b, code),
+                        None => {
+                            b.ins().jump(next, &[]);
+                        }
+                    }
+                }
+                Rule::Verdict(_) => run.finish_with(b, code),
+            }
+        }
+        b.switch_to_block(abort);
+        b.seal_block(abort);
+        let one = b.ins().iconst(I64, 1);
+        run.bump(b, slot + plan.counters.aborted, one);
+        run.finish_with(b, plan.abort);
+
+        b.switch_to_block(next);
+        b.seal_block(next);
+        Ok(())
+    }
+}
+
+/// The dispatch the fused code runs first: per leaf, each stage's code.
+type Dispatch = Tree<Vec<Code>>;
+
+/// A stage's code in one leaf of the dispatch.
+enum Code {
+    /// The stage's own program (with its callees and verifier proofs).
+    Original,
+    /// The program ends with this r0 on every packet reaching the leaf, without faulting.
+    Const(u64),
+    /// The residual program for the leaf, with its layout.
+    Own(Program, Layout),
+}
+
+/// One packet's trip: the values and variables every stage of the packet code shares.
+struct Run<'f> {
+    frame: &'f Frame,
+    ifq: Value,
+    counters: Value,
+    /// The first marking stage that matched, + 1 (0: none yet).
+    mark: Variable,
+    cur_data: Variable,
+    cur_len: Variable,
+    finish: Block,
+}
+
+impl Run<'_> {
+    /// Ends the packet with `code`: jumps to `finish(code, mark, data, len)`.
+    fn finish_with(&self, b: &mut FunctionBuilder<'_>, code: u32) {
+        let code = b.ins().iconst(I64, code as i64);
+        let m = b.use_var(self.mark);
+        let (d, l) = (b.use_var(self.cur_data), b.use_var(self.cur_len));
+        b.ins().jump(self.finish, &[code, m, d, l].map(BlockArg::Value));
+    }
+
+    /// [`finish_with`](Self::finish_with), then goes on in a new block nothing jumps to, so
+    /// that what follows a stage that always ends the packet is still well formed.
+    fn finish_with_then_dead(&self, b: &mut FunctionBuilder<'_>, code: u32) {
+        self.finish_with(b, code);
+        let dead = b.create_block();
+        b.switch_to_block(dead);
+        b.seal_block(dead);
+    }
+
+    fn bump(&self, b: &mut FunctionBuilder<'_>, off: i32, by: Value) {
+        let flags = lower::region_flags(b, Region::Counters).with_aligned();
+        let old = b.ins().load(I64, flags, self.counters, off);
+        let new = b.ins().iadd(old, by);
+        b.ins().store(flags, new, self.counters, off);
+    }
+
+    /// Counts the packet (and its bytes) in the slot at `slot`.
+    fn hit(&self, b: &mut FunctionBuilder<'_>, plan: &Plan<'_>, slot: i32) {
+        let one = b.ins().iconst(I64, 1);
+        self.bump(b, slot + plan.counters.packets, one);
+        let len = b.use_var(self.cur_len);
+        self.bump(b, slot + plan.counters.bytes, len);
+    }
+}
+
+/// The dispatched field as `LD_ABS` reads it (network order, zero-extended); the caller
+/// checked that the packet holds it.
+fn field(b: &mut FunctionBuilder<'_>, data: Value, off: u32, size: u8) -> Value {
+    let flags = lower::region_flags(b, Region::Program);
+    let addr = b.ins().iadd_imm_s(data, off as i64);
+    match size {
+        1 => b.ins().uload8(I64, flags, addr, 0),
+        _ => {
+            let ty = if size == 2 { types::I16 } else { types::I32 };
+            let raw = b.ins().load(ty, flags, addr, 0);
+            let v = b.ins().bswap(raw);
+            b.ins().uextend(I64, v)
+        }
     }
 }
 
@@ -869,12 +1061,16 @@ mod tests {
     }
 
     fn agree(plan: &Plan<'_>) {
-        let fused = FusedPipeline::compile(plan).expect("fuse");
         let packets: Vec<Vec<u8>> = corpus::corpus().into_iter().step_by(7).chain([vec![0u8; 10], Vec::new()]).collect();
+        agree_on(plan, &packets);
+    }
+
+    fn agree_on(plan: &Plan<'_>, packets: &[Vec<u8>]) {
+        let fused = FusedPipeline::compile(plan).expect("fuse");
         let slots = plan.stages.len() + 1;
         let (ours, batch_counts) = (block(fused.counter_words()), block(fused.counter_words()));
         let mut want = vec![[0u64; 3]; slots];
-        let mut copies = packets.clone();
+        let mut copies = packets.to_vec();
         let mut expected = Vec::new();
         for (pi, p) in packets.iter().enumerate() {
             let (mut a, mut b) = (p.clone(), p.clone());
@@ -924,9 +1120,44 @@ mod tests {
         ];
         for n in 0..=stages.len() {
             for entries in [Entries::Single, Entries::Batch, Entries::Both] {
-                agree(&Plan { stages: &stages[..n], default: 2, abort: 0, counters: LAYOUT, entries });
+                agree(&Plan { stages: &stages[..n], default: 2, abort: 0, counters: LAYOUT, entries, dispatch: DISPATCH_BUDGET });
             }
         }
+    }
+
+    #[test]
+    fn dispatched_stages_agree_with_interpreter_runs() {
+        let texts = [
+            "udp dst port 53", "tcp dst port 80", "host 10.0.0.1", "ip6", "arp", "icmp", "udp port 123",
+            "net 192.168.0.0/16", "tcp[tcpflags] & tcp-syn != 0", "vlan", "ip6 and tcp port 22", "greater 100", "ether[12] = 8",
+        ];
+        let filters: Vec<Program> = texts.iter().map(|t| program(t, Format::Tcpdump)).collect();
+        // Pure verdict stages the dispatch folds to constants: DROP (1) ARP, abort (5) RARP,
+        // else PASS (2), which goes on; short packets abort (0), so these come last.
+        let arp = program("r0 = *(u16 *)skb[12]\nif w0 == 0x806 goto +2\nr0 = 2\nexit\nr0 = 1\nexit\n", Format::Asm);
+        let rarp = program("r0 = *(u16 *)skb[12]\nif w0 == 0x8035 goto +2\nr0 = 2\nexit\nr0 = 5\nexit\n", Format::Asm);
+        let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
+        let rule = |i: usize| match i % 4 {
+            0 => Rule::Match { end: None, mark: false },
+            1 => Rule::Match { end: None, mark: true },
+            2 if i > 6 => Rule::Match { end: Some(20 + i as u32), mark: true },
+            _ => Rule::Match { end: None, mark: false },
+        };
+        let mut stages: Vec<Stage<'_>> = filters.iter().enumerate().map(|(i, p)| Stage { program: p, rule: rule(i), verified: None }).collect();
+        stages.push(Stage { program: &arp, rule: Rule::Verdict(XDP_STEPS), verified: None });
+        stages.push(Stage { program: &rarp, rule: Rule::Verdict(XDP_STEPS), verified: None });
+        // After a stage that writes the packet, the dispatch knows nothing: the rest is emitted once.
+        let mut tail = stages.clone();
+        tail.insert(8, Stage { program: &write, rule: Rule::Verdict(XDP_STEPS), verified: None });
+        let packets = corpus::field_variants(9);
+        for dispatch in [0, 2, 8] {
+            for stages in [&stages, &tail] {
+                agree_on(&Plan { stages, default: 2, abort: 0, counters: LAYOUT, entries: Entries::Both, dispatch }, &packets);
+            }
+        }
+        // The runs above did go through a dispatch, first on the ethertype.
+        let programs: Vec<&Program> = stages.iter().map(|s| s.program).collect();
+        assert!(matches!(specialize::tree(&programs, 2), Tree::Split { off: 12, size: 2, .. }));
     }
 
     #[test]
@@ -935,7 +1166,7 @@ mod tests {
         let call = |v: u32| format!("call pc+1\nexit\nr0 = {v}\nexit\n");
         let (a, b) = (program(&call(2), Format::Asm), program(&call(3), Format::Asm));
         let stages = [Stage { program: &a, rule: Rule::Verdict(XDP_STEPS), verified: None }, Stage { program: &b, rule: Rule::Verdict(XDP_STEPS), verified: None }];
-        let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, entries: Entries::Both };
+        let plan = Plan { stages: &stages, default: 9, abort: 0, counters: LAYOUT, entries: Entries::Both, dispatch: DISPATCH_BUDGET };
         agree(&plan);
         let fused = FusedPipeline::compile(&plan).unwrap();
         let counts = block(fused.counter_words());
@@ -952,13 +1183,13 @@ mod tests {
             CounterLayout { bytes: 4, ..LAYOUT },
             CounterLayout { slot: i32::MAX - 7, ..LAYOUT },
         ] {
-            let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: bad, entries: Entries::Single });
+            let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: bad, entries: Entries::Single, dispatch: DISPATCH_BUDGET });
             assert!(matches!(e, Err(FuseError::Layout(_))), "{bad:?}");
         }
         let raw = validate(vec![crate::bpf::insn::build::mov64_imm(0, 1), crate::bpf::insn::build::exit()], ProgKind::Raw, &Helpers::none())
             .unwrap();
         let stages = [stages[0], Stage { program: &raw, rule: Rule::Verdict(XDP_STEPS), verified: None }];
-        let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, entries: Entries::Single });
+        let e = FusedPipeline::compile(&Plan { stages: &stages, default: 0, abort: 0, counters: LAYOUT, entries: Entries::Single, dispatch: DISPATCH_BUDGET });
         assert_eq!(e.unwrap_err().to_string(), "stage 1: only xdp programs can be fused");
     }
 
@@ -967,7 +1198,7 @@ mod tests {
         // A faulting stage aborts whatever its rule says, like a faulted `JitProgram` run.
         let write = program("r2 = *(u32 *)(r1 + 0)\n*(u8 *)(r2 + 20) = 0x5a\nr0 = 2\nexit\n", Format::Asm);
         let stages = [Stage { program: &write, rule: Rule::Match { end: Some(5), mark: true }, verified: None }];
-        let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, entries: Entries::Single }).unwrap();
+        let fused = FusedPipeline::compile(&Plan { stages: &stages, default: 4, abort: 6, counters: LAYOUT, entries: Entries::Single, dispatch: DISPATCH_BUDGET }).unwrap();
         let counts = block(fused.counter_words());
         let mut short = vec![0u8; 8];
         assert!(matches!(super::super::JitProgram::compile(&write).unwrap().run_xdp(&mut short, 0, 0), Err(Fault::OutOfBounds { .. })));

@@ -14,7 +14,7 @@ use sluice::bpf::helpers::RunEnv;
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::PacketRef;
 use sluice::bpf::jit::fuse::{self, Entries, FusedPipeline};
-use sluice::bpf::maps::Map;
+use sluice::bpf::maps::{Map, MapTable};
 use sluice::bpf::object::Object;
 use sluice::pipeline::compile::PipelineCode;
 use sluice::pipeline::{Decision, StageAct};
@@ -89,14 +89,14 @@ fn counter_object() -> Vec<u8> {
     bytes.unwrap()
 }
 
-fn map<'a>(obj: &'a Object, name: &str) -> &'a Map {
-    obj.maps().by_name(name).unwrap_or_else(|| panic!("no map {name}"))
+fn map<'a>(maps: &'a MapTable, name: &str) -> &'a Map {
+    maps.by_name(name).unwrap_or_else(|| panic!("no map {name}"))
 }
 
 /// Each slot's copy of the counters, as `(seen, by_key)` per slot.
-fn per_slot(obj: &Object) -> Vec<(u64, u32)> {
-    let seen = map(obj, "seen").get_per_slot(&0u32.to_le_bytes()).unwrap().expect("array index 0");
-    let by_key = map(obj, "by_key").get_per_slot(&7u32.to_le_bytes()).unwrap().expect("key 7 inserted");
+fn per_slot(maps: &MapTable) -> Vec<(u64, u32)> {
+    let seen = map(maps, "seen").get_per_slot(&0u32.to_le_bytes()).unwrap().expect("array index 0");
+    let by_key = map(maps, "by_key").get_per_slot(&7u32.to_le_bytes()).unwrap().expect("key 7 inserted");
     seen.iter()
         .zip(&by_key)
         .map(|(s, k)| (u64::from_le_bytes(s[..].try_into().unwrap()), u32::from_le_bytes(k[..].try_into().unwrap())))
@@ -117,12 +117,12 @@ fn on_workers(work: impl Fn(usize) + Sync) {
     });
 }
 
-fn assert_counted(obj: &Object, how: &str) {
-    let counts = per_slot(obj);
+fn assert_counted(maps: &MapTable, how: &str) {
+    let counts = per_slot(maps);
     assert_eq!(counts, vec![(PER_WORKER as u64, PER_WORKER as u32); WORKERS], "{how}: one copy per worker, each exact");
     assert_eq!(counts.iter().map(|c| c.0).sum::<u64>(), (WORKERS * PER_WORKER) as u64, "{how}: total");
     // The kernel's layout: `round_up(value_size, 8)` bytes per slot.
-    let raw = map(obj, "by_key").get(&7u32.to_le_bytes()).unwrap().unwrap();
+    let raw = map(maps, "by_key").get(&7u32.to_le_bytes()).unwrap().unwrap();
     assert_eq!(raw.len(), 8 * WORKERS, "{how}");
     assert_eq!(&raw[8..12], &(PER_WORKER as u32).to_le_bytes(), "{how}: slot 1's copy at byte 8");
 }
@@ -148,7 +148,7 @@ fn fused_pipeline_workers_count_into_their_own_per_cpu_slots() {
             fused.run_batch(&mut batch, 1, 0, &counters, &mut exits);
         }
     });
-    assert_counted(&obj, "fused");
+    assert_counted(obj.maps(), "fused");
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn interpreter_workers_count_into_their_own_per_cpu_slots() {
             assert_eq!(interp.run_xdp(&mut frame, 1, 0), Ok(2));
         }
     });
-    assert_counted(&obj, "interpreter");
+    assert_counted(obj.maps(), "interpreter");
 }
 
 /// A slot the maps were not created for finds no value (the lookup returns NULL), so a worker
@@ -174,10 +174,11 @@ fn a_slot_beyond_the_maps_sees_no_per_cpu_value() {
     let mut frame = [0u8; 64];
     RunEnv::new(WORKERS as u32).run(|| assert_eq!(interp.run_xdp(&mut frame, 1, 0), Ok(2)));
     assert_eq!(per_slot_seen(&obj), vec![0; WORKERS]);
-    assert!(map(&obj, "by_key").get(&7u32.to_le_bytes()).unwrap().is_none(), "the failed insert left no key");
+    assert!(map(obj.maps(), "by_key").get(&7u32.to_le_bytes()).unwrap().is_none(), "the failed insert left no key");
 }
 
 fn per_slot_seen(obj: &Object) -> Vec<u64> {
-    let seen = map(obj, "seen").get_per_slot(&0u32.to_le_bytes()).unwrap().unwrap();
+    let seen = map(obj.maps(), "seen").get_per_slot(&0u32.to_le_bytes()).unwrap().unwrap();
     seen.iter().map(|s| u64::from_le_bytes(s[..].try_into().unwrap())).collect()
 }
+

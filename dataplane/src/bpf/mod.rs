@@ -69,6 +69,11 @@ pub enum Fault {
     CallDepth { pc: usize },
     #[error("instruction {pc}: callx to unknown helper id {id}")]
     UnknownHelper { pc: usize, id: u64 },
+    /// The run used up its instruction budget ([`interp::STEP_LIMIT`] by default) at the
+    /// back-edge or local call `pc`. Only the interpreter counts (see `interp`): the JIT runs
+    /// programs whose loops a verifier bounded, loop-free filters, and trusted test programs.
+    #[error("instruction {pc}: run exceeds its budget of {limit} instructions (an unbounded loop?)")]
+    StepLimit { pc: usize, limit: u64 },
 }
 
 impl Fault {

@@ -11,7 +11,11 @@
 //!
 //! The caller (a worker) describes itself with a [`RunEnv`] — its slot — and reads back what
 //! the run decided beyond r0: the redirect target and the packet window after
-//! `xdp_adjust_head/tail`. Runs outside [`RunEnv::run`] get slot 0 and report nothing.
+//! `xdp_adjust_head/tail`. Runs outside [`RunEnv::run`] get slot 0 and report nothing, so
+//! whoever runs one program from several workers (a pipeline's batch loop) runs each worker's
+//! batch inside that worker's `RunEnv` — one thread-local store per batch, nothing per packet —
+//! and creates the program's maps with one slot per worker (`maps`: "per-CPU means per worker
+//! slot"); a slot the maps lack finds no per-CPU value.
 
 use std::cell::Cell;
 use std::ops::Range;

@@ -85,7 +85,7 @@ impl Helpers {
         &self.maps
     }
 
-    /// Whether runs must go through [`enter`] so helpers see the run (kernel helpers).
+    /// Whether runs must go through `enter` so helpers see the run (kernel helpers).
     pub fn needs_env(&self) -> bool {
         self.kernel
     }

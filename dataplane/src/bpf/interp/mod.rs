@@ -34,6 +34,24 @@
 //! - `ld_abs`/`ld_ind` read big-endian from the packet; out of range ends the run with r0 = 0.
 //!   `MODE_CTX` loads read the run's own context: the source register is never dereferenced.
 //! - Everything else is little-endian, whatever the host.
+//!
+//! Instruction budget: the interpreter is the reference engine and also runs programs that were
+//! only validated, never verified (Raw programs may loop), so a run is stopped with
+//! [`Fault::StepLimit`] once it may have executed more than its budget ([`STEP_LIMIT`] unless
+//! [`Interpreter::with_step_limit`] says otherwise). Counting every instruction would cost a
+//! decrement and a branch per dispatch; instead only the two ways a run can come back to code
+//! it already ran are charged, each with an upper bound of what it lets run again:
+//! - a taken backward jump from `from` to `to` charges `from + 1 - to`, the length of the code it
+//!   jumps back over (between two back-edges the pc only moves forward, so a run's total
+//!   forward travel is at most its backward travel plus the code's length);
+//! - a local call charges the callee's length (a function's code runs at most once per call,
+//!   back-edges aside).
+//!
+//! So the budget bounds executed instructions, up to the entry function's length, and a run
+//! that charges nothing (every filter without loops or calls) pays one compare per taken jump.
+//! The accumulator loop takes only loop-free programs and needs no budget. The JIT keeps none:
+//! what it runs is loop-free (validated filters), bounded by the verifier's proof (objects), or
+//! a trusted Raw program (the conformance contract).
 
 use std::cell::RefCell;
 
@@ -48,6 +66,10 @@ mod accum;
 
 /// Bytes of the stack area.
 pub const STACK_AREA: usize = MAX_CALL_DEPTH * STACK_SIZE;
+
+/// Instructions a run may execute before [`Fault::StepLimit`] ends it (as counted in the
+/// module docs): the kernel verifier's complexity limit (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const STEP_LIMIT: u64 = 1_000_000;
 
 /// Pre-decoded operation. Names: `I`/`R` = immediate/register operand, `64`/`32` = width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +170,8 @@ pub struct Interpreter {
     acc: Option<accum::AccProgram>,
     /// The program's map arenas, the third memory region (kept alive by `helpers`).
     arenas: Box<[ArenaRef]>,
+    /// Instructions a run may execute ([`STEP_LIMIT`] unless set).
+    step_limit: u64,
 }
 
 /// One map arena a program may address: `[base, base + len)`.
@@ -221,6 +245,7 @@ impl Interpreter {
             code.push(op);
         }
         fuse(insns, &mut code);
+        callee_lengths(&mut code);
         Interpreter {
             code: code.into(),
             called: called.into(),
@@ -228,7 +253,34 @@ impl Interpreter {
             reach: check::stack_reach(insns),
             acc: None,
             arenas: ArenaRef::of(prog.helpers().maps()),
+            step_limit: STEP_LIMIT,
         }
+    }
+
+    /// The same interpreter with a run budget of `limit` instructions instead of
+    /// [`STEP_LIMIT`] (counted as the module docs say).
+    pub fn with_step_limit(self, limit: u64) -> Self {
+        Interpreter { step_limit: limit, ..self }
+    }
+
+    /// Instructions a run may execute before [`Fault::StepLimit`].
+    pub fn step_limit(&self) -> u64 {
+        self.step_limit
+    }
+}
+
+/// Sets each local call's `imm` to its callee's length in slots, what the call charges to the
+/// run's budget. Validation keeps every jump inside its function, so a function runs from its
+/// start to the next function's start (or the end).
+fn callee_lengths(code: &mut [Op]) {
+    let mut starts: Vec<usize> = code.iter().filter(|o| o.code == Code::CallLocal).map(|o| o.off as usize).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    let end = code.len();
+    for op in code.iter_mut().filter(|o| o.code == Code::CallLocal) {
+        let start = op.off as usize;
+        let next = starts.get(starts.partition_point(|&s| s <= start)).copied().unwrap_or(end);
+        op.imm = next.saturating_sub(start) as u64;
     }
 }
 
@@ -704,6 +756,8 @@ impl Interpreter {
         let code = &*self.code;
         let mut depth = 0usize;
         let mut pc = 0usize;
+        // What is left of the budget; only back-edges and local calls charge it.
+        let mut budget = self.step_limit;
         loop {
             let op = &code[pc];
             let here = pc;
@@ -720,10 +774,29 @@ impl Interpreter {
                     r[(op.src & 15) as usize]
                 };
             }
+            // Charges `$cost` instructions to the budget for the jump or call at `$at`, ending the
+            // run when the budget is spent.
+            macro_rules! charge {
+                ($cost:expr, $at:expr) => {
+                    match budget.checked_sub($cost as u64) {
+                        Some(left) => budget = left,
+                        None => return Err(Fault::StepLimit { pc: $at, limit: self.step_limit }),
+                    }
+                };
+            }
+            // A taken jump from slot `$from`: a backward one charges what it jumps back over.
+            macro_rules! goto {
+                ($from:expr) => {{
+                    pc = op.off as usize;
+                    if pc <= $from {
+                        charge!($from + 1 - pc, $from);
+                    }
+                }};
+            }
             macro_rules! jump {
                 ($cond:expr) => {
                     if $cond {
-                        pc = op.off as usize;
+                        goto!(here);
                     }
                 };
             }
@@ -753,7 +826,8 @@ impl Interpreter {
                     let v: u32 = $conv(b);
                     r[0] = v as u64;
                     if $test(v, (op.imm >> 32) as u32) != (op.dst != 0) {
-                        pc = op.off as usize;
+                        // The jump is the sequence's second instruction.
+                        goto!(here + 1);
                     } else {
                         pc += 1;
                     }
@@ -882,7 +956,7 @@ impl Interpreter {
                 StxDw => store!(8, s!().to_le_bytes()),
                 AtomicW => atomic_op!(4, u32, arena_atomic32),
                 AtomicDw => atomic_op!(8, u64, arena_atomic64),
-                Ja => pc = op.off as usize,
+                Ja => goto!(here),
                 Jeq64I => jump!(d!() == op.imm),
                 Jeq64R => jump!(d!() == s!()),
                 Jeq32I => jump!(d!() as u32 == (op.imm as u32)),
@@ -956,6 +1030,7 @@ impl Interpreter {
                     let Some(frame) = mem.frames.get_mut(depth).filter(|_| depth + 1 < MAX_CALL_DEPTH) else {
                         return Err(Fault::CallDepth { pc: here });
                     };
+                    charge!(op.imm, here);
                     *frame = Frame { ret: pc, saved: [r[6], r[7], r[8], r[9]] };
                     depth += 1;
                     r[10] = r[10].wrapping_sub(STACK_SIZE as u64);

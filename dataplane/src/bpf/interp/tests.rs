@@ -154,6 +154,60 @@ fn call_depth_is_bounded() {
     assert_eq!(raw(&p, &mut []), Ok(3));
 }
 
+#[test]
+fn an_infinite_loop_ends_at_the_step_limit() {
+    let spin = [ja(-1), exit()];
+    assert_eq!(raw(&spin, &mut []), Err(Fault::StepLimit { pc: 0, limit: STEP_LIMIT }));
+    // A conditional back-edge over a longer body, with a budget of its own.
+    let p = [mov64_imm(0, 0), alu64_imm(ALU_ADD, 0, 1), alu64_imm(ALU_ADD, 1, 1), jmp_imm(JMP_JNE, 1, 0, -3), exit()];
+    let i = interp(ProgKind::Raw, &p, &Helpers::none()).with_step_limit(30);
+    assert_eq!(i.run_raw(&mut []), Err(Fault::StepLimit { pc: 3, limit: 30 }));
+    assert_eq!(i.step_limit(), 30);
+}
+
+/// `r0` counts `n` iterations of a three-instruction body (each taken back-edge charges 3).
+fn counting_loop(n: i32) -> [Insn; 6] {
+    [mov64_imm(0, 0), mov64_imm(1, n), alu64_imm(ALU_ADD, 0, 1), alu64_imm(ALU_SUB, 1, 1), jmp_imm(JMP_JNE, 1, 0, -3), exit()]
+}
+
+#[test]
+fn a_long_bounded_loop_under_the_limit_completes() {
+    // n iterations take n - 1 back-edges: 3 * (n - 1) <= STEP_LIMIT, about 3n executed
+    // instructions, as many as the budget allows.
+    let most = (STEP_LIMIT / 3 + 1) as i32;
+    assert_eq!(raw(&counting_loop(most), &mut []), Ok(most as u64));
+    assert_eq!(raw(&counting_loop(most + 1), &mut []), Err(Fault::StepLimit { pc: 4, limit: STEP_LIMIT }));
+}
+
+#[test]
+fn local_calls_charge_their_callee_length() {
+    // Three calls of a two-instruction function: 6 instructions charged.
+    let p = [local(3), local(2), local(1), exit(), alu64_imm(ALU_ADD, 0, 1), exit()];
+    let run = |limit| interp(ProgKind::Raw, &p, &Helpers::none()).with_step_limit(limit).run_raw(&mut []);
+    assert_eq!(run(6), Ok(3));
+    assert_eq!(run(5), Err(Fault::StepLimit { pc: 2, limit: 5 }));
+    // Deep call trees without loops are bounded by the budget too: each level calls the next
+    // twice, 2^7 calls in all.
+    let mut tree = Vec::new();
+    for _ in 0..MAX_CALL_DEPTH - 1 {
+        tree.extend([local(2), local(1), exit()]);
+    }
+    tree.extend([alu64_imm(ALU_ADD, 0, 1), exit()]);
+    let i = interp(ProgKind::Raw, &tree, &Helpers::none());
+    assert_eq!(i.run_raw(&mut []), Ok(1 << (MAX_CALL_DEPTH - 1)));
+    assert!(matches!(i.with_step_limit(100).run_raw(&mut []), Err(Fault::StepLimit { limit: 100, .. })));
+}
+
+#[test]
+fn a_fused_packet_test_that_jumps_back_is_charged_at_its_jump() {
+    // `r0 = pkt[0]; if r0 == 0 goto 0`: fused into one op, looping while the byte is 0.
+    let p = [ld_abs(SIZE_B, 0), jmp_imm(JMP_JEQ, 0, 0, -2), exit()];
+    let prog = check::validate_full(p.to_vec(), ProgKind::Xdp, &Helpers::none(), &[], true).unwrap();
+    let i = Interpreter::new(&prog).with_step_limit(1000);
+    assert_eq!(i.run_xdp(&mut [0u8; 4], 0, 0), Err(Fault::StepLimit { pc: 1, limit: 1000 }));
+    assert_eq!(i.run_xdp(&mut [7u8; 4], 0, 0), Ok(7));
+}
+
 unsafe extern "C" fn add(a: u64, b: u64, _: u64, _: u64, _: u64) -> u64 {
     a + b
 }

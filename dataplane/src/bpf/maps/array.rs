@@ -44,7 +44,7 @@ impl Array {
     }
 
     /// Writes `value` at `key`: into copy `slot`, or (controller) every copy from `value`
-    /// (one value for all, or one per copy).
+    /// (one value for all, or one per copy, `stride` bytes apart).
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64, slot: Option<usize>) -> Result<(), MapError> {
         let i = index(key).ok_or(MapError::KeySize { expected: 4, got: key.len() })?;
         if i >= self.len {
@@ -63,13 +63,8 @@ impl Array {
             }
             None => {
                 for c in 0..self.copies {
-                    let part = if value.len() == self.value_size {
-                        value
-                    } else {
-                        &value[c * self.value_size..(c + 1) * self.value_size]
-                    };
                     if let Some(off) = self.offset(i, c) {
-                        self.values.write(off, part);
+                        self.values.write(off, super::copy_of(value, c, self.value_size, self.stride));
                     }
                 }
             }

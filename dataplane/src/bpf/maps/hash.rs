@@ -186,6 +186,11 @@ impl Hash {
     }
 
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64, slot: Option<usize>) -> Result<(), MapError> {
+        // A slot the map has no copy for changes nothing, not even a new key.
+        let slot = slot.map(|c| if self.copies == 1 { 0 } else { c });
+        if let Some(c) = slot.filter(|&c| c >= self.copies) {
+            return Err(MapError::Index { index: c as u32, max: self.copies as u32 });
+        }
         let mut ix = self.lock();
         let s = match ix.find(key) {
             Some(s) => {
@@ -224,21 +229,10 @@ impl Hash {
             }
         };
         match slot {
-            Some(c) => {
-                let c = if self.copies == 1 { 0 } else { c };
-                if c >= self.copies {
-                    return Err(MapError::Index { index: c as u32, max: self.copies as u32 });
-                }
-                self.values.write(self.value_off(s, c), value);
-            }
+            Some(c) => self.values.write(self.value_off(s, c), value),
             None => {
                 for c in 0..self.copies {
-                    let part = if value.len() == self.value_size {
-                        value
-                    } else {
-                        &value[c * self.value_size..(c + 1) * self.value_size]
-                    };
-                    self.values.write(self.value_off(s, c), part);
+                    self.values.write(self.value_off(s, c), super::copy_of(value, c, self.value_size, self.stride));
                 }
             }
         }

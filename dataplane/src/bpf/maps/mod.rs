@@ -14,7 +14,12 @@
 //!   [`Map::read_record`], while filters run.
 //!
 //! "Per-CPU" means per worker slot: a per-CPU map holds `slots` copies of each value and a
-//! filter sees the copy of the worker running it.
+//! filter sees the copy of the worker running it. Whoever creates the maps gives the number of
+//! workers that will run the program (a pipeline: its port's workers), and each worker runs it
+//! inside `helpers::RunEnv::new(slot).run`, so its helpers look up and update that worker's
+//! copy only: no two workers write the same copy, and a plain `*v += 1` loses nothing. The
+//! controller reads every copy at once, laid out as the kernel's per-CPU lookups lay them out
+//! ([`Map::get`], or [`Map::get_per_slot`] split).
 
 mod arena;
 mod array;
@@ -344,24 +349,47 @@ impl Map {
         }
     }
 
+    /// Copies of each value the controller reads and writes: the worker slots of a per-CPU
+    /// map, else 1.
+    fn copies(&self) -> usize {
+        if self.def.kind.is_per_cpu() { self.slots } else { 1 }
+    }
+
+    /// Bytes from one slot's copy to the next in what [`get`](Self::get) returns and
+    /// [`set`](Self::set) takes for a per-CPU map: the value size rounded up to 8, as the
+    /// kernel's per-CPU lookup syscall lays them out (`round_up(value_size, 8)` per CPU).
+    pub fn slot_stride(&self) -> usize {
+        (self.def.value_size as usize).next_multiple_of(8)
+    }
+
     /// The value of `key`, copied out (controller side). A per-CPU map gives every slot's
-    /// copy, concatenated in slot order (`value_size * slots` bytes), like the kernel's
-    /// lookup syscall.
+    /// copy in slot order, each at a multiple of [`slot_stride`](Self::slot_stride) bytes
+    /// (`slot_stride * slots` bytes, padding zeroed), exactly like the kernel's lookup syscall
+    /// on a per-CPU map with one CPU per worker slot: sum the copies for the map's total.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         self.check_key(key)?;
         let vs = self.def.value_size as usize;
-        let copies = if self.def.kind.is_per_cpu() { self.slots } else { 1 };
+        let copies = self.copies();
+        let stride = if copies > 1 { self.slot_stride() } else { vs };
         let arena = self.arena();
-        let mut out = vec![0u8; vs * copies];
-        for (slot, chunk) in out.chunks_mut(vs).enumerate() {
+        let mut out = vec![0u8; stride * copies];
+        for (slot, chunk) in out.chunks_mut(stride).enumerate() {
             let addr = match &self.store {
                 Store::Lpm(l) => l.exact_addr(key),
                 _ => self.lookup_addr_quiet(key, slot),
             };
             let Some(addr) = addr else { return Ok(None) };
-            arena.read((addr - arena.base()) as usize, chunk);
+            arena.read((addr - arena.base()) as usize, &mut chunk[..vs]);
         }
         Ok(Some(out))
+    }
+
+    /// [`get`](Self::get), one value (`value_size` bytes) per worker slot: `slots` values for
+    /// a per-CPU map, one for any other.
+    pub fn get_per_slot(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, MapError> {
+        let vs = self.def.value_size as usize;
+        let stride = if self.copies() > 1 { self.slot_stride() } else { vs };
+        Ok(self.get(key)?.map(|all| all.chunks(stride).map(|c| c[..vs].to_vec()).collect()))
     }
 
     /// Like `lookup_addr`, without touching LRU order (the controller's reads do not count
@@ -374,7 +402,8 @@ impl Map {
     }
 
     /// Sets `key` from the controller: `value` is one value (written to every slot of a
-    /// per-CPU map) or, for per-CPU maps, `value_size * slots` bytes, one copy per slot.
+    /// per-CPU map) or, for per-CPU maps, one copy per slot laid out as [`get`](Self::get)
+    /// returns them (`slot_stride * slots` bytes; the padding is ignored).
     pub fn set(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
         self.check_key(key)?;
         let vs = self.def.value_size as usize;
@@ -382,7 +411,7 @@ impl Map {
             return Err(MapError::Flags(flags));
         }
         let per_cpu = self.def.kind.is_per_cpu();
-        if value.len() != vs && !(per_cpu && value.len() == vs * self.slots) {
+        if value.len() != vs && !(per_cpu && value.len() == self.slot_stride() * self.slots) {
             return Err(MapError::ValueSize { expected: self.def.value_size, got: value.len() });
         }
         match &self.store {
@@ -434,6 +463,16 @@ impl Map {
             _ => Err(MapError::Unsupported { op: "ringbuf_output", kind: self.def.kind }),
         }
     }
+}
+
+/// Copy `c` of a value the controller passed to [`Map::set`]: the whole of `value` when it is
+/// one value (`value_size` bytes), else its `c`th `stride`-byte part, as [`Map::get`] lays
+/// copies out. Empty if `value` is too short (`Map::set` checked the length).
+fn copy_of(value: &[u8], c: usize, value_size: usize, stride: usize) -> &[u8] {
+    if value.len() == value_size {
+        return value;
+    }
+    value.get(c * stride..c * stride + value_size).unwrap_or(&[])
 }
 
 /// The maps of one object, in the order its programs index them (`lddw` with
@@ -540,6 +579,43 @@ mod tests {
         let a0 = m.lookup_addr(&key, 0).unwrap();
         let a2 = m.lookup_addr(&key, 2).unwrap();
         assert!(m.arena().contains(a0, 8) && m.arena().contains(a2, 8) && a0 != a2);
+    }
+
+    #[test]
+    fn per_cpu_copies_are_laid_out_like_the_kernels_lookup() {
+        // 4-byte values: each slot's copy starts 8 bytes after the previous one, as the
+        // kernel's per-CPU lookup returns `round_up(value_size, 8)` bytes per CPU.
+        for kind in [MapKind::PerCpuArray, MapKind::PerCpuHash, MapKind::LruPerCpuHash] {
+            let m = Map::new(MapDef::new("pc", kind, 4, 4, 4), 3).unwrap();
+            let key = 1u32.to_le_bytes();
+            m.set(&key, &7u32.to_le_bytes(), ANY).unwrap();
+            for slot in 0..3 {
+                m.update(&key, &(10 + slot as u32).to_le_bytes(), EXIST, slot).unwrap();
+            }
+            assert_eq!(m.slot_stride(), 8);
+            let all = m.get(&key).unwrap().unwrap();
+            assert_eq!(all, [10, 0, 0, 0, 0, 0, 0, 0, 11, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0], "{kind}");
+            let split = m.get_per_slot(&key).unwrap().unwrap();
+            assert_eq!(split, vec![10u32.to_le_bytes().to_vec(), 11u32.to_le_bytes().to_vec(), 12u32.to_le_bytes().to_vec()]);
+            // What `get` returns, `set` takes back (padding ignored).
+            let mut back = all.clone();
+            back[0] = 20;
+            back[4] = 0xff;
+            m.set(&key, &back, ANY).unwrap();
+            assert_eq!(m.get_per_slot(&key).unwrap().unwrap()[0], 20u32.to_le_bytes());
+            assert_eq!(m.get(&key).unwrap().unwrap()[4], 0, "{kind}: padding reads as zero");
+            // Neither the packed size nor a slot the map lacks is accepted.
+            assert!(matches!(m.set(&key, &[0; 12], ANY), Err(MapError::ValueSize { .. })));
+            assert!(m.update(&key, &[0; 4], ANY, 3).is_err(), "{kind}: slot 3 of 3");
+        }
+        // A new hash key written from a slot the map lacks is not inserted.
+        let h = Map::new(MapDef::new("h", MapKind::PerCpuHash, 4, 8, 4), 2).unwrap();
+        assert_eq!(h.update(&[1; 4], &[0; 8], ANY, 2), Err(MapError::Index { index: 2, max: 2 }));
+        assert!(h.keys().is_empty());
+        // Other maps keep one value, whatever the slots.
+        let a = Map::new(MapDef::new("a", MapKind::Array, 4, 4, 1), 3).unwrap();
+        assert_eq!(a.get(&0u32.to_le_bytes()).unwrap().unwrap().len(), 4);
+        assert_eq!(a.get_per_slot(&0u32.to_le_bytes()).unwrap().unwrap().len(), 1);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use sluice::bpf::jit::fuse::{self, Entries, FusedPipeline};
 use sluice::bpf::maps::{Map, MapTable};
 use sluice::bpf::object::Object;
 use sluice::pipeline::compile::PipelineCode;
-use sluice::pipeline::{Decision, StageAct};
+use sluice::pipeline::{
+    ActionSpec, Decision, DefaultAction, FilterSpec, Outcome, Pipeline, PipelineSpec, PortEnv, StageAct, StageSpec,
+};
 
 /// Counts every packet in a per-CPU array (8-byte values) and a per-CPU hash (4-byte values,
 /// whose copies the kernel's lookup lays out 8 bytes apart), without atomics.
@@ -182,3 +184,37 @@ fn per_slot_seen(obj: &Object) -> Vec<u64> {
     seen.iter().map(|s| u64::from_le_bytes(s[..].try_into().unwrap())).collect()
 }
 
+/// A compiled pipeline whose stage is the counter object, on a port of two workers: the
+/// object's per-CPU maps get one copy per worker, and each worker's `run_batch` counts into
+/// its own (the pipeline tells the helpers which worker runs).
+#[test]
+fn pipeline_object_stages_keep_one_per_cpu_copy_per_worker() {
+    let dir = std::env::temp_dir().join(format!("sluice-percpu-pipeline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("count.o");
+    std::fs::write(&path, counter_object()).unwrap();
+    let spec = PipelineSpec {
+        stages: vec![StageSpec { id: "count".into(), filter: FilterSpec::File { path, format: None }, action: ActionSpec::Verdict }],
+        default: DefaultAction::Drop,
+    };
+    let compiled = Pipeline::compile(&spec, &PortEnv { port: "a", peer: None, workers: WORKERS });
+    let _ = std::fs::remove_dir_all(&dir);
+    let pipeline = compiled.unwrap();
+    let start = Barrier::new(WORKERS);
+    std::thread::scope(|s| {
+        for w in 0..WORKERS {
+            let (start, pipeline) = (&start, &pipeline);
+            s.spawn(move || {
+                let mut frames = vec![[0u8; 64]; 64];
+                let mut out = [Outcome { decision: Decision::Reflect, sample: None, window: None }; 64];
+                start.wait();
+                for _ in 0..PER_WORKER / 64 {
+                    let mut batch: Vec<PacketRef<'_>> = frames.iter_mut().map(|f| PacketRef::new(f)).collect();
+                    pipeline.run_batch(w, &mut batch, 1, w as u32, &mut out);
+                }
+                assert!(out.iter().all(|o| o.decision == Decision::Drop), "XDP_PASS goes on to the default action");
+            });
+        }
+    });
+    assert_counted(pipeline.stages()[0].source.program.helpers().maps(), "pipeline");
+}

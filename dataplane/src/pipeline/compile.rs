@@ -17,8 +17,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bpf::helpers::RunEnv;
 use crate::bpf::jit::fuse::{self, CounterLayout, Entries, Exit, FuseError, FusedPipeline, Rule, Step};
 use crate::bpf::jit::{JitError, PacketRef};
+use crate::bpf::object;
 use crate::bpf::source::{self, Compiled, SourceError};
 use crate::bpf::verifier::{self, MapShape, Verified, VerifyEnv, VerifyError};
 
@@ -233,8 +235,8 @@ struct Fronts {
 const FRONTS_MAX: usize = 4096;
 
 impl Fronts {
-    fn load(&mut self, id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineError> {
-        let FilterSpec::Text { text, format } = filter else { return load_filter(id, filter) };
+    fn load(&mut self, id: &str, filter: &FilterSpec, workers: usize) -> Result<Compiled, PipelineError> {
+        let FilterSpec::Text { text, format } = filter else { return load_filter_for(id, filter, workers) };
         if let Some(hit) = self.by_text.get(text).and_then(|v| v.iter().find(|(f, _)| f == format)) {
             return Ok(hit.1.clone());
         }
@@ -267,14 +269,24 @@ impl CodeCache {
     }
 }
 
-/// Compiles one filter with its front end (reading the file first, for file filters).
+/// Compiles one filter with its front end (reading the file first, for file filters), for a
+/// single worker.
 pub fn load_filter(id: &str, filter: &FilterSpec) -> Result<Compiled, PipelineError> {
+    load_filter_for(id, filter, 1)
+}
+
+/// [`load_filter`] for a port run by `workers` workers: an eBPF object's per-CPU maps hold one
+/// copy of each value per worker (see `bpf::maps`).
+pub fn load_filter_for(id: &str, filter: &FilterSpec, workers: usize) -> Result<Compiled, PipelineError> {
     let result = match filter {
         FilterSpec::Text { text, format } => source::compile_text(text, *format),
         FilterSpec::File { path, format } => {
             let bytes = std::fs::read(path)
                 .map_err(|source| PipelineError::Read { id: id.to_owned(), path: path.clone(), source })?;
             match (format, std::str::from_utf8(&bytes)) {
+                (None | Some(source::Format::Object), _) if object::is_elf(&bytes) => {
+                    source::compile_object(&bytes, None, workers)
+                }
                 (None, _) => source::compile_file(&bytes),
                 (Some(f), Ok(text)) => source::compile_text(text, *f),
                 (Some(source::Format::Bytes | source::Format::Object), Err(_)) => source::compile_file(&bytes),
@@ -341,8 +353,8 @@ fn check(spec: &PipelineSpec, env: &PortEnv, mut fronts: Option<&mut Fronts>) ->
     for s in &spec.stages {
         let id = || s.id.clone();
         let source = match fronts.as_deref_mut() {
-            Some(f) => f.load(&s.id, &s.filter)?,
-            None => load_filter(&s.id, &s.filter)?,
+            Some(f) => f.load(&s.id, &s.filter, env.workers)?,
+            None => load_filter_for(&s.id, &s.filter, env.workers)?,
         };
         let act = match &s.action {
             ActionSpec::Count | ActionSpec::Continue => StageAct::Count,
@@ -458,25 +470,29 @@ impl Pipeline {
         let fused = &self.code.fused;
         let mut exits = [0u64; Self::BATCH];
         let mut before = [(0usize, 0usize); Self::BATCH];
-        for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
-            if fused.moves() {
-                for (b, p) in before.iter_mut().zip(chunk.iter()) {
-                    *b = p.raw();
-                }
-            }
-            fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
-            for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
-                *o = Outcome::from_exit(Exit::from_word(word));
+        // Kernel helpers of object stages find the worker's per-CPU map slot in the `RunEnv`.
+        let env = RunEnv::new(w as u32);
+        env.run(|| {
+            for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
                 if fused.moves() {
-                    let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
-                    if (start, len) != (was, was_len) {
-                        // Inside the slice it was given: offsets below its length.
-                        let off = (start - was) as u32;
-                        o.window = Some((off, off + len as u32));
+                    for (b, p) in before.iter_mut().zip(chunk.iter()) {
+                        *b = p.raw();
+                    }
+                }
+                fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
+                for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
+                    *o = Outcome::from_exit(Exit::from_word(word));
+                    if fused.moves() {
+                        let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
+                        if (start, len) != (was, was_len) {
+                            // Inside the slice it was given: offsets below its length.
+                            let off = (start - was) as u32;
+                            o.window = Some((off, off + len as u32));
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     /// Packets per native call of [`run_batch`](Self::run_batch) (longer slices are cut).

@@ -20,13 +20,16 @@
 //! This module owns no code generation: it maps programs to programs, so it is tested with
 //! the interpreter against the originals.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use super::check::{self, CheckError};
 use super::insn::*;
 use super::{ProgKind, Program};
 
 /// Something known about every packet reaching a point of the pipeline, stated in terms of the
 /// `LD_ABS` load of `size` (1, 2 or 4) bytes at `off`: network byte order, zero-extended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Fact {
     /// The load is in range and yields `value`.
     Is { off: u32, size: u8, value: u32 },
@@ -37,13 +40,14 @@ pub enum Fact {
 }
 
 /// What a program becomes under facts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Residual {
     /// Unchanged (not pure, or the facts do not touch it).
     Original,
     /// It ends with this r0 on every packet satisfying the facts, without faulting.
     Const(u64),
-    Program(Program),
+    /// Shared by every leaf where the program becomes the same residual.
+    Program(Rc<Program>),
 }
 
 /// What a dispatch on `LD_ABS` fields runs: at a leaf, the stages, each specialized to the
@@ -116,53 +120,166 @@ const STAGE_COST: usize = 8;
 /// dispatched on only when at least two programs test it.
 pub fn tree(programs: &[&Program], budget: usize) -> Tree {
     let pure_prefix = programs.iter().take_while(|p| is_pure(p)).count();
-    let programs = &programs[..pure_prefix];
-    let cap = cost(&Tree::Leaf(programs.iter().map(|_| Residual::Original).collect()), programs).saturating_mul(budget);
+    let mut memo = Memo::new(&programs[..pure_prefix]);
+    let root: Vec<Rc<Outcome>> = (0..pure_prefix).map(|i| memo.get(i, &[])).collect();
+    let grown = grow(&mut memo, &mut Vec::new(), root, MAX_DEPTH);
+    let cap = grown.leaf_cost.saturating_mul(budget);
     // The deepest tree within the budget (each level multiplies the code by the arms it adds).
-    for depth in (1..=MAX_DEPTH).rev() {
-        let t = node(programs, &mut Vec::new(), depth);
-        if cost(&t, programs) <= cap {
-            return t;
-        }
-    }
-    Tree::Leaf(programs.iter().map(|_| Residual::Original).collect())
+    let depth = (0..=MAX_DEPTH).rev().find(|&d| grown.cost(d) <= cap).unwrap_or(0);
+    grown.cut(depth)
 }
 
 /// What the leaves of `t` cost together, for stages `programs`: instructions plus
 /// [`STAGE_COST`] per stage that runs code.
 pub fn cost(t: &Tree, programs: &[&Program]) -> usize {
-    let stage = |(r, p): (&Residual, &&Program)| match r {
-        Residual::Original => STAGE_COST + p.insns.len(),
-        Residual::Const(_) => 0,
-        Residual::Program(r) => STAGE_COST + r.insns.len(),
-    };
-    t.leaves().iter().map(|l| l.iter().zip(programs).map(stage).sum::<usize>()).sum()
+    t.leaves().iter().map(|l| l.iter().zip(programs).map(|(r, p)| r.cost(p)).sum::<usize>()).sum()
 }
 
-fn node(programs: &[&Program], facts: &mut Vec<Fact>, depth: usize) -> Tree {
-    let evals: Vec<Option<Eval>> = programs.iter().map(|p| Eval::run(p, facts)).collect();
-    let leaf = |facts: &[Fact]| Tree::Leaf(programs.iter().map(|p| specialize(p, facts)).collect());
-    let Some((off, size, values)) = (depth > 0).then(|| pick_field(&evals, facts)).flatten() else {
-        return leaf(facts);
-    };
-    let mut arms = Vec::with_capacity(values.len());
-    for &value in &values {
-        facts.push(Fact::Is { off, size, value });
-        arms.push((value, node(programs, facts, depth - 1)));
-        facts.pop();
+impl Residual {
+    fn cost(&self, original: &Program) -> usize {
+        match self {
+            Residual::Original => STAGE_COST + original.insns.len(),
+            Residual::Const(_) => 0,
+            Residual::Program(r) => STAGE_COST + r.insns.len(),
+        }
     }
-    facts.push(Fact::NotIn { off, size, values });
-    let other = node(programs, facts, depth - 1);
-    facts.pop();
-    facts.push(Fact::Shorter { len: off as u64 + size as u64 });
-    let short = leaf(facts);
-    facts.pop();
-    Tree::Split { off, size, arms, other: Box::new(other), short: Box::new(short) }
+}
+
+/// A dispatch grown to the maximum depth, every node with the leaf it would be if cut there.
+struct Grown {
+    leaf: Vec<Residual>,
+    leaf_cost: usize,
+    split: Option<GrownSplit>,
+}
+
+struct GrownSplit {
+    off: u32,
+    size: u8,
+    arms: Vec<(u32, Grown)>,
+    other: Box<Grown>,
+    short: Box<Grown>,
+}
+
+impl Grown {
+    /// Cost of the tree cut at `depth` levels of dispatch.
+    fn cost(&self, depth: usize) -> usize {
+        match &self.split {
+            Some(s) if depth > 0 => {
+                s.arms.iter().map(|(_, a)| a.cost(depth - 1)).sum::<usize>() + s.other.cost(depth - 1) + s.short.leaf_cost
+            }
+            _ => self.leaf_cost,
+        }
+    }
+
+    fn cut(self, depth: usize) -> Tree {
+        match self.split {
+            Some(s) if depth > 0 => Tree::Split {
+                off: s.off,
+                size: s.size,
+                arms: s.arms.into_iter().map(|(v, a)| (v, a.cut(depth - 1))).collect(),
+                other: Box::new(s.other.cut(depth - 1)),
+                short: Box::new(Tree::Leaf(s.short.leaf)),
+            },
+            _ => Tree::Leaf(self.leaf),
+        }
+    }
+}
+
+/// The node for `facts`, whose programs' outcomes are `here`, grown `depth` more levels.
+fn grow(memo: &mut Memo<'_>, facts: &mut Vec<Fact>, here: Vec<Rc<Outcome>>, depth: usize) -> Grown {
+    let leaf: Vec<Residual> = here.iter().map(|o| o.residual.clone()).collect();
+    let leaf_cost = leaf.iter().zip(memo.programs).map(|(r, p)| r.cost(p)).sum();
+    let field = (depth > 0).then(|| pick_field(&here, facts)).flatten();
+    let split = field.map(|(off, size, values)| {
+        // A child's outcomes: the parent's, except for programs its new fact concerns.
+        let child = |memo: &mut Memo<'_>, facts: &mut Vec<Fact>, fact: Fact, depth: usize| {
+            let outcomes = here
+                .iter()
+                .enumerate()
+                .map(|(i, o)| if memo.concerns(i, &fact) { None } else { Some(Rc::clone(o)) })
+                .collect::<Vec<_>>();
+            facts.push(fact);
+            let outcomes = outcomes.into_iter().enumerate().map(|(i, o)| o.unwrap_or_else(|| memo.get(i, facts))).collect();
+            let grown = grow(memo, facts, outcomes, depth);
+            facts.pop();
+            grown
+        };
+        let mut arms = Vec::with_capacity(values.len());
+        for &value in &values {
+            arms.push((value, child(memo, facts, Fact::Is { off, size, value }, depth - 1)));
+        }
+        let other = child(memo, facts, Fact::NotIn { off, size, values }, depth - 1);
+        let short = child(memo, facts, Fact::Shorter { len: off as u64 + size as u64 }, 0);
+        GrownSplit { off, size, arms, other: Box::new(other), short: Box::new(short) }
+    });
+    Grown { leaf, leaf_cost, split }
+}
+
+/// A program under some facts: its residual, and the undecided tests of fields with constants
+/// (`(off, size, constant)`), which choose the next field to dispatch on.
+struct Outcome {
+    residual: Residual,
+    compares: Vec<(u32, u8, u32)>,
+}
+
+/// Outcomes by (program, the facts that concern it), so that growing a dispatch evaluates a
+/// program again only where its fields are newly known, and identical programs once.
+struct Memo<'p> {
+    programs: &'p [&'p Program],
+    /// Per program: the first program with the same instructions.
+    same_as: Vec<usize>,
+    /// Per program: the `LD_ABS` fields it loads.
+    fields: Vec<Vec<(u32, u8)>>,
+    cache: HashMap<(usize, Vec<Fact>), Rc<Outcome>>,
+}
+
+impl<'p> Memo<'p> {
+    fn new(programs: &'p [&'p Program]) -> Memo<'p> {
+        let mut first: HashMap<&[Insn], usize> = HashMap::new();
+        let same_as = programs.iter().enumerate().map(|(i, p)| *first.entry(p.insns.as_slice()).or_insert(i)).collect();
+        let fields = programs
+            .iter()
+            .map(|p| {
+                let mut f: Vec<(u32, u8)> = p
+                    .insns
+                    .iter()
+                    .filter(|i| i.class() == CLASS_LD && i.mode() == MODE_ABS)
+                    .map(|i| (i.imm as u32, i.size_bytes() as u8))
+                    .collect();
+                f.sort_unstable();
+                f.dedup();
+                f
+            })
+            .collect();
+        Memo { programs, same_as, fields, cache: HashMap::new() }
+    }
+
+    /// Whether `fact` can change what program `i` becomes.
+    fn concerns(&self, i: usize, fact: &Fact) -> bool {
+        let fields = &self.fields[self.same_as[i]];
+        match fact {
+            Fact::Is { off, size, .. } | Fact::NotIn { off, size, .. } => fields.contains(&(*off, *size)),
+            Fact::Shorter { len } => fields.iter().any(|&(o, s)| o as u64 + s as u64 >= *len),
+        }
+    }
+
+    fn get(&mut self, i: usize, facts: &[Fact]) -> Rc<Outcome> {
+        let relevant: Vec<Fact> = facts.iter().filter(|f| self.concerns(i, f)).cloned().collect();
+        let i = self.same_as[i];
+        let program = self.programs[i];
+        Rc::clone(self.cache.entry((i, relevant)).or_insert_with_key(|(_, facts)| {
+            let Some(eval) = Eval::run(program, facts) else {
+                return Rc::new(Outcome { residual: Residual::Original, compares: Vec::new() });
+            };
+            let residual = eval.residual(program);
+            Rc::new(Outcome { residual, compares: eval.compares })
+        }))
+    }
 }
 
 /// The field most programs compare with constants (ties: the lowest offset), if at least two
 /// do and no fact already speaks of it; with the constants, sorted.
-fn pick_field(evals: &[Option<Eval>], facts: &[Fact]) -> Option<(u32, u8, Vec<u32>)> {
+fn pick_field(outcomes: &[Rc<Outcome>], facts: &[Fact]) -> Option<(u32, u8, Vec<u32>)> {
     let known = |off: u32, size: u8| {
         facts.iter().any(|f| match *f {
             Fact::Is { off: o, size: s, .. } | Fact::NotIn { off: o, size: s, .. } => (o, s) == (off, size),
@@ -171,9 +288,9 @@ fn pick_field(evals: &[Option<Eval>], facts: &[Fact]) -> Option<(u32, u8, Vec<u3
     };
     // (off, size) -> (programs testing it, constants).
     let mut fields: Vec<((u32, u8), usize, Vec<u32>)> = Vec::new();
-    for e in evals.iter().flatten() {
+    for o in outcomes {
         let mut seen: Vec<(u32, u8)> = Vec::new();
-        for &(off, size, value) in &e.compares {
+        for &(off, size, value) in &o.compares {
             if known(off, size) {
                 continue;
             }
@@ -208,21 +325,9 @@ pub fn is_pure(program: &Program) -> bool {
 
 /// `program` for packets satisfying every fact.
 pub fn specialize(program: &Program, facts: &[Fact]) -> Residual {
-    let Some(eval) = Eval::run(program, facts) else {
-        return Residual::Original;
-    };
-    if let Some(v) = eval.constant() {
-        return Residual::Const(v);
-    }
-    if !eval.changes() {
-        return Residual::Original;
-    }
-    let Some(insns) = eval.rewrite(&program.insns) else {
-        return Residual::Original;
-    };
-    match check::validate(insns, program.kind, &program.helpers) {
-        Ok(p) => Residual::Program(p),
-        Err(e) => residual_invalid(e),
+    match Eval::run(program, facts) {
+        Some(eval) => eval.residual(program),
+        None => Residual::Original,
     }
 }
 
@@ -412,6 +517,23 @@ impl Eval {
                 equal.map(|e| e == (code == JMP_JEQ))
             }
             _ => None,
+        }
+    }
+
+    /// The program this run describes: `program` under the run's facts.
+    fn residual(&self, program: &Program) -> Residual {
+        if let Some(v) = self.constant() {
+            return Residual::Const(v);
+        }
+        if !self.changes() {
+            return Residual::Original;
+        }
+        let Some(insns) = self.rewrite(&program.insns) else {
+            return Residual::Original;
+        };
+        match check::validate(insns, program.kind, &program.helpers) {
+            Ok(p) => Residual::Program(Rc::new(p)),
+            Err(e) => residual_invalid(e),
         }
     }
 

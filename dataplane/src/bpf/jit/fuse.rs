@@ -23,7 +23,9 @@
 //!
 //! [`JitProgram`]: super::JitProgram
 
+use std::collections::HashMap;
 use std::mem::ManuallyDrop;
+use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 
@@ -217,16 +219,25 @@ impl FusedPipeline {
         } else {
             Tree::Leaf(Vec::new())
         };
+        // A residual shared by several leaves is analyzed once.
+        let mut analyzed: HashMap<*const Program, Rc<Layout>> = HashMap::new();
         let dispatch = dispatch.try_map(&mut |leaf: Vec<Residual>| {
             leaf.into_iter()
                 .enumerate()
                 .map(|(i, r)| match r {
                     Residual::Original => Ok(Code::Original),
                     Residual::Const(v) => Ok(Code::Const(v)),
-                    Residual::Program(p) => match analyze::analyze(&p) {
-                        Ok(layout) => Ok(Code::Own(p, layout)),
-                        Err(source) => Err(FuseError::Stage { stage: i, source }),
-                    },
+                    Residual::Program(p) => {
+                        let layout = match analyzed.get(&Rc::as_ptr(&p)) {
+                            Some(l) => Rc::clone(l),
+                            None => {
+                                let l = Rc::new(analyze::analyze(&p).map_err(|source| FuseError::Stage { stage: i, source })?);
+                                analyzed.insert(Rc::as_ptr(&p), Rc::clone(&l));
+                                l
+                            }
+                        };
+                        Ok(Code::Own(p, layout))
+                    }
                 })
                 .collect::<Result<Vec<_>, FuseError>>()
         })?;
@@ -569,7 +580,7 @@ impl Builder<'_> {
     /// `XdpContext` if any observes r1.
     fn frame(&self, b: &mut FunctionBuilder<'_>) -> Frame {
         let residuals = self.dispatch.leaves().into_iter().flatten().filter_map(|c| match c {
-            Code::Own(_, layout) => Some(layout),
+            Code::Own(_, layout) => Some(&**layout),
             _ => None,
         });
         let layouts: Vec<&Layout> = self.layouts.iter().chain(residuals).collect();
@@ -850,8 +861,8 @@ enum Code {
     Original,
     /// The program ends with this r0 on every packet reaching the leaf, without faulting.
     Const(u64),
-    /// The residual program for the leaf, with its layout.
-    Own(Program, Layout),
+    /// The residual program for the leaf, with its layout (both shared by leaves).
+    Own(Rc<Program>, Rc<Layout>),
 }
 
 /// One packet's trip: the values and variables every stage of the packet code shares.

@@ -188,14 +188,34 @@ pub(crate) fn validate_full(
     Ok(Program { insns, kind, helpers: helpers.clone() })
 }
 
+/// Checks a program derived from `from` (a validated, loop-free program) by removing paths
+/// and retargeting jumps, as `specialize` does: every slot, jump and end as [`validate`]
+/// checks them (such a program references no maps); its `MODE_CTX` loads are taken as they are, since
+/// `from`'s validation made them (the context dataflow does not run again).
+pub(crate) fn revalidate(insns: Vec<Insn>, from: &Program) -> Result<Program, CheckError> {
+    if insns.is_empty() {
+        return Err(CheckError::Empty);
+    }
+    let second = check_slots_of(&insns, from.kind, &from.helpers, &[], true)?;
+    let funcs = Functions::find(&insns, &second)?;
+    check_jumps(&insns, from.kind, false, &second, &funcs)?;
+    check_ends(&insns, &second, &funcs)?;
+    Ok(Program { insns, kind: from.kind, helpers: from.helpers.clone() })
+}
+
 /// Per-slot checks. Returns which slots are the second half of an `lddw`.
 fn check_slots(insns: &[Insn], kind: ProgKind, helpers: &Helpers, maps: &[u32]) -> Result<Vec<bool>, CheckError> {
+    check_slots_of(insns, kind, helpers, maps, false)
+}
+
+/// [`check_slots`], admitting `MODE_CTX` loads when `internal`.
+fn check_slots_of(insns: &[Insn], kind: ProgKind, helpers: &Helpers, maps: &[u32], internal: bool) -> Result<Vec<bool>, CheckError> {
     let mut second = vec![false; insns.len()];
     let mut pc = 0;
     while pc < insns.len() {
         let insn = insns[pc];
         let err = |reason| CheckError::at(insns, pc, reason);
-        if insn.class() == CLASS_LDX && insn.mode() == MODE_CTX {
+        if insn.class() == CLASS_LDX && insn.mode() == MODE_CTX && !internal {
             return Err(err(Reason::InternalCtxMode));
         }
         let f = form(&insn).map_err(err)?;

@@ -531,7 +531,7 @@ impl Eval {
         let Some(insns) = self.rewrite(&program.insns) else {
             return Residual::Original;
         };
-        match check::validate(insns, program.kind, &program.helpers) {
+        match check::revalidate(insns, program) {
             Ok(p) => Residual::Program(Rc::new(p)),
             Err(e) => residual_invalid(e),
         }

@@ -23,4 +23,5 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let Ok(program) = classic::compile(&insns) else { return };
     common::interpreter_and_jit_agree(&program, packet);
+    common::specializing_keeps_the_result(&program, packet);
 });

@@ -1,8 +1,9 @@
-//! What both fuzz targets assert about a program validation accepted.
+//! What the fuzz targets assert about a program validation accepted.
 
 use sluice::bpf::insn::{CLASS_LDX, CLASS_ST, CLASS_STX, MODE_MEM, MODE_MEMSX, REG_FP};
 use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::JitProgram;
+use sluice::bpf::specialize::{self, Fact, Residual};
 use sluice::bpf::{Exec, Fault, Program};
 
 /// The JIT must compile every valid program, run it without crashing, and give the
@@ -42,4 +43,33 @@ fn uses_frame_pointer_as_value(program: &Program) -> bool {
         };
         (i.src == REG_FP || i.dst == REG_FP) && !base_only
     })
+}
+
+/// A program specialized to what a pipeline's dispatch would know of `packet` (its ethertype,
+/// IPv4 protocol and IPv6 next header, or that it is too short to hold them) gives the
+/// original's result and bytes on that packet, in the interpreter.
+pub fn specializing_keeps_the_result(program: &Program, packet: &[u8]) {
+    let mut facts = Vec::new();
+    for (off, size) in [(12u32, 2u8), (23, 1), (20, 1)] {
+        let (start, end) = (off as usize, off as usize + size as usize);
+        match packet.get(start..end) {
+            Some(b) => facts.push(Fact::Is { off, size, value: b.iter().fold(0, |v, &x| v << 8 | x as u32) }),
+            None => {
+                facts.push(Fact::Shorter { len: end as u64 });
+                break;
+            }
+        }
+    }
+    // A fact excluding values the packet does not have, as the dispatch's `other` arm knows.
+    if let Some(&b) = packet.get(14) {
+        facts.push(Fact::NotIn { off: 14, size: 1, values: vec![u32::from(b.wrapping_add(1)), u32::from(b.wrapping_add(7))] });
+    }
+    let mut buf = packet.to_vec();
+    let want = run(&Interpreter::new(program), &mut buf, packet);
+    let got = match specialize::specialize(program, &facts) {
+        Residual::Original => return,
+        Residual::Const(v) => (Ok(v), packet.to_vec()),
+        Residual::Program(r) => run(&Interpreter::new(&r), &mut buf, packet),
+    };
+    assert_eq!(got, want, "residual under {facts:?} disagrees with the original");
 }

@@ -18,4 +18,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(insns) = insn::decode(code) else { return };
     let Ok(program) = check::validate(insns, ProgKind::Xdp, &Helpers::none()) else { return };
     common::interpreter_and_jit_agree(&program, packet);
+    common::specializing_keeps_the_result(&program, packet);
 });

@@ -7,8 +7,9 @@
 //! traffic. A fused pipeline (`jit::fuse`) instead dispatches once on the fields its filters
 //! test ([`tree`]), and in each arm runs the filters [`specialize`]d to what the arm knows: the
 //! load of a known field becomes its constant, comparisons it decides become plain jumps or
-//! vanish, and code no longer reachable goes. A filter that cannot match in an arm (`arp` in
-//! the IPv4 arm) shrinks to `r0 = 0; exit`, which the fuser turns into a jump past the stage.
+//! vanish, and code no longer reachable goes. A filter whose result an arm decides (`arp` in
+//! the IPv4 arm) becomes that constant ([`Residual::Const`]), for which the fuser emits no
+//! code beyond the stage's rule: nothing at all for a filter that cannot match.
 //!
 //! What an arm knows is a set of [`Fact`]s about `LD_ABS` loads, the only packet access whose
 //! address is a constant. Only *pure* filters are specialized: no calls, no stores other than

@@ -111,45 +111,23 @@ pub fn run(opts: &Opts) -> Result<()> {
         _ => "-".into(),
     };
     let ns = |ns: Option<f64>| ns.map_or("-".into(), |ns| format!("{ns:.2}"));
-    let mut table = Table::new(&["measurement", "Mpps", "ns/pkt", "cycles/pkt", "target"]);
-    table.row(vec![
-        "sender -> XDP_DROP on dut port a".into(),
-        format!("{ceiling:.2}"),
-        "-".into(),
-        "-".into(),
-        "(sender ceiling)".into(),
-    ]);
-    table.row(vec![
-        "(a) bare AF_XDP rxdrop loop".into(),
-        format!("{:.2}", baseline.mpps),
-        ns(baseline.ns_per_packet),
-        cycles(baseline.ns_per_packet),
-        "(baseline)".into(),
-    ]);
-    table.row(vec![
-        "(b) sluice worker, drop".into(),
-        format!("{:.2}", drop.mpps),
-        ns(drop.ns_per_packet),
-        cycles(drop.ns_per_packet),
-        "< 58 cycles/pkt (DPDK af_xdp)".into(),
-    ]);
-    table.row(vec![
-        "    ratio (b)/(a)".into(),
-        format!(
-            "{:.1}%",
-            100.0 * drop.mpps / baseline.mpps.max(f64::MIN_POSITIVE)
-        ),
-        "-".into(),
-        "-".into(),
-        ">= 95%".into(),
-    ]);
-    table.row(vec![
-        "(c) sluice worker, forward a->b".into(),
-        format!("{:.2}", forward.mpps),
-        ns(forward.ns_per_packet),
-        cycles(forward.ns_per_packet),
-        ">= 0.94 Mpps (DPDK testpmd)".into(),
-    ]);
+    let batch = |o: &Outcome| o.per_batch.map_or("-".into(), |b| format!("{b:.1}"));
+    let per_batch = |o: &Outcome| cycles(o.ns_per_packet.zip(o.per_batch).map(|(ns, b)| ns * b));
+    let mut table = Table::new(&["measurement", "Mpps", "ns/pkt", "cycles/pkt", "pkts/batch", "cycles/batch", "target"]);
+    let dash = || String::from("-");
+    table.row(vec!["sender -> XDP_DROP on dut port a".into(), format!("{ceiling:.2}"), dash(), dash(), dash(), dash(), "(sender ceiling)".into()]);
+    for (name, o, target) in [
+        ("(a) bare AF_XDP rxdrop loop", &baseline, "(baseline)"),
+        ("(b) sluice worker, drop", &drop, "< 58 cycles/pkt (DPDK af_xdp)"),
+    ] {
+        let row = vec![format!("{:.2}", o.mpps), ns(o.ns_per_packet), cycles(o.ns_per_packet), batch(o), per_batch(o)];
+        table.row([vec![name.into()], row, vec![target.into()]].concat());
+    }
+    let ratio = format!("{:.1}%", 100.0 * drop.mpps / baseline.mpps.max(f64::MIN_POSITIVE));
+    table.row(vec!["    ratio (b)/(a)".into(), ratio, dash(), dash(), dash(), dash(), ">= 95%".into()]);
+    let o = &forward;
+    let row = vec![format!("{:.2}", o.mpps), ns(o.ns_per_packet), cycles(o.ns_per_packet), batch(o), per_batch(o)];
+    table.row([vec!["(c) sluice worker, forward a->b".into()], row, vec![">= 0.94 Mpps (DPDK testpmd)".into()]].concat());
     println!("{}", table.render());
     println!(
         "best of {} rounds; window {} s per measurement after {} ms warm-up; 60-byte UDP frames; \
@@ -192,6 +170,8 @@ struct Outcome {
     mpps: f64,
     /// Busy nanoseconds per packet over non-empty batches.
     ns_per_packet: Option<f64>,
+    /// Packets per non-empty batch, on average.
+    per_batch: Option<f64>,
     tx_mpps: f64,
     ring_full_mpps: f64,
     xsk_mode: String,
@@ -327,6 +307,7 @@ impl Bed<'_> {
             Ok(Outcome {
                 mpps: report.mpps(),
                 ns_per_packet: report.ns_per_packet(),
+                per_batch: (report.batches > 0).then(|| report.packets as f64 / report.batches as f64),
                 tx_mpps: 0.0,
                 ring_full_mpps: 0.0,
                 xsk_mode: mode,
@@ -391,24 +372,26 @@ impl Bed<'_> {
             let run = self.flood_while(|| {
                 pause(WARMUP)?;
                 let delivered = || link_rx_packets(&topo.server, &topo.server_if.name);
-                let (s0, d0, t0) = (sum(stats), delivered()?, Instant::now());
+                let (s0, b0, d0, t0) = (sum(stats), batches(stats), delivered()?, Instant::now());
                 pause(self.window)?;
-                let (s1, d1, t1) = (sum(stats), delivered()?, Instant::now());
+                let (s1, b1, d1, t1) = (sum(stats), batches(stats), delivered()?, Instant::now());
                 Ok((
                     s1.delta(&s0),
+                    b1.saturating_sub(b0),
                     d1.saturating_sub(d0),
                     (t1 - t0).as_secs_f64(),
                 ))
             });
             stop.store(true, Ordering::Relaxed);
             let (xsk_mode, kernel, kernel_secs) = join(dut)?;
-            let (d, delivered, secs) = run?;
+            let (d, batches, delivered, secs) = run?;
             Ok(Outcome {
                 mpps: match mode {
                     Mode::Drop => mpps(d.rx, secs),
                     Mode::Forward => mpps(delivered, secs),
                 },
                 ns_per_packet: d.ns_per_packet(),
+                per_batch: (batches > 0).then(|| d.busy_pkts as f64 / batches as f64),
                 tx_mpps: mpps(d.tx, secs),
                 ring_full_mpps: mpps(d.ring_full, secs),
                 xsk_mode,
@@ -430,6 +413,10 @@ fn steering(ifname: &str) -> Result<Steering> {
     let steering = Steering::attach(ifname, AttachPref::Native, &[], false)
         .with_context(|| format!("attach steering to {ifname}"))?;
     Ok(steering)
+}
+
+fn batches(stats: &[Arc<QueueStats>]) -> u64 {
+    stats.iter().map(|s| s.busy_batches()).sum()
 }
 
 fn sum(stats: &[Arc<QueueStats>]) -> QueueSnapshot {

@@ -168,6 +168,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 struct Local {
     busy_ns: u64,
     busy_pkts: u64,
+    busy_batches: u64,
     malformed: u64,
 }
 
@@ -465,6 +466,7 @@ impl Worker {
             h.record(ns);
         }
         local.busy_pkts += got as u64;
+        local.busy_batches += 1;
         local.malformed += malformed;
         Ok(got)
     }
@@ -472,6 +474,7 @@ impl Worker {
     fn publish(&self, local: &[Local], stats: &[Arc<QueueStats>]) {
         for (p, (l, s)) in local.iter().zip(stats).enumerate() {
             s.publish(&snapshot(self.group.counters(p), l));
+            s.publish_batches(l.busy_batches);
         }
     }
 }
@@ -620,6 +623,7 @@ mod tests {
         let l = Local {
             busy_ns: 8,
             busy_pkts: 9,
+            busy_batches: 11,
             malformed: 10,
         };
         let s = snapshot(c, &l);

@@ -620,6 +620,9 @@ mod tests {
         assert_eq!((&f[..6], &f[6..12]), (&frame()[6..12], &frame()[..6]), "MAC addresses swapped");
         assert_eq!(run(out(Decision::Peer, None), &mut frame(), &mut bad), Verdict::Drop, "no peer");
         assert_eq!(run(out(Decision::Drop, None), &mut frame(), &mut bad), Verdict::Drop);
+        let mut f = frame();
+        assert_eq!(run(PLAIN_DROP, &mut f, &mut bad), Verdict::Drop, "a verdict slot's default: the batch loop skips it");
+        assert_eq!(f, frame());
         assert_eq!(bad, 0);
         assert_eq!(run(out(Decision::Reflect, None), &mut vec![0; 10], &mut bad), Verdict::Drop);
         assert_eq!(bad, 1, "too short to reflect");

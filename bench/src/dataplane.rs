@@ -14,13 +14,14 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use sluice::loadgen::{LiveSender, SinkAction, UdpFrame, XdpSink};
-use sluice::stats::{QueueSnapshot, QueueStats};
+use sluice::loadgen::{SinkAction, UdpFrame, XdpSink};
+use sluice::stats::{QueueSnapshot, QueueStats, batch_histogram, collect_histograms, hist_link};
 use sluice::steer::{AttachPref, Steering};
 use sluice::testbed::netns::{Netns, NetnsError, Topology, TopologyOpts};
 use sluice::worker::{Action, DEFAULT_BATCH, Worker};
 use sluice::xsk::{BaselineReport, KernelStats, XskConfig, XskGroup, rxdrop_baseline};
 
+use crate::bed::{Bed, pin};
 use crate::report::{Table, mpps, tsc_ghz};
 
 #[derive(clap::Args)]
@@ -35,6 +36,9 @@ pub struct Opts {
 }
 
 const WARMUP: Duration = Duration::from_millis(500);
+/// How long the bench waits for the worker to hand over its batch-time histogram (it does at
+/// its next batch boundary, at most an idle poll away).
+const HIST_WAIT: Duration = Duration::from_secs(1);
 
 /// Set by SIGINT/SIGTERM.
 static INTERRUPTED: std::sync::LazyLock<Arc<AtomicBool>> =
@@ -111,45 +115,44 @@ pub fn run(opts: &Opts) -> Result<()> {
         _ => "-".into(),
     };
     let ns = |ns: Option<f64>| ns.map_or("-".into(), |ns| format!("{ns:.2}"));
-    let mut table = Table::new(&["measurement", "Mpps", "ns/pkt", "cycles/pkt", "target"]);
-    table.row(vec![
-        "sender -> XDP_DROP on dut port a".into(),
-        format!("{ceiling:.2}"),
-        "-".into(),
-        "-".into(),
-        "(sender ceiling)".into(),
+    let mut table = Table::new(&[
+        "measurement",
+        "Mpps",
+        "ns/pkt",
+        "cycles/pkt",
+        "pkts/batch",
+        "cycles/batch",
+        "p50 cycles/batch",
+        "p50 cycles/pkt",
+        "target",
     ]);
-    table.row(vec![
-        "(a) bare AF_XDP rxdrop loop".into(),
-        format!("{:.2}", baseline.mpps),
-        ns(baseline.ns_per_packet),
-        cycles(baseline.ns_per_packet),
-        "(baseline)".into(),
-    ]);
-    table.row(vec![
-        "(b) sluice worker, drop".into(),
-        format!("{:.2}", drop.mpps),
-        ns(drop.ns_per_packet),
-        cycles(drop.ns_per_packet),
-        "< 58 cycles/pkt (DPDK af_xdp)".into(),
-    ]);
-    table.row(vec![
-        "    ratio (b)/(a)".into(),
-        format!(
-            "{:.1}%",
-            100.0 * drop.mpps / baseline.mpps.max(f64::MIN_POSITIVE)
-        ),
-        "-".into(),
-        "-".into(),
-        ">= 95%".into(),
-    ]);
-    table.row(vec![
-        "(c) sluice worker, forward a->b".into(),
-        format!("{:.2}", forward.mpps),
-        ns(forward.ns_per_packet),
-        cycles(forward.ns_per_packet),
-        ">= 0.94 Mpps (DPDK testpmd)".into(),
-    ]);
+    let row = |name: &str, o: &Outcome, target: &str| {
+        let mean_batch = o.ns_per_packet.zip(o.per_batch).map(|(ns, b)| ns * b);
+        let p50_pkt = o.batch_ns_p50.zip(o.per_batch).map(|(ns, b)| ns / b);
+        vec![
+            name.into(),
+            format!("{:.2}", o.mpps),
+            ns(o.ns_per_packet),
+            cycles(o.ns_per_packet),
+            o.per_batch.map_or("-".into(), |b| format!("{b:.1}")),
+            cycles(mean_batch),
+            cycles(o.batch_ns_p50),
+            cycles(p50_pkt),
+            target.into(),
+        ]
+    };
+    let dashes = |name: &str, value: String, target: &str| {
+        let mut cells = vec![name.to_string(), value];
+        cells.extend(std::iter::repeat_n("-".to_string(), 6));
+        cells.push(target.into());
+        cells
+    };
+    table.row(dashes("sender -> XDP_DROP on dut port a", format!("{ceiling:.2}"), "(sender ceiling)"));
+    table.row(row("(a) bare AF_XDP rxdrop loop", &baseline, "(baseline)"));
+    table.row(row("(b) sluice worker, drop", &drop, "< 58 cycles/pkt (DPDK af_xdp)"));
+    let ratio = format!("{:.1}%", 100.0 * drop.mpps / baseline.mpps.max(f64::MIN_POSITIVE));
+    table.row(dashes("    ratio (b)/(a)", ratio, ">= 95%"));
+    table.row(row("(c) sluice worker, forward a->b", &forward, ">= 0.94 Mpps (DPDK testpmd)"));
     println!("{}", table.render());
     println!(
         "best of {} rounds; window {} s per measurement after {} ms warm-up; 60-byte UDP frames; \
@@ -161,6 +164,11 @@ pub fn run(opts: &Opts) -> Result<()> {
         core_name(bed.dut_core),
         drop.xsk_mode,
         ghz.map_or("unknown".into(), |g| format!("{g:.3} GHz")),
+    );
+    println!(
+        "busy time is per non-empty batch, from after the RX ring showed packets to after the fill \
+         ring was topped up, one clock read included; the p50 columns take the median batch, \
+         which a loaded core does not inflate (divided by the mean batch for a packet)"
     );
     println!(
         "(c) delivered to the server {:.2} Mpps; worker tx {:.2} Mpps, tx ring full {:.2} Mpps",
@@ -192,6 +200,12 @@ struct Outcome {
     mpps: f64,
     /// Busy nanoseconds per packet over non-empty batches.
     ns_per_packet: Option<f64>,
+    /// Packets per non-empty batch, on average.
+    per_batch: Option<f64>,
+    /// The median time of a non-empty batch, in nanoseconds. The mean (`ns_per_packet` times
+    /// `per_batch`) also counts the time the loop spent descheduled inside a batch, which on
+    /// a shared machine can double it; the median does not move with that.
+    batch_ns_p50: Option<f64>,
     tx_mpps: f64,
     ring_full_mpps: f64,
     xsk_mode: String,
@@ -238,15 +252,6 @@ fn kernel_delta(later: &KernelStats, earlier: &KernelStats) -> KernelStats {
 enum Mode {
     Drop,
     Forward,
-}
-
-/// The topology and the fixed parameters every measurement shares.
-struct Bed<'a> {
-    topo: &'a Topology,
-    frame: &'a [u8],
-    sender_core: Option<core_affinity::CoreId>,
-    dut_core: Option<core_affinity::CoreId>,
-    window: Duration,
 }
 
 impl Bed<'_> {
@@ -327,6 +332,8 @@ impl Bed<'_> {
             Ok(Outcome {
                 mpps: report.mpps(),
                 ns_per_packet: report.ns_per_packet(),
+                per_batch: (report.batches > 0).then(|| report.packets as f64 / report.batches as f64),
+                batch_ns_p50: (report.batches > 0).then_some(report.batch_ns_p50 as f64),
                 tx_mpps: 0.0,
                 ring_full_mpps: 0.0,
                 xsk_mode: mode,
@@ -350,6 +357,7 @@ impl Bed<'_> {
         };
         let stats: Vec<Arc<QueueStats>> =
             ports.iter().map(|_| Arc::new(QueueStats::new())).collect();
+        let (recorder, collector) = hist_link();
         let (ready_tx, ready_rx) = mpsc::channel::<()>();
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
@@ -372,6 +380,8 @@ impl Bed<'_> {
                         }
                         let xsk_mode = group.mode(0).to_string();
                         let mut worker = Worker::new(group, actions, DEFAULT_BATCH)?;
+                        // The runtime's workers record every batch's time; so does this one.
+                        worker.record_batch_times(recorder);
                         ready_tx.send(())?;
                         let (k0, t0) = (worker.group().kernel_stats(0)?, Instant::now());
                         let account = worker.run(stop, stats)?;
@@ -391,24 +401,35 @@ impl Bed<'_> {
             let run = self.flood_while(|| {
                 pause(WARMUP)?;
                 let delivered = || link_rx_packets(&topo.server, &topo.server_if.name);
-                let (s0, d0, t0) = (sum(stats), delivered()?, Instant::now());
+                let collectors = std::slice::from_ref(&collector);
+                // Taking the histogram hands the worker a fresh one: the warm-up's batches
+                // go with this first one.
+                let mut times = batch_histogram();
+                collect_histograms(collectors, &mut times, HIST_WAIT);
+                let (s0, b0, d0, t0) = (sum(stats), batches(stats), delivered()?, Instant::now());
                 pause(self.window)?;
-                let (s1, d1, t1) = (sum(stats), delivered()?, Instant::now());
+                let (s1, b1, d1, t1) = (sum(stats), batches(stats), delivered()?, Instant::now());
+                let mut times = batch_histogram();
+                collect_histograms(collectors, &mut times, HIST_WAIT);
                 Ok((
                     s1.delta(&s0),
+                    b1.saturating_sub(b0),
+                    (!times.is_empty()).then(|| times.value_at_quantile(0.5) as f64),
                     d1.saturating_sub(d0),
                     (t1 - t0).as_secs_f64(),
                 ))
             });
             stop.store(true, Ordering::Relaxed);
             let (xsk_mode, kernel, kernel_secs) = join(dut)?;
-            let (d, delivered, secs) = run?;
+            let (d, batches, batch_ns_p50, delivered, secs) = run?;
             Ok(Outcome {
                 mpps: match mode {
                     Mode::Drop => mpps(d.rx, secs),
                     Mode::Forward => mpps(delivered, secs),
                 },
                 ns_per_packet: d.ns_per_packet(),
+                per_batch: (batches > 0).then(|| d.busy_pkts as f64 / batches as f64),
+                batch_ns_p50,
                 tx_mpps: mpps(d.tx, secs),
                 ring_full_mpps: mpps(d.ring_full, secs),
                 xsk_mode,
@@ -416,11 +437,6 @@ impl Bed<'_> {
                 kernel_secs,
             })
         })
-    }
-
-    /// Floods the dut's port a from the client while `during` runs; stops the sender after.
-    fn flood_while<T>(&self, during: impl FnOnce() -> Result<T>) -> Result<T> {
-        flood_while(self.topo, self.frame, self.sender_core, during)
     }
 }
 
@@ -432,44 +448,14 @@ fn steering(ifname: &str) -> Result<Steering> {
     Ok(steering)
 }
 
+fn batches(stats: &[Arc<QueueStats>]) -> u64 {
+    stats.iter().map(|s| s.busy_batches()).sum()
+}
+
 fn sum(stats: &[Arc<QueueStats>]) -> QueueSnapshot {
     stats
         .iter()
         .fold(QueueSnapshot::default(), |acc, s| acc.add(&s.snapshot()))
-}
-
-/// Floods `topo`'s dut port a from the client with `frame` (live frames, sender pinned to
-/// `sender_core`) while `during` runs; stops the sender after. Shared by the benches on veth.
-pub fn flood_while<T>(
-    topo: &Topology,
-    frame: &[u8],
-    sender_core: Option<core_affinity::CoreId>,
-    during: impl FnOnce() -> Result<T>,
-) -> Result<T> {
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let flood = scope.spawn(|| {
-            topo.client.run_in(|| {
-                pin(sender_core);
-                LiveSender::new(&topo.client_if.name, frame)?.flood(&stop)
-            })
-        });
-        let result = during();
-        stop.store(true, Ordering::Relaxed);
-        match flood.join() {
-            Ok(sent) => {
-                sent.context("enter sender namespace")?.context("live-frames sender")?;
-            }
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-        result
-    })
-}
-
-pub fn pin(core: Option<core_affinity::CoreId>) {
-    if let Some(core) = core {
-        core_affinity::set_for_current(core);
-    }
 }
 
 /// Joins a dut thread that ran in a namespace.

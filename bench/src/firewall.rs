@@ -25,7 +25,7 @@ use sluice::steer::{AttachPref, Steering};
 use sluice::testbed::netns::{Topology, TopologyOpts};
 use sluice::xsk::{Verdict as XskVerdict, XskConfig, XskGroup};
 
-use crate::dataplane::pin;
+use crate::bed::{Bed, pin};
 use crate::report::Table;
 
 #[derive(clap::Args)]
@@ -258,20 +258,7 @@ fn nft_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-struct Bed<'a> {
-    topo: &'a Topology,
-    frame: &'a [u8],
-    sender_core: Option<core_affinity::CoreId>,
-    dut_core: Option<core_affinity::CoreId>,
-    window: Duration,
-}
-
 impl Bed<'_> {
-    /// Floods dut port a while `during` runs.
-    fn flood_while<T>(&self, during: impl FnOnce() -> Result<T>) -> Result<T> {
-        crate::dataplane::flood_while(self.topo, self.frame, self.sender_core, during)
-    }
-
     /// Rate of a counter read by `read` over the window, after a warm-up.
     fn rate(&self, read: impl Fn() -> Result<u64>) -> Result<f64> {
         std::thread::sleep(Duration::from_millis(500));

@@ -1,6 +1,7 @@
 //! sluice benchmarks: `sluice-bench <suite> [options]`, one subcommand per suite, each
 //! printing a plain table. Privileged suites build their own namespace topology.
 
+mod bed;
 mod dataplane;
 mod filters;
 mod pipeline;

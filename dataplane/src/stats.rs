@@ -40,6 +40,9 @@ pub struct QueueStats {
     busy_ns: AtomicU64,
     /// Packets processed during `busy_ns`.
     busy_pkts: AtomicU64,
+    /// Non-empty RX batches those packets came in. Kept out of [`QueueSnapshot`], whose fields
+    /// are the control protocol's; benches read it with [`busy_batches`](Self::busy_batches).
+    busy_batches: AtomicU64,
 }
 
 /// The worker-side running totals for one queue; published with [`QueueStats::publish`].
@@ -76,6 +79,18 @@ impl QueueStats {
         self.polls.store(totals.polls, Relaxed);
         self.busy_ns.store(totals.busy_ns, Relaxed);
         self.busy_pkts.store(totals.busy_pkts, Relaxed);
+    }
+
+    /// Overwrites the count of non-empty batches; same writer rule as [`publish`](Self::publish).
+    #[inline]
+    pub fn publish_batches(&self, batches: u64) {
+        self.busy_batches.store(batches, Relaxed);
+    }
+
+    /// Non-empty batches processed so far: `busy_pkts` over its difference between two reads
+    /// is the average batch, which tells a per-batch cost from a per-packet one.
+    pub fn busy_batches(&self) -> u64 {
+        self.busy_batches.load(Relaxed)
     }
 
     /// Reads every counter. Each value is exact as of some moment during the call; values may
@@ -306,6 +321,9 @@ mod tests {
         assert_eq!(stats.snapshot(), QueueSnapshot::default());
         stats.publish(&sample(7));
         assert_eq!(stats.snapshot(), sample(7));
+        assert_eq!(stats.busy_batches(), 0);
+        stats.publish_batches(3);
+        assert_eq!((stats.busy_batches(), stats.snapshot()), (3, sample(7)));
     }
 
     #[test]

@@ -168,6 +168,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 struct Local {
     busy_ns: u64,
     busy_pkts: u64,
+    busy_batches: u64,
     malformed: u64,
 }
 
@@ -181,6 +182,12 @@ pub struct Worker {
     firewall: Option<firewall::Gate>,
     capture_filter: Option<capture::CaptureView>,
     mailbox: Option<Arc<Mailbox>>,
+    /// The pipeline's outcomes for the batch being processed; `run_batch` overwrites the
+    /// slots it is given, so they are not reset between batches.
+    outs: [Outcome; RX_CHUNK],
+    /// When the last non-empty batch ended (read once per batch, reused by the firewall's
+    /// counter publishing instead of another clock read).
+    batch_end: Instant,
 }
 
 impl std::fmt::Debug for Worker {
@@ -278,6 +285,8 @@ impl Worker {
             firewall: setup.firewall,
             capture_filter: setup.capture_filter,
             mailbox: setup.mailbox,
+            outs: [PLAIN_DROP; RX_CHUNK],
+            batch_end: Instant::now(),
         };
         worker.prime();
         Ok(worker)
@@ -289,6 +298,12 @@ impl Worker {
         for p in 0..self.group.len() {
             while self.group.refill(p) > 0 {}
         }
+    }
+
+    /// Records every non-empty batch's processing time into `hist` from now on, as a worker
+    /// the runtime builds does (replacing any recorder it had).
+    pub fn record_batch_times(&mut self, hist: HistRecorder) {
+        self.hist = Some(hist);
     }
 
     pub fn group(&self) -> &XskGroup {
@@ -341,7 +356,7 @@ impl Worker {
                 idle = 0;
                 self.publish(&local, stats);
                 if let Some(g) = &mut self.firewall {
-                    g.maybe_publish(Instant::now());
+                    g.maybe_publish(self.batch_end);
                 }
                 continue;
             }
@@ -416,55 +431,79 @@ impl Worker {
         // A capture filter, while published, is the capture's only source.
         let filter = self.capture_filter.as_ref().and_then(capture::CaptureView::get);
         let sampling = capture.filter(|_| filter.is_none());
-        let filter = filter.filter(|f| f.covers(setup.port));
+        let filter = filter.filter(|f| f.covers(setup.port)).zip(capture);
         let mut gate = self.firewall.as_mut().filter(|g| g.active());
         let now = gate.as_ref().map_or(0, |g| g.clock(t0));
+        // Only a capture filter or a firewall looks at frames before the pipeline; without
+        // either, every frame goes to it and the per-frame screening loop is skipped.
+        let screened = filter.is_some() || gate.is_some();
+        let outs = &mut self.outs;
         let got = self.group.process_rx_batch(p, batch, |frames, verdicts| {
-            let mut pass = [false; RX_CHUNK];
-            let mut passed = 0;
-            for (frame, ok) in frames.iter_mut().zip(pass.iter_mut()) {
-                if let (Some(f), Some(tap)) = (filter, capture)
-                    && tap.active()
-                    && f.matches(frame)
-                {
-                    tap.take(setup.port as u32, setup.queue, capture::CAPTURE_FILTER_STAGE, frame);
-                }
-                if let Some(g) = gate.as_mut()
-                    && let Some(d) = g.classify(p, frame, now)
-                {
-                    if d.sampled
-                        && let Some(tap) = sampling
+            let mut pass = [true; RX_CHUNK];
+            let mut passed = frames.len();
+            if screened {
+                passed = 0;
+                for (frame, ok) in frames.iter_mut().zip(pass.iter_mut()) {
+                    if let Some((f, tap)) = filter
+                        && tap.active()
+                        && f.matches(frame)
                     {
-                        tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
+                        tap.take(setup.port as u32, setup.queue, capture::CAPTURE_FILTER_STAGE, frame);
                     }
-                    if d.verdict != FwVerdict::Accept {
-                        continue;
+                    if let Some(g) = gate.as_mut()
+                        && let Some(d) = g.classify(p, frame, now)
+                    {
+                        if d.sampled
+                            && let Some(tap) = sampling
+                        {
+                            tap.take(setup.port as u32, setup.queue, FIREWALL_SAMPLE_STAGE, frame);
+                        }
+                        if d.verdict != FwVerdict::Accept {
+                            *ok = false;
+                            continue;
+                        }
                     }
+                    passed += 1;
                 }
-                *ok = true;
-                passed += 1;
             }
-            let mut outs = [Outcome { decision: Decision::Drop, sample: None, window: None }; RX_CHUNK];
+            // The pipeline runs on the frames let through, in arrival order; without screening
+            // that is every frame, walked without consulting `pass`.
             {
-                let mut refs: [PacketRef<'_>; RX_CHUNK] = std::array::from_fn(|_| PacketRef::new(Default::default()));
-                let through = frames.iter_mut().zip(pass).filter_map(|(f, ok)| ok.then_some(f));
-                for (r, frame) in refs.iter_mut().zip(through) {
-                    *r = PacketRef::new(frame);
-                }
+                let mut refs = if screened {
+                    packet_refs(frames.iter_mut().zip(&pass).filter_map(|(f, &ok)| ok.then_some(f)))
+                } else {
+                    packet_refs(frames.iter_mut())
+                };
                 pipeline.run_batch(slot, &mut refs[..passed], setup.ifindex, setup.queue, &mut outs[..passed]);
             }
-            let through = frames.iter_mut().zip(verdicts.iter_mut()).zip(pass).filter_map(|(fv, ok)| ok.then_some(fv));
-            for ((frame, verdict), out) in through.zip(outs) {
-                *verdict = fate(out, frame, p, &setup, (pipeline, slot), sampling, &mut malformed);
+            // A verdict slot holds `Drop` until set, which is what a plain drop comes to, so
+            // only the other outcomes go through `fate`. Indexing rather than zipping the
+            // frames, verdicts and outcomes keeps this loop as cheap as the scan it mostly is.
+            if screened {
+                let through = frames.iter_mut().zip(verdicts.iter_mut()).zip(&pass).filter_map(|(fv, &ok)| ok.then_some(fv));
+                for ((frame, verdict), out) in through.zip(outs.iter()) {
+                    if *out != PLAIN_DROP {
+                        *verdict = fate(*out, frame, p, &setup, (pipeline, slot), sampling, &mut malformed);
+                    }
+                }
+            } else {
+                for (i, out) in outs[..passed].iter().enumerate() {
+                    if *out != PLAIN_DROP {
+                        verdicts[i] = fate(*out, frames[i], p, &setup, (pipeline, slot), sampling, &mut malformed);
+                    }
+                }
             }
         })?;
         self.group.refill(p);
-        let ns = t0.elapsed().as_nanos() as u64;
+        let t1 = Instant::now();
+        let ns = t1.saturating_duration_since(t0).as_nanos() as u64;
+        self.batch_end = t1;
         local.busy_ns += ns;
         if let Some(h) = &mut self.hist {
             h.record(ns);
         }
         local.busy_pkts += got as u64;
+        local.busy_batches += 1;
         local.malformed += malformed;
         Ok(got)
     }
@@ -472,8 +511,19 @@ impl Worker {
     fn publish(&self, local: &[Local], stats: &[Arc<QueueStats>]) {
         for (p, (l, s)) in local.iter().zip(stats).enumerate() {
             s.publish(&snapshot(self.group.counters(p), l));
+            s.publish_batches(l.busy_batches);
         }
     }
+}
+
+/// The outcome that leaves a frame's verdict as it starts, `Drop`: nothing to sample or trim.
+const PLAIN_DROP: Outcome = Outcome { decision: Decision::Drop, sample: None, window: None };
+
+/// One pipeline descriptor per frame `frames` yields, in order; the slots past its end are
+/// empty and never handed to the pipeline.
+#[inline(always)]
+fn packet_refs<'a, 'b: 'a>(mut frames: impl Iterator<Item = &'a mut &'b mut [u8]>) -> [PacketRef<'a>; RX_CHUNK] {
+    std::array::from_fn(|_| PacketRef::new(frames.next().map_or_else(Default::default, |f| &mut **f)))
 }
 
 /// What becomes of a frame the pipeline ran on (received on group port `p`): its sample taken,
@@ -570,6 +620,9 @@ mod tests {
         assert_eq!((&f[..6], &f[6..12]), (&frame()[6..12], &frame()[..6]), "MAC addresses swapped");
         assert_eq!(run(out(Decision::Peer, None), &mut frame(), &mut bad), Verdict::Drop, "no peer");
         assert_eq!(run(out(Decision::Drop, None), &mut frame(), &mut bad), Verdict::Drop);
+        let mut f = frame();
+        assert_eq!(run(PLAIN_DROP, &mut f, &mut bad), Verdict::Drop, "a verdict slot's default: the batch loop skips it");
+        assert_eq!(f, frame());
         assert_eq!(bad, 0);
         assert_eq!(run(out(Decision::Reflect, None), &mut vec![0; 10], &mut bad), Verdict::Drop);
         assert_eq!(bad, 1, "too short to reflect");
@@ -620,6 +673,7 @@ mod tests {
         let l = Local {
             busy_ns: 8,
             busy_pkts: 9,
+            busy_batches: 11,
             malformed: 10,
         };
         let s = snapshot(c, &l);

@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
+
 use super::{IDLE_POLL_MS, IDLE_SPINS, XskGroup};
 
 /// What a baseline run did.
@@ -17,6 +19,9 @@ pub struct BaselineReport {
     pub batches: u64,
     /// Time spent on non-empty batches, measured like the worker's busy time.
     pub busy_ns: u64,
+    /// The median time of a non-empty batch (0 without one). Unlike the mean `busy_ns`, it
+    /// does not grow when the loop is descheduled in the middle of a batch on a loaded core.
+    pub batch_ns_p50: u64,
     /// Wall time of the whole run.
     pub elapsed: Duration,
     /// Times the loop slept in `poll()`.
@@ -50,6 +55,8 @@ pub fn rxdrop_baseline(group: &mut XskGroup, stop: &AtomicBool, batch: usize) ->
         while group.refill(p) > 0 {}
     }
     let mut idle = 0u32;
+    // Same bounds as the worker's batch-time histogram: 1 ns to 10 s, 3 significant digits.
+    let mut times = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).ok();
     while !stop.load(Relaxed) {
         let mut received = 0;
         for p in 0..group.ports.len() {
@@ -81,7 +88,11 @@ pub fn rxdrop_baseline(group: &mut XskGroup, stop: &AtomicBool, batch: usize) ->
                     super::push_free(&mut group.free, &mut group.free_len, *desc);
                 }
             }
-            report.busy_ns += t0.elapsed().as_nanos() as u64;
+            let ns = t0.elapsed().as_nanos() as u64;
+            report.busy_ns += ns;
+            if let Some(h) = &mut times {
+                h.saturating_record(ns.max(1));
+            }
             report.batches += 1;
             received += got;
         }
@@ -102,5 +113,6 @@ pub fn rxdrop_baseline(group: &mut XskGroup, stop: &AtomicBool, batch: usize) ->
         }
     }
     report.elapsed = started.elapsed();
+    report.batch_ns_p50 = times.filter(|h| !h.is_empty()).map_or(0, |h| h.value_at_quantile(0.5));
     report
 }

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use crate::bpf::helpers::RunEnv;
@@ -469,30 +470,53 @@ impl Pipeline {
         let counters = self.counters.block(w);
         let fused = &self.code.fused;
         let mut exits = [0u64; Self::BATCH];
-        let mut before = [(0usize, 0usize); Self::BATCH];
-        // Kernel helpers of object stages find the worker's per-CPU map slot in the `RunEnv`.
-        let env = RunEnv::new(w as u32);
-        env.run(|| {
+        let mut run = || {
             for (chunk, outs) in packets.chunks_mut(Self::BATCH).zip(out.chunks_mut(Self::BATCH)) {
                 if fused.moves() {
-                    for (b, p) in before.iter_mut().zip(chunk.iter()) {
-                        *b = p.raw();
-                    }
+                    Self::run_moving(fused, chunk, ifindex, queue, counters, &mut exits, outs);
+                    continue;
                 }
                 fused.run_batch(chunk, ifindex, queue, counters, &mut exits);
-                for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
+                for (o, &word) in outs.iter_mut().zip(&exits[..chunk.len()]) {
                     *o = Outcome::from_exit(Exit::from_word(word));
-                    if fused.moves() {
-                        let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
-                        if (start, len) != (was, was_len) {
-                            // Inside the slice it was given: offsets below its length.
-                            let off = (start - was) as u32;
-                            o.window = Some((off, off + len as u32));
-                        }
-                    }
                 }
             }
-        });
+        };
+        // Kernel helpers of called-out stages find the worker's per-CPU map slot in the
+        // `RunEnv`; without them, nothing reads it.
+        if fused.calls_out() {
+            RunEnv::new(w as u32).run(run);
+        } else {
+            run();
+        }
+    }
+
+    /// One chunk through a pipeline whose stages may move a packet's window: the moved window
+    /// is reported as offsets into the slice the packet was given.
+    #[cold]
+    fn run_moving(
+        fused: &FusedPipeline,
+        chunk: &mut [PacketRef<'_>],
+        ifindex: u32,
+        queue: u32,
+        counters: &[AtomicU64],
+        exits: &mut [u64; Self::BATCH],
+        outs: &mut [Outcome],
+    ) {
+        let mut before = [(0usize, 0usize); Self::BATCH];
+        for (b, p) in before.iter_mut().zip(chunk.iter()) {
+            *b = p.raw();
+        }
+        fused.run_batch(chunk, ifindex, queue, counters, exits);
+        for (i, (o, &word)) in outs.iter_mut().zip(&exits[..chunk.len()]).enumerate() {
+            *o = Outcome::from_exit(Exit::from_word(word));
+            let ((start, len), (was, was_len)) = (chunk[i].raw(), before[i]);
+            if (start, len) != (was, was_len) {
+                // Inside the slice it was given: offsets below its length.
+                let off = (start - was) as u32;
+                o.window = Some((off, off + len as u32));
+            }
+        }
     }
 
     /// Packets per native call of [`run_batch`](Self::run_batch) (longer slices are cut).

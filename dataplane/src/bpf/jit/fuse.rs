@@ -187,7 +187,7 @@ pub struct FusedPipeline {
     moves: bool,
     /// Stages the code calls rather than inlines (`run_callout`), which it holds pointers to
     /// (into this vector's buffer, which is never resized).
-    _callouts: Vec<JitProgram>,
+    callouts: Vec<JitProgram>,
 }
 
 impl std::fmt::Debug for FusedPipeline {
@@ -280,7 +280,7 @@ impl FusedPipeline {
                     std::mem::transmute::<*const u8, BatchFn>(module.get_finalized_function(id))
                 });
                 let module = Mutex::new(ManuallyDrop::new(module));
-                Ok(FusedPipeline { entry, batch, module, words, code_size, moves, _callouts: programs })
+                Ok(FusedPipeline { entry, batch, module, words, code_size, moves, callouts: programs })
             }
             Err(e) => {
                 // SAFETY: nothing from this module was handed out or ever ran.
@@ -308,6 +308,12 @@ impl FusedPipeline {
     /// [`run_batch`](Self::run_batch), which updates the descriptors).
     pub fn moves(&self) -> bool {
         self.moves
+    }
+
+    /// Whether some stage runs as its own program because it calls kernel helpers, which then
+    /// look for their `helpers::RunEnv` (a worker's per-CPU map slot, a redirect).
+    pub fn calls_out(&self) -> bool {
+        !self.callouts.is_empty()
     }
 
     /// Whether the single-packet entry was built (else `run` goes through the batch loop).

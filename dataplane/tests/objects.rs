@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use etherparse::{PacketBuilder, VlanId};
 use sluice::bpf::Exec;
@@ -14,6 +14,8 @@ use sluice::bpf::interp::Interpreter;
 use sluice::bpf::jit::{JitProgram, PacketRef};
 use sluice::bpf::maps::{ANY, Map, MapKind};
 use sluice::bpf::object::Object;
+
+mod clang;
 
 const DROP: u64 = 1;
 const PASS: u64 = 2;
@@ -25,40 +27,7 @@ fn filters_dir() -> PathBuf {
 
 /// Compiles `programs/filters/NAME.c` into a private temp dir and returns the object bytes.
 pub fn compile(name: &str) -> Vec<u8> {
-    build(name, &filters_dir().join(format!("{name}.c")))
-}
-
-/// Compiles C source text (a test's own program) the same way.
-fn compile_text(name: &str, source: &str) -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("sluice-objects-src-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.c"));
-    std::fs::write(&path, source).unwrap();
-    let bytes = build(name, &path);
-    let _ = std::fs::remove_dir_all(&dir);
-    bytes
-}
-
-fn build(name: &str, source: &Path) -> Vec<u8> {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-filters-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("{name}.o"));
-    let status = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(source)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("run clang-19 (apt-get install clang-19)");
-    let bytes = std::fs::read(&out);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(status.success(), "clang-19 failed on {name}.c");
-    bytes.unwrap()
+    clang::build(name, &filters_dir().join(format!("{name}.c")))
 }
 
 type Make = fn(&sluice::bpf::Program) -> Box<dyn Exec>;
@@ -471,7 +440,7 @@ SEC("xdp") int spin(struct xdp_md *ctx)
 }
 char LICENSE[] SEC("license") = "GPL";
 "#;
-    let e = Object::load(&compile_text("spin", SPIN), 1).unwrap_err().to_string();
+    let e = Object::load(&clang::build_text("spin", SPIN), 1).unwrap_err().to_string();
     assert!(e.starts_with("program spin: it has a loop (back-edge from "), "{e}");
     assert!(e.contains("the verifier must bound it: verify: "), "{e}");
 }
@@ -681,7 +650,7 @@ char LICENSE[] SEC("license") = "GPL";
 /// types and helpers sluice lacks are refused by name at load time.
 #[test]
 fn legacy_maps_load_and_unsupported_parts_are_named() {
-    let bytes = compile_text("legacy", LEGACY);
+    let bytes = clang::build_text("legacy", LEGACY);
     for (_, make) in BACKENDS {
         let obj = Object::load(&bytes, 1).unwrap();
         let p = obj.select(Some("xdp/legacy")).unwrap();
@@ -692,9 +661,9 @@ fn legacy_maps_load_and_unsupported_parts_are_named() {
         let v = map(&obj, "hits").get(&(IFINDEX & 3).to_le_bytes()).unwrap().unwrap();
         assert_eq!(u64_at(&v, 0), 2);
     }
-    let e = Object::load(&compile_text("tail", TAIL_CALL), 1).unwrap_err().to_string();
+    let e = Object::load(&clang::build_text("tail", TAIL_CALL), 1).unwrap_err().to_string();
     assert!(e.contains("map jumps: map type 3 is not supported"), "{e}");
-    let e = Object::load(&compile_text("calls_tail", CALLS_TAIL), 1).unwrap_err().to_string();
+    let e = Object::load(&clang::build_text("calls_tail", CALLS_TAIL), 1).unwrap_err().to_string();
     assert!(e.starts_with("program jump: instruction ") && e.ends_with("helper 12 (bpf_tail_call) is not supported by sluice"), "{e}");
 }
 

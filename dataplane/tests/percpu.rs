@@ -5,9 +5,8 @@
 //! native code (the path workers take) and through the interpreter.
 //! No root needed: nothing here touches an interface.
 
-use std::process::Command;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use sluice::bpf::Exec;
 use sluice::bpf::helpers::RunEnv;
@@ -20,6 +19,8 @@ use sluice::pipeline::compile::PipelineCode;
 use sluice::pipeline::{
     ActionSpec, Decision, DefaultAction, FilterSpec, Outcome, Pipeline, PipelineSpec, PortEnv, StageAct, StageSpec,
 };
+
+mod clang;
 
 /// Counts every packet in a per-CPU array (8-byte values) and a per-CPU hash (4-byte values,
 /// whose copies the kernel's lookup lays out 8 bytes apart), without atomics.
@@ -71,24 +72,7 @@ const PER_WORKER: usize = 64 * 300;
 
 /// The counter object, built with clang-19 as a user builds an XDP program.
 fn counter_object() -> Vec<u8> {
-    // Tests run in parallel: each build gets its own directory.
-    static BUILDS: AtomicUsize = AtomicUsize::new(0);
-    let n = BUILDS.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("sluice-percpu-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, out) = (dir.join("count.c"), dir.join("count.o"));
-    std::fs::write(&src, COUNTER).unwrap();
-    let status = Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("run clang-19 (apt-get install clang-19)");
-    let bytes = std::fs::read(&out);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(status.success(), "clang-19 failed on the counter program");
-    bytes.unwrap()
+    clang::build_text("count", COUNTER)
 }
 
 fn map<'a>(maps: &'a MapTable, name: &str) -> &'a Map {

@@ -24,6 +24,8 @@ use sluice::pipeline::{
 };
 use sluice::testbed::corpus;
 
+mod clang;
+
 const ENV: PortEnv = PortEnv { port: "a", peer: Some("b"), workers: 1 };
 
 fn tcpdump(id: &str, expr: &str, action: ActionSpec) -> sluice::pipeline::StageSpec {
@@ -314,23 +316,6 @@ fn stage_counters_follow_their_id_across_swaps_under_load() {
     assert!(get(Some("c")).unwrap() < n - n_tcp);
 }
 
-/// Builds C source `text` into an eBPF object with clang-19; returns its path (in a fresh
-/// directory the caller removes).
-fn clang_object(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-pipeline-obj-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, out) = (dir.join(format!("{name}.c")), dir.join(format!("{name}.o")));
-    std::fs::write(&src, text).unwrap();
-    let status = std::process::Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("run clang-19 (apt-get install clang-19)");
-    assert!(status.success(), "clang-19 failed on {name}.c");
-    out
-}
 
 fn object_stage(id: &str, path: &std::path::Path, action: ActionSpec) -> sluice::pipeline::StageSpec {
     sluice::pipeline::StageSpec { id: id.into(), filter: FilterSpec::File { path: path.to_owned(), format: None }, action }
@@ -353,8 +338,8 @@ SEC(\"xdp\") int by_len(struct xdp_md *ctx) {{
     return (__u32)(end - data) == *v ? XDP_DROP : XDP_PASS;
 }}"
     );
-    let good = clang_object("by_len", &by_len);
-    let bad = clang_object("unchecked", &format!("{PRELUDE}SEC(\"xdp\") int unchecked(struct xdp_md *ctx) {{ unsigned char *d = (void *)(long)ctx->data; return d[23] == 6 ? XDP_DROP : XDP_PASS; }}"));
+    let good = clang::object_file("by_len", &by_len);
+    let bad = clang::object_file("unchecked", &format!("{PRELUDE}SEC(\"xdp\") int unchecked(struct xdp_md *ctx) {{ unsigned char *d = (void *)(long)ctx->data; return d[23] == 6 ? XDP_DROP : XDP_PASS; }}"));
 
     let spec = PipelineSpec {
         stages: vec![tcpdump("udp", "udp", ActionSpec::Count), object_stage("len", &good, ActionSpec::Verdict), tcpdump("tcp", "tcp", ActionSpec::Count)],
@@ -397,7 +382,7 @@ SEC(\"xdp\") int by_len(struct xdp_md *ctx) {{
 #[test]
 fn a_stage_that_moves_the_head_moves_it_for_later_stages_and_the_caller() {
     // Strips the Ethernet header of frames long enough; later stages see the IP header first.
-    let strip = clang_object(
+    let strip = clang::object_file(
         "strip",
         &format!(
             "{PRELUDE}SEC(\"xdp\") int strip(struct xdp_md *ctx) {{

@@ -19,6 +19,8 @@ use sluice::bpf::object::Object;
 use sluice::bpf::verifier::{self, MapShape, VerifyEnv};
 use sluice::bpf::{Exec, Fault, Helper, Helpers, Program, asm, insn};
 
+mod clang;
+
 #[derive(Debug)]
 enum Expect {
     Accept,
@@ -206,18 +208,8 @@ fn corpus_verdicts_and_messages() {
 /// Builds a C corpus program with clang-19 and verifies its one program with the object's maps.
 fn verify_c(c: &Case) -> Result<(), String> {
     let src = corpus_dir().join(&c.name);
-    let out = std::env::temp_dir().join(format!("sluice-verifier-{}-{}.o", std::process::id(), c.name));
-    let status = std::process::Command::new("clang-19")
-        .args(["-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .status()
-        .expect("run clang-19 (apt-get install clang-19)");
-    let bytes = std::fs::read(&out);
-    let _ = std::fs::remove_file(&out);
-    assert!(status.success(), "clang-19 failed on {}", c.name);
-    let obj = Object::load(&bytes.unwrap(), 1).map_err(|e| e.to_string())?;
+    let bytes = clang::build(&c.name, &src);
+    let obj = Object::load(&bytes, 1).map_err(|e| e.to_string())?;
     let prog = &obj.select(None).map_err(|e| e.to_string())?.program;
     let env = VerifyEnv { maps: obj.maps().iter().map(|m| MapShape::from(m.def())).collect(), ..VerifyEnv::default() };
     verifier::verify(prog, &env).map(|_| ()).map_err(|e| e.to_string())

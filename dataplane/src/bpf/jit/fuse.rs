@@ -696,11 +696,7 @@ impl Builder<'_> {
             Rule::Match { end, mark } => {
                 run.hit(b, plan, slot);
                 if mark {
-                    let m = b.use_var(run.mark);
-                    let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
-                    let this = b.ins().iconst(I64, i as i64 + 1);
-                    let m = b.ins().select(unset, this, m);
-                    b.def_var(run.mark, m);
+                    run.mark(b, i);
                 }
                 match end {
                     Some(code) => return run.finish_with_then_dead(b, code),
@@ -830,11 +826,7 @@ impl Builder<'_> {
             match stage.rule {
                 Rule::Match { end, mark: marks } => {
                     if marks {
-                        let m = b.use_var(run.mark);
-                        let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
-                        let this = b.ins().iconst(I64, i as i64 + 1);
-                        let m = b.ins().select(unset, this, m);
-                        b.def_var(run.mark, m);
+                        run.mark(b, i);
                     }
                     match end {
                         Some(code) => run.finish_with(b, code),
@@ -890,6 +882,15 @@ impl Run<'_> {
         let m = b.use_var(self.mark);
         let (d, l) = (b.use_var(self.cur_data), b.use_var(self.cur_len));
         b.ins().jump(self.finish, &[code, m, d, l].map(BlockArg::Value));
+    }
+
+    /// Records stage `i` as the packet's mark unless an earlier stage is recorded.
+    fn mark(&self, b: &mut FunctionBuilder<'_>, i: usize) {
+        let m = b.use_var(self.mark);
+        let unset = b.ins().icmp_imm_s(IntCC::Equal, m, 0);
+        let this = b.ins().iconst(I64, i as i64 + 1);
+        let m = b.ins().select(unset, this, m);
+        b.def_var(self.mark, m);
     }
 
     /// [`finish_with`](Self::finish_with), then goes on in a new block nothing jumps to, so

@@ -52,24 +52,12 @@ pub struct Opts {
     workers: usize,
 }
 
-const EXPRS: &[&str] = &[
-    "udp dst port 53",
-    "tcp dst port 80",
-    "host 10.0.0.1",
-    "ip6",
-    "arp",
-    "icmp",
-    "udp port 123",
-    "net 192.168.0.0/16",
-    "tcp[tcpflags] & tcp-syn != 0",
-    "vlan",
-];
 
 fn spec(stages: usize) -> PipelineSpec {
     let stages = (0..stages)
         .map(|i| StageSpec {
             id: format!("s{i}"),
-            filter: FilterSpec::Text { text: EXPRS[i % EXPRS.len()].into(), format: Format::Tcpdump },
+            filter: FilterSpec::Text { text: corpus::FILTERS[i % corpus::FILTERS.len()].into(), format: Format::Tcpdump },
             action: ActionSpec::Count,
         })
         .collect();

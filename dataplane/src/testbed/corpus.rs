@@ -39,6 +39,21 @@ pub fn frames(seed: u64) -> Vec<Frame> {
     out
 }
 
+/// Ten tcpdump filters of the kinds a pipeline holds (protocols, ports, hosts, nets, TCP
+/// flags, VLAN): the pipeline benchmark's stages, and what the dispatch tests start from.
+pub const FILTERS: [&str; 10] = [
+    "udp dst port 53",
+    "tcp dst port 80",
+    "host 10.0.0.1",
+    "ip6",
+    "arp",
+    "icmp",
+    "udp port 123",
+    "net 192.168.0.0/16",
+    "tcp[tcpflags] & tcp-syn != 0",
+    "vlan",
+];
+
 /// Every `step`th corpus frame, then copies of the long ones with the fields filters dispatch
 /// on (ethertype; IPv4 protocol at 23, IPv6 next header at 20) set to values filters test
 /// and values they do not, then the first few cut at lengths around those fields: packets

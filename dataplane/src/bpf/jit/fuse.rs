@@ -1145,11 +1145,8 @@ mod tests {
 
     #[test]
     fn dispatched_stages_agree_with_interpreter_runs() {
-        let texts = [
-            "udp dst port 53", "tcp dst port 80", "host 10.0.0.1", "ip6", "arp", "icmp", "udp port 123",
-            "net 192.168.0.0/16", "tcp[tcpflags] & tcp-syn != 0", "vlan", "ip6 and tcp port 22", "greater 100", "ether[12] = 8",
-        ];
-        let filters: Vec<Program> = texts.iter().map(|t| program(t, Format::Tcpdump)).collect();
+        let texts = corpus::FILTERS.iter().chain(&["ip6 and tcp port 22", "greater 100", "ether[12] = 8"]);
+        let filters: Vec<Program> = texts.map(|t| program(t, Format::Tcpdump)).collect();
         // Pure verdict stages the dispatch folds to constants: DROP (1) ARP, abort (5) RARP,
         // else PASS (2), which goes on; short packets abort (0), so these come last.
         let arp = program("r0 = *(u16 *)skb[12]\nif w0 == 0x806 goto +2\nr0 = 2\nexit\nr0 = 1\nexit\n", Format::Asm);

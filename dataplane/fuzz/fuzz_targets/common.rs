@@ -65,11 +65,19 @@ pub fn specializing_keeps_the_result(program: &Program, packet: &[u8]) {
         facts.push(Fact::NotIn { off: 14, size: 1, values: vec![u32::from(b.wrapping_add(1)), u32::from(b.wrapping_add(7))] });
     }
     let mut buf = packet.to_vec();
-    let want = run(&Interpreter::new(program), &mut buf, packet);
-    let got = match specialize::specialize(program, &facts) {
+    let (want, want_bytes) = run(&Interpreter::new(program), &mut buf, packet);
+    let (got, got_bytes) = match specialize::specialize(program, &facts) {
         Residual::Original => return,
         Residual::Const(v) => (Ok(v), packet.to_vec()),
         Residual::Program(r) => run(&Interpreter::new(&r), &mut buf, packet),
     };
-    assert_eq!(got, want, "residual under {facts:?} disagrees with the original");
+    // A residual has fewer instructions, so a fault names another index. (A pure program
+    // has no calls or loops: memory faults are the only ones it can have.)
+    let kind = |r: Result<u64, Fault>| {
+        r.map_err(|f| match f {
+            Fault::OutOfBounds { size, write, .. } => Fault::OutOfBounds { pc: 0, addr: 0, size, write },
+            other => other,
+        })
+    };
+    assert_eq!((kind(got), got_bytes), (kind(want), want_bytes), "residual under {facts:?} disagrees with the original");
 }

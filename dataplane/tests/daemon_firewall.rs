@@ -14,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,7 +22,7 @@ use sluice::testbed::netns::{CLIENT_MAC, Netns, SERVER_MAC, Topology, TopologyOp
 
 mod daemon;
 
-use daemon::{Files, Listener, SLUICE, Sluice, ctl};
+use daemon::{Files, Listener, SLUICE, Sluice, client_frame, ctl, udp_frame, while_sending};
 
 const OPEN: u16 = 7000;
 const CLOSED: u16 = 7001;
@@ -87,14 +87,7 @@ struct Sender<'a> {
 
 impl Sender<'_> {
     fn frame(&self, src: Ipv4Addr, dport: u16, seq: u32) -> Vec<u8> {
-        let dst = self.topo.server_if.addr.expect("server addr");
-        let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-            .ipv4(src.octets(), dst.octets(), 64)
-            .udp(9000, dport)
-            .write(&mut f, &seq.to_be_bytes())
-            .expect("build frame");
-        f
+        client_frame(src, self.topo.server_if.addr.expect("server addr"), dport, seq)
     }
 
     /// `n` rounds of: one frame to the open port from the client, and one each to the closed
@@ -190,30 +183,9 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
     // tcpdump rule (so it and `open` run in userspace now). No allowed frame may be lost.
     let v2 = RULES_V1.replace("proto = \"udp\"\ndport = 7001\n", "match = \"udp dst port 7001\"\n");
     std::fs::write(&fw, &v2).expect("write v2");
-    let sent = AtomicU32::new(0);
-    let sending = AtomicBool::new(true);
     let base = servers.open.get();
-    std::thread::scope(|scope| {
-        let sender = scope.spawn(|| {
-            let client = topo.client_if.addr.expect("client addr");
-            topo.client
-                .run_in(|| {
-                    let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str())
-                        .and_then(|c| c.timeout(50).open())
-                        .expect("open AF_PACKET on the client");
-                    let mut n = 0u32;
-                    while sending.load(Ordering::Relaxed) || n < 500 {
-                        cap.sendpacket(send.frame(client, OPEN, n)).expect("send");
-                        n += 1;
-                        sent.store(n, Ordering::Relaxed);
-                        let stall = Instant::now() + Duration::from_secs(2);
-                        while n - (servers.open.get() - base) > 32 && Instant::now() < stall {
-                            std::thread::yield_now();
-                        }
-                    }
-                })
-                .expect("enter client")
-        });
+    let client = topo.client_if.addr.expect("client addr");
+    let sent = while_sending(&topo, 500, |n| send.frame(client, OPEN, n), || servers.open.get() - base, |sent| {
         while sent.load(Ordering::Relaxed) < 100 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -223,10 +195,7 @@ fn the_daemon_firewall_blocks_counts_and_reloads_without_loss() {
             assert!(Instant::now() < deadline, "the SIGHUP reload did not take effect");
             std::thread::sleep(Duration::from_millis(20));
         }
-        sending.store(false, Ordering::Relaxed);
-        sender.join().expect("sender");
     });
-    let sent = sent.load(Ordering::Relaxed);
     assert_eq!(servers.open.wait_for(base + sent, Duration::from_secs(5)) - base, sent, "frames lost across the reload");
     send.mixed(100, &servers);
     let open_total = 200 + sent + 100;
@@ -320,17 +289,6 @@ in = "dut-a0"
 state = "new"
 action = "accept"
 "#;
-
-/// A UDP frame with correct checksums (stack-sent UDP on veth carries partial ones).
-fn udp_frame(macs: ([u8; 6], [u8; 6]), src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
-    let mut f = Vec::new();
-    etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
-        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
-        .udp(src.port(), dst.port())
-        .write(&mut f, &seq.to_be_bytes())
-        .expect("build frame");
-    f
-}
 
 /// Sends `n` frames through AF_PACKET on `ifname` in namespace `ns`, `pps` a second
 /// (spin-paced); returns when each was sent, from the first.

@@ -8,11 +8,11 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
+use sluice::testbed::netns::{Topology, TopologyOpts, privileged};
 
 mod daemon;
 
-use daemon::{Files, Listener, SLUICE, Sluice};
+use daemon::{Files, Listener, SLUICE, Sluice, client_frame};
 
 const OPEN_PORT: u16 = 7000;
 const CLOSED_PORT: u16 = 7001;
@@ -30,15 +30,7 @@ fn fw(topo: &Topology, args: &[&str]) -> String {
 fn send(topo: &Topology, per_port: u32, open: &Listener, expect_open: bool) {
     let src = topo.client_if.addr.expect("client addr");
     let dst = topo.server_if.addr.expect("server addr");
-    let frame = |dport: u16, seq: u32| {
-        let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-            .ipv4(src.octets(), dst.octets(), 64)
-            .udp(9000, dport)
-            .write(&mut f, &seq.to_be_bytes())
-            .expect("build frame");
-        f
-    };
+    let frame = |dport: u16, seq: u32| client_frame(src, dst, dport, seq);
     topo.client
         .run_in(|| {
             let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str())

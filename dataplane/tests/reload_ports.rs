@@ -13,18 +13,17 @@
 //! Privileged: skips with a message when not root, must run under `CI=true`. Namespaces,
 //! files and the daemon are removed on every exit path (Drop guards).
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice::testbed::netns::{CLIENT_MAC, SERVER_MAC, Topology, TopologyOpts, privileged};
+use sluice::testbed::netns::{Topology, TopologyOpts, privileged};
 
 mod daemon;
 
-use daemon::{Files, Sluice, ctl};
+use daemon::{Files, Listener, Sluice, client_frame, ctl, while_sending};
 
 const PORT: u16 = 7100;
 /// Where the frames sent into port c go.
@@ -69,16 +68,6 @@ fn xdp_prog(topo: &Topology, ifname: &str) -> Option<u32> {
     topo.dut.run_in(|| sluice::steer::attached_xdp_prog(ifname)).expect("enter dut").expect("query xdp")
 }
 
-fn frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, seq: u32) -> Vec<u8> {
-    let mut f = Vec::new();
-    etherparse::PacketBuilder::ethernet2(CLIENT_MAC, SERVER_MAC)
-        .ipv4(src.octets(), dst.octets(), 64)
-        .udp(9000, dport)
-        .write(&mut f, &seq.to_be_bytes())
-        .expect("build frame");
-    f
-}
-
 /// Ports `extra` first (so adding them renumbers a and b and their worker), then a ↔ b.
 fn config(socket: &Path, extra: &str) -> String {
     format!(
@@ -117,55 +106,12 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
     let path = files.write("sluice.toml", &config(&socket, ""));
     let (client, server) = (topo.client_if.addr.expect("client addr"), topo.server_if.addr.expect("server addr"));
 
-    let sock = topo.server.run_in(move || UdpSocket::bind(SocketAddrV4::new(server, PORT))).expect("enter server").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let (received, listening) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicBool::new(true)));
-    let listener = {
-        let (received, listening) = (Arc::clone(&received), Arc::clone(&listening));
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while listening.load(Ordering::Relaxed) {
-                if sock.recv(&mut buf).is_ok() {
-                    received.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
+    let received = Listener::start(&topo.server, SocketAddrV4::new(server, PORT));
 
     let sluice = Sluice::start(&topo, &path);
     assert!(xdp_prog(&topo, "dut-c0").is_none());
 
-    let sent = AtomicU32::new(0);
-    let sending = AtomicBool::new(true);
-    /// Stops the sender when the scope ends, a failed assertion included.
-    struct StopSending<'a>(&'a AtomicBool);
-    impl Drop for StopSending<'_> {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Relaxed);
-        }
-    }
-    std::thread::scope(|scope| {
-        let _stop = StopSending(&sending);
-        let sender = scope.spawn(|| {
-            topo.client
-                .run_in(|| {
-                    let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str())
-                        .and_then(|c| c.timeout(50).open())
-                        .expect("open AF_PACKET on the client");
-                    let mut n = 0u32;
-                    while sending.load(Ordering::Relaxed) || n < 300 {
-                        cap.sendpacket(frame(client, server, PORT, n)).expect("send");
-                        n += 1;
-                        sent.store(n, Ordering::Relaxed);
-                        // Stay at most 32 datagrams ahead of the server so no buffer overflows.
-                        let stall = Instant::now() + Duration::from_secs(2);
-                        while n - received.load(Ordering::Relaxed) > 32 && Instant::now() < stall {
-                            std::thread::yield_now();
-                        }
-                    }
-                })
-                .expect("enter client")
-        });
+    let sent = while_sending(&topo, 300, |n| client_frame(client, server, PORT, n), || received.get(), |sent| {
         while sent.load(Ordering::Relaxed) < 100 {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -183,7 +129,7 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
                 .run_in(|| {
                     let mut cap = pcap::Capture::from_device("dut-c1").and_then(|c| c.timeout(50).open()).expect("open dut-c1");
                     for i in 0..50 {
-                        cap.sendpacket(frame(client, Ipv4Addr::new(192, 0, 2, 1), C_PORT, i)).expect("send into c");
+                        cap.sendpacket(client_frame(client, Ipv4Addr::new(192, 0, 2, 1), C_PORT, i)).expect("send into c");
                     }
                 })
                 .expect("enter dut");
@@ -249,20 +195,11 @@ fn reload_adds_and_removes_ports_while_the_others_run_on() {
         while sent.load(Ordering::Relaxed) < now + 100 {
             std::thread::sleep(Duration::from_millis(1));
         }
-        sending.store(false, Ordering::Relaxed);
-        sender.join().expect("sender");
     });
-    let sent = sent.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while received.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(received.load(Ordering::Relaxed), sent, "datagrams lost through a ↔ b across the reloads");
+    assert_eq!(received.wait_for(sent, Duration::from_secs(5)), sent, "datagrams lost through a ↔ b across the reloads");
     // The kept worker's firewall counts continued through renumbering; the stopped workers'
     // counts were kept.
     assert_eq!(fw_packets(&topo, &socket, "seq"), u64::from(sent));
     assert_eq!(fw_packets(&topo, &socket, "to-c"), 100);
     sluice.stop();
-    listening.store(false, Ordering::Relaxed);
-    listener.join().expect("listener");
 }

@@ -1,11 +1,12 @@
 //! Shared harness of the tests that run `sluice run` in a namespace topology: a directory of
-//! config files, the daemon itself, `sluice ctl`, and UDP listeners that count datagrams. Each
-//! piece cleans up on Drop, so every exit path of a test leaves nothing behind.
+//! config files, the daemon itself, `sluice ctl`, UDP listeners that count datagrams, and raw
+//! UDP frames sent from the client. Each piece cleans up on Drop, so every exit path of a test
+//! leaves nothing behind.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice::testbed::netns::{Netns, Topology};
+use sluice::testbed::netns::{CLIENT_MAC, Netns, SERVER_MAC, Topology};
 
 pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -137,4 +138,68 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A UDP frame with correct checksums (stack-sent UDP on veth carries partial ones), with the
+/// sequence number `seq` as its payload.
+pub fn udp_frame(macs: ([u8; 6], [u8; 6]), src: SocketAddrV4, dst: SocketAddrV4, seq: u32) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(src.ip().octets(), dst.ip().octets(), 64)
+        .udp(src.port(), dst.port())
+        .write(&mut f, &seq.to_be_bytes())
+        .expect("build frame");
+    f
+}
+
+/// [`udp_frame`] from the client's MAC and port 9000 at `src` to the server's MAC, `dst:dport`.
+pub fn client_frame(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, seq: u32) -> Vec<u8> {
+    udp_frame((CLIENT_MAC, SERVER_MAC), SocketAddrV4::new(src, 9000), SocketAddrV4::new(dst, dport), seq)
+}
+
+/// Runs `body` while a thread sends `frame(0)`, `frame(1)`, ... from the client through
+/// AF_PACKET, at most 32 frames ahead of `delivered()` so no socket buffer overflows (waiting
+/// up to 2 s per frame), until `body` returned and at least `min` frames went out. `body` sees
+/// the count sent so far. Returns the frames sent. The sender stops when `body` panics too.
+pub fn while_sending(
+    topo: &Topology,
+    min: u32,
+    frame: impl Fn(u32) -> Vec<u8> + Sync,
+    delivered: impl Fn() -> u32 + Sync,
+    body: impl FnOnce(&AtomicU32),
+) -> u32 {
+    /// Stops the sender when the scope ends, a failed assertion included.
+    struct StopSending<'a>(&'a AtomicBool);
+    impl Drop for StopSending<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+    let (sending, sent) = (AtomicBool::new(true), AtomicU32::new(0));
+    std::thread::scope(|scope| {
+        let stop = StopSending(&sending);
+        let sender = scope.spawn(|| {
+            topo.client
+                .run_in(|| {
+                    let mut cap = pcap::Capture::from_device(topo.client_if.name.as_str())
+                        .and_then(|c| c.timeout(50).open())
+                        .expect("open AF_PACKET on the client");
+                    let mut n = 0u32;
+                    while sending.load(Ordering::Relaxed) || n < min {
+                        cap.sendpacket(frame(n)).expect("send");
+                        n += 1;
+                        sent.store(n, Ordering::Relaxed);
+                        let stall = Instant::now() + Duration::from_secs(2);
+                        while n - delivered() > 32 && Instant::now() < stall {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+                .expect("enter client")
+        });
+        body(&sent);
+        drop(stop);
+        sender.join().expect("sender");
+    });
+    sent.load(Ordering::Relaxed)
 }

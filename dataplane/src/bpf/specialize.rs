@@ -121,9 +121,17 @@ const STAGE_COST: usize = 8;
 /// stage that rewrote the packet — so the leaves are as long as that prefix. A field is
 /// dispatched on only when at least two programs test it.
 pub fn tree(programs: &[&Program], budget: usize) -> Tree {
-    let pure_prefix = programs.iter().take_while(|p| is_pure(p)).count();
-    let mut memo = Memo::new(&programs[..pure_prefix]);
-    let root: Vec<Rc<Outcome>> = (0..pure_prefix).map(|i| memo.get(i, &[])).collect();
+    let mut memo = Memo::new(programs);
+    // The root's outcomes, up to the first program that is not pure.
+    let mut root: Vec<Rc<Outcome>> = Vec::new();
+    for (i, p) in programs.iter().enumerate() {
+        let o = memo.get(i, &[]);
+        if p.kind != ProgKind::Xdp || !o.pure {
+            break;
+        }
+        root.push(o);
+    }
+    memo.programs = &programs[..root.len()];
     let grown = grow(&mut memo, &mut Vec::new(), root, MAX_DEPTH);
     let cap = grown.leaf_cost.saturating_mul(budget);
     // The deepest tree within the budget (each level multiplies the code by the arms it adds).
@@ -220,6 +228,8 @@ fn grow(memo: &mut Memo<'_>, facts: &mut Vec<Fact>, here: Vec<Rc<Outcome>>, dept
 /// A program under some facts: its residual, and the undecided tests of fields with constants
 /// (`(off, size, constant)`), which choose the next field to dispatch on.
 struct Outcome {
+    /// Whether the program is pure (else it is left as it is).
+    pure: bool,
     residual: Residual,
     compares: Vec<(u32, u8, u32)>,
 }
@@ -271,10 +281,10 @@ impl<'p> Memo<'p> {
         let program = self.programs[i];
         Rc::clone(self.cache.entry((i, relevant)).or_insert_with_key(|(_, facts)| {
             let Some(eval) = Eval::run(program, facts) else {
-                return Rc::new(Outcome { residual: Residual::Original, compares: Vec::new() });
+                return Rc::new(Outcome { pure: false, residual: Residual::Original, compares: Vec::new() });
             };
             let residual = eval.residual(program);
-            Rc::new(Outcome { residual, compares: eval.compares })
+            Rc::new(Outcome { pure: true, residual, compares: eval.compares })
         }))
     }
 }
